@@ -1,0 +1,5 @@
+import sys
+
+from cxrlm.cli import main
+
+sys.exit(main())

@@ -1,0 +1,57 @@
+"""The `cxrlm` command. Each verb lives in its own module under cxrlm/cli/ and registers itself here.
+
+Verb modules import only the standard library at top level, so `cxrlm --help` is instant; heavy
+imports (torch, transformers, pydicom) happen inside the function that runs the verb.
+"""
+
+import argparse
+import importlib
+import os
+import sys
+
+from cxrlm import DISCLAIMER, __version__
+from cxrlm.errors import CxrlmError
+
+# One line per verb module; each defines `register(subparsers)`.
+VERB_MODULES = (
+    "cxrlm.cli.infer",  # report, chat, classify, ground
+    "cxrlm.cli.models",  # models
+    "cxrlm.cli.data",  # data build, data instructions
+    "cxrlm.cli.label",  # label
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cxrlm",
+        description="Chest X-ray reasoning vision-language models: run, evaluate, train, serve.",
+        epilog=DISCLAIMER,
+    )
+    parser.add_argument("--version", action="version", version=f"cxrlm {__version__}")
+    subparsers = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    for name in VERB_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except CxrlmError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `cxrlm ... | head`
+        return 0
+    except Exception as err:  # a bug, not a user error: stay one line unless asked
+        if os.environ.get("CXRLM_DEBUG"):
+            raise
+        print(f"error: unexpected {type(err).__name__}: {err} (set CXRLM_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""Plain-text rendering of a ModelOutput for people; the research-use notice always comes first."""
+
+from cxrlm.types import ModelOutput
+
+
+def render_text(out: ModelOutput) -> str:
+    lines = [f"[{out.disclaimer}]", f"model: {out.model}   task: {out.task}"]
+    if out.reasoning:
+        lines += ["", "Reasoning:", _indent(out.reasoning)]
+    if out.task == "classify":
+        lines += ["", "Label probabilities:"]
+        lines += [f"  {name:<28} {p:.3f}" for name, p in sorted(out.probabilities.items(), key=lambda kv: -kv[1])]
+    elif out.labels or out.task in ("reason", "report"):
+        names = ", ".join(label.name for label in out.labels) or "(none parsed)"
+        lines += ["", f"Labels: {names}"]
+    if out.findings:
+        lines += ["", "Findings:", _indent(out.findings)]
+    if out.impression:
+        lines += ["", "Impression:", _indent(out.impression)]
+    if out.boxes:
+        lines += ["", "Boxes (pixels of the original image):"]
+        lines += [f"  {b.label or '-'}: [{', '.join(f'{v:.0f}' for v in b.xyxy)}]" for b in out.boxes]
+    if not (out.reasoning or out.findings or out.labels or out.boxes) and out.raw_text.strip():
+        lines += ["", "Raw output:", _indent(out.raw_text.strip())]
+    if out.warnings:
+        lines += [""] + [f"warning: {w}" for w in out.warnings]
+    t = out.timings
+    if t.generate_s is not None:
+        rate = f", {t.tokens_per_s:.1f} tokens/s" if t.tokens_per_s else ""
+        lines += ["", f"({t.generate_s:.2f} s{rate})"]
+    return "\n".join(lines)
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + line for line in text.strip().splitlines())

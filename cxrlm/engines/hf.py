@@ -1,0 +1,111 @@
+"""The reference engine: plain transformers `generate`, streamed token by token.
+
+It knows nothing of CXR: it takes chat messages (Hugging Face format, image entries in the first user turn)
+and PIL images, and returns text. Faster engines keep the same two methods.
+"""
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass
+class Generation:
+    text: str
+    new_tokens: int
+    preprocess_s: float
+    generate_s: float
+    input_size: tuple[int, int] | None  # (width, height) of the first image as the model saw it
+
+
+class HFEngine:
+    def __init__(self, model, processor, device: str):
+        self.model = model
+        self.processor = processor
+        self.device = device
+
+    def _inputs(self, conversations: list[list[dict]], images: list[list]):
+        texts = [
+            self.processor.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in conversations
+        ]
+        flat = [img for imgs in images for img in imgs] or None
+        inputs = self.processor(text=texts, images=flat, return_tensors="pt", padding=True)
+        return inputs.to(self.device)
+
+    def generate(
+        self,
+        messages: list[dict],
+        images: list,
+        max_new_tokens: int,
+        on_text: Callable[[str], None] | None = None,
+        temperature: float = 0.0,
+    ) -> Generation:
+        import torch
+
+        start = time.perf_counter()
+        inputs = self._inputs([messages], [images])
+        prepared = time.perf_counter()
+        streamer = _CallbackStreamer(self.processor.tokenizer, on_text) if on_text else None
+        sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
+        with torch.inference_mode():
+            output = self.model.generate(
+                **inputs, max_new_tokens=max_new_tokens, streamer=streamer, **sampling,
+                pad_token_id=self.processor.tokenizer.pad_token_id,
+            )
+        new = output[0, inputs["input_ids"].shape[1]:]
+        text = self.processor.tokenizer.decode(new, skip_special_tokens=True)
+        return Generation(
+            text=text,
+            new_tokens=int(new.numel()),
+            preprocess_s=prepared - start,
+            generate_s=time.perf_counter() - prepared,
+            input_size=_input_size(inputs, self.processor),
+        )
+
+    def yes_probability(self, conversations: list[list[dict]], images: list[list]) -> list[float]:
+        """P(yes) / (P(yes) + P(no)) for the first answer token of each conversation, in one batch."""
+        import torch
+
+        tokenizer = self.processor.tokenizer
+        yes = _first_token_ids(tokenizer, ("yes", "Yes"))
+        no = _first_token_ids(tokenizer, ("no", "No"))
+        tokenizer.padding_side = "left"  # so the last position is every row's next token
+        inputs = self._inputs(conversations, images)
+        with torch.inference_mode():
+            logits = self.model(**inputs).logits[:, -1, :].float()
+        probs = torch.softmax(logits, dim=-1)
+        p_yes, p_no = probs[:, yes].sum(-1), probs[:, no].sum(-1)
+        return (p_yes / (p_yes + p_no).clamp_min(1e-12)).tolist()
+
+
+def _first_token_ids(tokenizer, words) -> list[int]:
+    return sorted({tokenizer.encode(w, add_special_tokens=False)[0] for w in words})
+
+
+def _input_size(inputs, processor) -> tuple[int, int] | None:
+    grid = inputs.get("image_grid_thw")
+    if grid is None:
+        return None
+    patch = processor.image_processor.patch_size
+    _, rows, cols = (int(v) for v in grid[0])
+    return cols * patch, rows * patch
+
+
+class _CallbackStreamer:
+    """Decodes new tokens incrementally and hands complete text pieces to a callback."""
+
+    def __init__(self, tokenizer, on_text: Callable[[str], None]):
+        from transformers import TextStreamer
+
+        class Streamer(TextStreamer):
+            def on_finalized_text(self, text: str, stream_end: bool = False):
+                if text:
+                    on_text(text)
+
+        self._streamer = Streamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+
+    def put(self, value):
+        self._streamer.put(value)
+
+    def end(self):
+        self._streamer.end()

@@ -1,0 +1,162 @@
+"""Load any chest X-ray file (PNG, JPEG, TIFF, BMP or DICOM) into an 8-bit grayscale XrayImage.
+
+The format is chosen from the file's first bytes, not its extension. Ordinary images go through Pillow here;
+DICOM goes to cxrlm.io.dicom (imported only when needed, as pydicom is heavy). Every problem a user can cause
+raises InputError with one actionable line. Not here: resizing or normalizing for a model (see cxrlm.models).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from cxrlm.errors import InputError
+from cxrlm.types import FRONTAL_VIEWS, VIEW_POSITIONS, Study, XrayImage
+
+# (leading bytes, format) of the raster formats handed to Pillow.
+IMAGE_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"II+\x00", "TIFF"),  # BigTIFF
+    (b"BM", "BMP"),
+)
+DICOM_PREAMBLE = 128  # bytes before the "DICM" prefix of a DICOM Part 10 file
+VIEW_ALIASES = {"LAT": "LATERAL", "LATERAL": "LATERAL"}
+LATERAL_VIEWS = tuple(v for v in VIEW_POSITIONS if v not in FRONTAL_VIEWS)
+LATERAL_WARNING = "lateral view: most CXR models expect a frontal view"
+HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+def load_image(path, *, max_pixels: int = 50_000_000, view_position: str | None = None) -> XrayImage:
+    """Read one radiograph file; see the module docstring. `view_position` is used when the file has none."""
+    if max_pixels <= 0:
+        raise ValueError("max_pixels must be positive")
+    path = Path(path)
+    requested = _normalize_view(view_position, path.name, strict=True)
+    head = _read_head(path)
+    if head[DICOM_PREAMBLE : DICOM_PREAMBLE + 4] == b"DICM":
+        image = _read_dicom(path, max_pixels, has_preamble=True)
+    elif any(head.startswith(magic) for magic, _ in IMAGE_MAGIC):
+        image = _read_raster(path, max_pixels)
+    else:  # DICOM written without a preamble, or not an image at all
+        image = _read_dicom(path, max_pixels, has_preamble=False)
+    _resolve_view(image, requested)
+    return image
+
+
+def load_study(paths: list, *, view_positions=None) -> Study:
+    """Load several views of one examination, e.g. PA + lateral. `view_positions` parallels `paths`."""
+    if not paths:
+        raise InputError("no image given for the study: pass at least one file")
+    views = list(view_positions) if view_positions is not None else [None] * len(paths)
+    if len(views) != len(paths):
+        raise InputError(f"{len(views)} view positions given for {len(paths)} images: give one per image")
+    images = [load_image(path, view_position=view) for path, view in zip(paths, views, strict=True)]
+    if any(image.is_frontal for image in images):  # a frontal view is there: the lateral one is extra context
+        for image in images:
+            image.warnings = [w for w in image.warnings if w != LATERAL_WARNING]
+    return Study(images=images)
+
+
+def _read_head(path: Path) -> bytes:
+    """The first bytes, after turning missing/empty/unreadable paths into one-line errors."""
+    if path.is_dir():
+        raise InputError(f"{path} is a directory, not an image: pass an image file (several views: load_study)")
+    if not path.exists():
+        raise InputError(f"no such file: {path}: check the path")
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as handle:
+            head = handle.read(DICOM_PREAMBLE + 4)
+    except OSError as exc:
+        raise InputError(f"cannot read {path} ({exc.strerror}): check its permissions") from exc
+    if size == 0:
+        raise InputError(f"{path.name} is empty (0 bytes): re-copy or re-export the file")
+    return head
+
+
+def _read_dicom(path: Path, max_pixels: int, has_preamble: bool) -> XrayImage:
+    from cxrlm.io.dicom import read_dicom
+
+    return read_dicom(path, max_pixels=max_pixels, has_preamble=has_preamble)
+
+
+def _read_raster(path: Path, max_pixels: int) -> XrayImage:
+    name = path.name
+    try:
+        with Image.open(path) as im:
+            _check_raster_header(im, name, max_pixels)
+            im.load()
+            metadata = {"format": im.format, "mode": im.mode}
+            upright = ImageOps.exif_transpose(im)  # phone photos of films carry an EXIF rotation
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"{name}: image is too large to decode safely: downscale it") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:  # Pillow's ways of saying "broken file"
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"{name}: image is truncated or corrupt ({reason}): re-export or re-download it") from exc
+    pixels, notes = to_gray8(upright)
+    return XrayImage(pixels=pixels, source=name, metadata=metadata, warnings=notes)
+
+
+def _check_raster_header(im: Image.Image, name: str, max_pixels: int) -> None:
+    """Refuse decompression bombs and multi-page files from the header, before any pixel is decoded."""
+    width, height = im.size
+    if width * height > max_pixels:
+        raise InputError(
+            f"{name}: {width}x{height} = {width * height:,} pixels exceeds max_pixels={max_pixels:,}: "
+            "downscale the image or raise max_pixels"
+        )
+    frames = getattr(im, "n_frames", 1)
+    if frames > 1:
+        raise InputError(f"{name}: file has {frames} frames/pages: save the radiograph as a single image")
+
+
+def to_gray8(im: Image.Image) -> tuple[np.ndarray, list[str]]:
+    """Any Pillow mode -> (H, W) uint8. High bit depths are stretched over their actual range."""
+    if im.mode in HIGH_BIT_MODES:
+        return _stretch(np.asarray(im, dtype=np.float64))
+    if im.mode in ("L", "1"):
+        return np.asarray(im.convert("L"), dtype=np.uint8), []
+    rgb = np.asarray(im.convert("RGB"))
+    notes = []
+    if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2])):
+        notes.append("color image converted to grayscale")
+    return np.asarray(Image.fromarray(rgb, "RGB").convert("L"), dtype=np.uint8), notes
+
+
+def _stretch(values: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """16-bit files often use only part of their range (e.g. 12-bit detectors): map min..max to 0..255."""
+    low, high = float(values.min()), float(values.max())
+    if high <= low:
+        return np.zeros(values.shape, dtype=np.uint8), ["image has a single gray level"]
+    return np.rint((values - low) / (high - low) * 255.0).astype(np.uint8), []
+
+
+def _normalize_view(view: str | None, name: str, strict: bool) -> str | None:
+    """Upper-case a view position; unknown values are an error (user argument) or dropped (file tag)."""
+    if view is None or not str(view).strip():
+        return None
+    value = str(view).strip().upper()
+    value = VIEW_ALIASES.get(value, value)
+    if value in VIEW_POSITIONS:
+        return value
+    if strict:
+        raise InputError(f"{name}: unknown view position {view!r}: use one of {', '.join(VIEW_POSITIONS)}")
+    return None
+
+
+def _resolve_view(image: XrayImage, requested: str | None) -> None:
+    """The file's own ViewPosition wins over the argument; a disagreement is reported."""
+    from_file = _normalize_view(image.view_position, image.source, strict=False)
+    if image.view_position and from_file is None:
+        image.warnings.append(f"ViewPosition {image.view_position!r} is not one of {', '.join(VIEW_POSITIONS)}")
+    if from_file and requested and from_file != requested:
+        image.warnings.append(f"file says view {from_file}, argument says {requested}: using {from_file}")
+    image.view_position = from_file or requested
+    if image.view_position in LATERAL_VIEWS:
+        image.warnings.append(LATERAL_WARNING)

@@ -1,0 +1,79 @@
+"""Load a CXR vision-language model from a local folder and run CXR tasks on it, into one output schema.
+
+`load_model(path)` picks the profile (family, prompt dialect, box format, image budget) and the family's adapter;
+`CxrModel.predict(image, task)` returns a `ModelOutput`. Nothing here downloads anything.
+"""
+
+import importlib
+import os
+import time
+from pathlib import Path
+
+from cxrlm.errors import ModelLoadError
+from cxrlm.models.profiles import ModelProfile, resolve_profile
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[2] / "weights" / "cxrlm-tiny"
+TASKS = ("reason", "report", "classify", "ground")
+
+
+def default_model_dir() -> Path:
+    """$CXRLM_MODEL, else the shipped cxrlm-tiny."""
+    env = os.environ.get("CXRLM_MODEL")
+    if env:
+        return Path(env)
+    if (DEFAULT_MODEL_DIR / "config.json").is_file():
+        return DEFAULT_MODEL_DIR
+    raise ModelLoadError(
+        "no --model given and no default model is installed: pass --model DIR (a Qwen2.5-VL checkpoint folder), "
+        "or make a random-weight test checkpoint with `cxrlm models tiny DIR`"
+    )
+
+
+def resolve_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError(f"--device {device} asked for, but no CUDA GPU is visible: use --device cpu")
+    return device
+
+
+def resolve_dtype(dtype: str, device: str):
+    import torch
+
+    if dtype == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+             "float16": torch.float16, "fp16": torch.float16}
+    if dtype not in names:
+        raise ModelLoadError(f"unknown --dtype {dtype!r}; use one of auto, {', '.join(names)}")
+    return names[dtype]
+
+
+def load_model(path: str | Path | None = None, *, device: str = "auto", dtype: str = "auto"):
+    from cxrlm.models.base import CxrModel
+
+    model_dir = Path(path) if path else default_model_dir()
+    if not model_dir.is_dir():
+        raise ModelLoadError(f"model folder {model_dir} does not exist: pass --model DIR with a checkpoint folder")
+    if not os.access(model_dir, os.R_OK | os.X_OK):
+        raise ModelLoadError(f"model folder {model_dir} is not readable: check its permissions")
+    profile = resolve_profile(model_dir)
+    device = resolve_device(device)
+    start = time.perf_counter()
+    engine = _load_engine(model_dir, profile, device, resolve_dtype(dtype, device))
+    return CxrModel(model_dir.name, profile, engine, load_s=time.perf_counter() - start)
+
+
+def _load_engine(model_dir: Path, profile: ModelProfile, device: str, dtype):
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    adapter = importlib.import_module(f"cxrlm.models.{profile.family}")
+    try:
+        return adapter.load(model_dir, profile, device, dtype)
+    except (OSError, ValueError, KeyError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelLoadError(f"cannot load the checkpoint in {model_dir}: {first_line}") from None

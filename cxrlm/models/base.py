@@ -1,0 +1,103 @@
+"""`CxrModel`: one loaded checkpoint that answers CXR tasks in the project's one output schema.
+
+The family adapter formats messages, the engine produces text, the parsers turn text into structure.
+"""
+
+import importlib
+import time
+from collections.abc import Callable
+
+from cxrlm.engines.hf import Generation
+from cxrlm.models.profiles import ModelProfile
+from cxrlm.pathologies import CHEXPERT14
+from cxrlm.prompts import parsers
+from cxrlm.prompts.templates import DIALECTS, task_prompt
+from cxrlm.types import Label, ModelOutput, Study, Timings, XrayImage
+
+
+class CxrModel:
+    def __init__(self, name: str, profile: ModelProfile, engine, load_s: float = 0.0):
+        self.name = name
+        self.profile = profile
+        self.engine = engine
+        self.load_s = load_s
+        self.dialect = DIALECTS[profile.dialect]
+        self.adapter = importlib.import_module(f"cxrlm.models.{profile.family}")
+
+    @property
+    def template_version(self) -> str:
+        return self.dialect.version
+
+    def predict(
+        self,
+        image: XrayImage | Study,
+        task: str,
+        *,
+        phrase: str | None = None,
+        max_new_tokens: int | None = None,
+        on_text: Callable[[str], None] | None = None,
+    ) -> ModelOutput:
+        study = image if isinstance(image, Study) else Study(images=[image])
+        if task == "classify":
+            return self.classify(study)
+        if task not in ("reason", "report", "ground"):
+            raise ValueError(f"unknown task {task!r}")
+        messages = [self.adapter.user_turn(task_prompt(self.dialect, task, phrase), len(study.images))]
+        generation = self.generate(messages, study, max_new_tokens, on_text)
+        return self.structure(task, generation, study, phrase=phrase)
+
+    def generate(self, messages, study: Study, max_new_tokens=None, on_text=None) -> Generation:
+        images = [img.to_pil() for img in study.images]
+        return self.engine.generate(messages, images, max_new_tokens or self.profile.max_new_tokens, on_text)
+
+    def structure(self, task: str, generation: Generation, study: Study, phrase: str | None = None) -> ModelOutput:
+        """Parse a generation into a ModelOutput; boxes are mapped to the first image's original pixels."""
+        image = study.images[0]
+        text = generation.text
+        out = ModelOutput(
+            task=task,
+            model=self.name,
+            raw_text=text,
+            image_size=image.size,
+            timings=Timings(self.load_s, generation.preprocess_s, generation.generate_s, generation.new_tokens),
+            warnings=[w for img in study.images for w in img.warnings],
+        )
+        split = parsers.split_reasoning(text)
+        out.reasoning = split.reasoning
+        out.answer = split.answer
+        if task == "reason":
+            out.warnings += split.warnings
+            names, unknown = parsers.parse_labels(split.answer)
+            out.labels = [Label(name) for name in names]
+            if unknown:
+                out.warnings.append(f"ignored answer items that are not CheXpert-14 labels: {', '.join(unknown)}")
+        if task == "report":
+            out.findings, out.impression = parsers.parse_report(split.answer)
+        out.boxes = parsers.parse_boxes(
+            text, image.size, generation.input_size, default_label=phrase or "", box_format=self.profile.box_format
+        )
+        if task == "ground" and not out.boxes:
+            out.warnings.append("the model gave no box")
+        return out
+
+    def classify(self, study: Study) -> ModelOutput:
+        """A probability per CheXpert-14 label: the likelihood of "yes" to a per-label question, in one batch."""
+        start = time.perf_counter()
+        images = [img.to_pil() for img in study.images]
+        conversations = [
+            [self.adapter.user_turn(self.dialect.classify_question.format(label=name.lower()), len(images))]
+            for name in CHEXPERT14
+        ]
+        probs = self.engine.yes_probability(conversations, [images] * len(conversations))
+        probabilities = {name: round(p, 4) for name, p in zip(CHEXPERT14, probs, strict=True)}
+        image = study.images[0]
+        return ModelOutput(
+            task="classify",
+            model=self.name,
+            raw_text="",
+            labels=[Label(name, p, present=p >= 0.5) for name, p in probabilities.items()],
+            probabilities=probabilities,
+            image_size=image.size,
+            timings=Timings(self.load_s, None, time.perf_counter() - start, None),
+            warnings=[w for img in study.images for w in img.warnings],
+        )

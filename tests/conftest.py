@@ -1,0 +1,50 @@
+"""Shared test fixtures. Real images come from ../shared/data and skip cleanly when it is absent."""
+
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is not present")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def fixture_pngs(shared_data) -> list[Path]:
+    return sorted((shared_data / "fixtures" / "nih14" / "images").glob("*.png"))
+
+
+@pytest.fixture(scope="session")
+def real_dicom(shared_data) -> Path:
+    return next((shared_data / "fixtures" / "dicom").glob("*.dcm"))
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A random-weight Qwen2.5-VL folder in the exact layout of a real checkpoint (built once per test run)."""
+    from cxrlm.models.tiny import build_tiny_checkpoint
+
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny-qwen2_5_vl")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_checkpoint):
+    from cxrlm.models import load_model
+
+    return load_model(tiny_checkpoint, device="cpu")
+
+
+@pytest.fixture
+def xray():
+    """A synthetic 8-bit radiograph-like image (no real data needed)."""
+    import numpy as np
+
+    from cxrlm.types import XrayImage
+
+    rng = np.random.default_rng(0)
+    return XrayImage(pixels=rng.integers(0, 256, size=(300, 240), dtype=np.uint8), source="synthetic.png")
