@@ -114,3 +114,60 @@ def test_normalized_boxes_map_into_image(values):
     text = "[" + ", ".join(f"{v:.3f}" for v in values) + "]"
     for box in parsers.parse_boxes(text, (300, 200), box_format="norm1"):
         assert box.xyxy[2] <= 300 and box.xyxy[3] <= 200
+
+
+# --- box formats and frames of the other families (tests/test_model_families.py runs them end to end) ---
+
+def test_int1000_boxes_are_thousandths_of_the_image():
+    from cxrlm.prompts.parsers import parse_boxes
+
+    (box,) = parse_boxes('{"bbox_2d": [250, 100, 750, 900]}', (400, 1000), box_format="int1000")
+    assert box.xyxy == (100.0, 100.0, 300.0, 900.0)
+
+
+def test_norm1_two_decimal_boxes_and_out_of_range_values_are_clipped():
+    from cxrlm.prompts.parsers import parse_boxes
+
+    boxes = parse_boxes("[0.12, 0.30, 0.45, 0.80] and [0.9, 0.9, 1.2, 1.5]", (200, 100), box_format="norm1")
+    assert [b.xyxy for b in boxes] == [(24.0, 30.0, 90.0, 80.0), (180.0, 90.0, 200.0, 100.0)]
+
+
+def test_int100_degenerate_box_is_dropped():
+    from cxrlm.prompts.parsers import parse_boxes
+
+    assert parse_boxes("[40, 40, 40, 90]", (100, 100), box_format="int100") == []
+
+
+def test_unknown_box_format_raises():
+    import pytest
+
+    from cxrlm.prompts.parsers import parse_boxes
+
+    with pytest.raises(ValueError, match="unknown box format"):
+        parse_boxes("[1, 2, 3, 4]", (10, 10), box_format="int10")
+
+
+def test_padded_square_coordinates_map_back_to_the_image():
+    from cxrlm.models.frames import view_region
+    from cxrlm.prompts.parsers import parse_boxes
+
+    # A 240x300 portrait radiograph centred on a 300x300 square: 30 px of padding left and right.
+    view = view_region("square_pad", (240, 300))
+    assert view == (-30.0, 0.0, 270.0, 300.0)
+    (box,) = parse_boxes("[0.2, 0.5, 0.5, 1.0]", (240, 300), box_format="norm1", view=view)
+    assert box.xyxy == (30.0, 150.0, 120.0, 300.0)
+
+
+def test_center_crop_coordinates_map_back_to_the_image():
+    import pytest
+
+    from cxrlm.models.frames import view_region
+    from cxrlm.prompts.parsers import parse_boxes
+
+    view = view_region("center_crop", (240, 300))  # the middle 240x240 square
+    assert view == (0.0, 30.0, 240.0, 270.0)
+    (box,) = parse_boxes("[0, 0, 50, 50]", (240, 300), box_format="int100", view=view)
+    assert box.xyxy == (0.0, 30.0, 120.0, 150.0)
+    assert view_region("image", (240, 300)) is None
+    with pytest.raises(ValueError):
+        view_region("letterbox", (240, 300))

@@ -18,6 +18,9 @@ VERB_MODULES = (
     "cxrlm.cli.models",  # models
     "cxrlm.cli.data",  # data build, data instructions
     "cxrlm.cli.label",  # label
+    "cxrlm.cli.train",  # train sft, train grpo
+    "cxrlm.cli.serve",  # serve
+    "cxrlm.cli.eval",  # eval, eval compare
 )
 
 

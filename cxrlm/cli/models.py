@@ -37,6 +37,9 @@ def build_tiny(args: argparse.Namespace) -> int:
     from cxrlm.models.tiny import build_tiny_checkpoint
 
     out = Path(args.out)
+    if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
+        print(f"{out} already holds a checkpoint: kept")
+        return 0
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out} exists and is not empty: choose a new folder")
     build_tiny_checkpoint(out, seed=args.seed)

@@ -28,8 +28,9 @@ class HFEngine:
         texts = [
             self.processor.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in conversations
         ]
-        flat = [img for imgs in images for img in imgs] or None
-        inputs = self.processor(text=texts, images=flat, return_tensors="pt", padding=True)
+        # One list of images per conversation: every processor accepts it, and Gemma 3's needs it for batches.
+        nested = [list(imgs) for imgs in images] if any(images) else None
+        inputs = self.processor(text=texts, images=nested, return_tensors="pt", padding=True)
         return inputs.to(self.device)
 
     def generate(

@@ -85,15 +85,21 @@ def read_dicom(path: Path, *, max_pixels: int, has_preamble: bool = True) -> Xra
 
 def _open(path: Path, name: str, has_preamble: bool) -> pydicom.Dataset:
     try:
-        ds = pydicom.dcmread(path, force=not has_preamble, specific_tags=list(READ_TAGS))
+        with warnings.catch_warnings():  # pydicom's warnings about malformed values may quote those values
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path, force=not has_preamble, specific_tags=list(READ_TAGS))
     except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, OverflowError) as exc:
-        if not has_preamble:
-            raise InputError(f"{name} is not a PNG, JPEG, TIFF or DICOM file: check the file") from exc
-        raise InputError(f"{name}: DICOM header is corrupt or truncated: re-export the file") from exc
-    if not has_preamble and not any(k in ds for k in ("PixelData", "Rows", "SOPClassUID", "Modality")):
-        raise InputError(f"{name} is not a PNG, JPEG, TIFF or DICOM file: check the file")
+        raise _unreadable(name, has_preamble) from exc
+    if not any(k in ds for k in ("PixelData", "Rows", "SOPClassUID", "Modality")):  # parsed, but nothing of ours
+        raise _unreadable(name, has_preamble)
     _fill_transfer_syntax(ds)
     return ds
+
+
+def _unreadable(name: str, has_preamble: bool) -> InputError:
+    if has_preamble:
+        return InputError(f"{name}: DICOM header is corrupt or truncated: re-export the file")
+    return InputError(f"{name} is not a PNG, JPEG, TIFF or DICOM file: check the file")
 
 
 def _fill_transfer_syntax(ds: pydicom.Dataset) -> None:
@@ -109,15 +115,28 @@ def _fill_transfer_syntax(ds: pydicom.Dataset) -> None:
 
 def _check_header(ds: pydicom.Dataset, name: str, max_pixels: int) -> None:
     """Everything that can be refused before the (possibly huge or compressed) pixel data is decoded."""
+    _check_content(ds, name)
+    _check_size(ds, name, max_pixels)
+    _check_decoder(ds, name)
+
+
+def _check_content(ds: pydicom.Dataset, name: str) -> None:
     modality = str(ds.get("Modality") or "").strip().upper()
     if modality and modality not in RADIOGRAPH_MODALITIES:
         raise InputError(
             f"{name}: Modality is {modality}, not a radiograph: cxrlm reads chest X-rays "
             f"({', '.join(RADIOGRAPH_MODALITIES)})"
         )
+    if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
+        raise InputError(f"{name}: float pixel data is not supported: export the image as integer DICOM or PNG")
     if "PixelData" not in ds:
-        kind = "float pixel data, which is not supported" if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds else "no pixel data"
-        raise InputError(f"{name}: DICOM has {kind}: export the image itself (e.g. as DX/CR or PNG)")
+        raise InputError(f"{name}: DICOM has no pixel data: export the image itself (e.g. as DX/CR or PNG)")
+    photometric = str(ds.get("PhotometricInterpretation") or "MONOCHROME2").strip().upper()
+    if photometric == "PALETTE COLOR":
+        raise InputError(f"{name}: PALETTE COLOR DICOM is not supported: export it as grayscale")
+
+
+def _check_size(ds: pydicom.Dataset, name: str, max_pixels: int) -> None:
     frames = int(ds.get("NumberOfFrames") or 1)
     if frames > 1:
         raise InputError(f"{name}: DICOM has {frames} frames: extract one frame into its own file and load that")
@@ -129,10 +148,6 @@ def _check_header(ds: pydicom.Dataset, name: str, max_pixels: int) -> None:
             f"{name}: {columns}x{rows} = {rows * columns:,} pixels exceeds max_pixels={max_pixels:,}: "
             "downscale the image or raise max_pixels"
         )
-    photometric = str(ds.get("PhotometricInterpretation") or "MONOCHROME2").strip().upper()
-    if photometric == "PALETTE COLOR":
-        raise InputError(f"{name}: PALETTE COLOR DICOM is not supported: export it as grayscale")
-    _check_decoder(ds, name)
 
 
 def _check_decoder(ds: pydicom.Dataset, name: str) -> None:
@@ -155,7 +170,10 @@ def _decode(ds: pydicom.Dataset, name: str) -> np.ndarray:
             warnings.simplefilter("ignore")
             return ds.pixel_array
     except Exception as exc:  # any decoder failure means a broken file, from the user's point of view
-        raise InputError(f"{name}: DICOM pixel data cannot be decoded ({type(exc).__name__}): re-export the file") from exc
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        raise InputError(
+            f"{name}: DICOM pixel data is truncated or corrupt ({reason}): re-export or re-download the file"
+        ) from exc
 
 
 def to_display(stored: np.ndarray, ds: pydicom.Dataset) -> tuple[np.ndarray, str, list[str]]:

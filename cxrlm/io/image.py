@@ -26,7 +26,7 @@ IMAGE_MAGIC = (
     (b"BM", "BMP"),
 )
 DICOM_PREAMBLE = 128  # bytes before the "DICM" prefix of a DICOM Part 10 file
-VIEW_ALIASES = {"LAT": "LATERAL", "LATERAL": "LATERAL"}
+VIEW_ALIASES = {"LAT": "LATERAL"}  # a common non-standard spelling
 LATERAL_VIEWS = tuple(v for v in VIEW_POSITIONS if v not in FRONTAL_VIEWS)
 LATERAL_WARNING = "lateral view: most CXR models expect a frontal view"
 HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
@@ -43,8 +43,10 @@ def load_image(path, *, max_pixels: int = 50_000_000, view_position: str | None 
         image = _read_dicom(path, max_pixels, has_preamble=True)
     elif any(head.startswith(magic) for magic, _ in IMAGE_MAGIC):
         image = _read_raster(path, max_pixels)
-    else:  # DICOM written without a preamble, or not an image at all
+    elif _is_bare_dataset(head):  # DICOM written without preamble and "DICM" prefix (some old archives)
         image = _read_dicom(path, max_pixels, has_preamble=False)
+    else:
+        raise InputError(f"{path.name} is not a PNG, JPEG, TIFF or DICOM file: check the file")
     _resolve_view(image, requested)
     return image
 
@@ -78,6 +80,12 @@ def _read_head(path: Path) -> bytes:
     if size == 0:
         raise InputError(f"{path.name} is empty (0 bytes): re-copy or re-export the file")
     return head
+
+
+def _is_bare_dataset(head: bytes) -> bool:
+    """A bare little-endian dataset opens with an element of a low, even group: 0002 (file meta) to 0028."""
+    group = int.from_bytes(head[:2], "little")
+    return len(head) >= 8 and group % 2 == 0 and 0x0002 <= group <= 0x0028
 
 
 def _read_dicom(path: Path, max_pixels: int, has_preamble: bool) -> XrayImage:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -87,6 +88,57 @@ def mean_iou(references: Sequence[Sequence[Sequence[float]]], predictions: Seque
 # ---------------------------------------------------------------- detection: COCO AP
 
 
+@dataclass
+class ImageMatches:
+    """COCO matching of one class in one image, at every IoU threshold; AP over images is computed from these.
+
+    Matching only looks inside one image, so these can be computed once and pooled in any resample of images.
+    """
+
+    scores: np.ndarray  # (detections,) in score order, at most COCO_MAX_DETECTIONS
+    hits: np.ndarray  # (thresholds, detections) bool: detection matched a reference at that IoU threshold
+    n_refs: int
+
+
+def match_detections(
+    references: Sequence[Sequence[float]],
+    detections: Sequence[tuple[Sequence[float], float]],
+    iou_thresholds: Sequence[float] = COCO_IOU_THRESHOLDS,
+) -> ImageMatches:
+    """Match (box, score) detections to reference boxes of one image, as COCO does, at each threshold."""
+    dets = sorted(detections, key=lambda d: -d[1])[:COCO_MAX_DETECTIONS]  # sorted() is stable, like mergesort
+    boxes = [box for box, _ in dets]
+    hits = np.array([_greedy_hits(references, boxes, t) for t in iou_thresholds], dtype=bool)
+    scores = np.array([float(score) for _, score in dets], dtype=float)
+    return ImageMatches(scores, hits.reshape(len(iou_thresholds), len(dets)), len(references))
+
+
+def ap_from_matches(matches: Sequence[ImageMatches], threshold_index: int = 0) -> float:
+    """COCO AP (101-point) pooled over images; NaN when there is no reference box at all."""
+    return float(ap_per_threshold(matches)[threshold_index])
+
+
+def ap_per_threshold(matches: Sequence[ImageMatches]) -> np.ndarray:
+    """COCO AP at every threshold the matches were made at, in one vectorised pass over the pooled detections."""
+    n_thresholds = matches[0].hits.shape[0] if matches else 1
+    n_refs = sum(m.n_refs for m in matches)
+    if n_refs == 0:
+        return np.full(n_thresholds, math.nan)
+    scores = np.concatenate([m.scores for m in matches]) if matches else np.zeros(0)
+    if len(scores) == 0:
+        return np.zeros(n_thresholds)
+    hits = np.concatenate([m.hits for m in matches], axis=1)[:, np.argsort(-scores, kind="mergesort")]
+    tp, fp = np.cumsum(hits, axis=1), np.cumsum(~hits, axis=1)
+    recall = tp / n_refs
+    precision = tp / (tp + fp + np.spacing(1))
+    precision = np.maximum.accumulate(precision[:, ::-1], axis=1)[:, ::-1]  # envelope: best at any higher recall
+    out = np.empty(n_thresholds)
+    for t in range(n_thresholds):
+        at = np.searchsorted(recall[t], COCO_RECALL_POINTS, side="left")
+        out[t] = np.where(at < hits.shape[1], precision[t, np.minimum(at, hits.shape[1] - 1)], 0.0).mean()
+    return out
+
+
 def average_precision(
     references: Sequence[Sequence[Sequence[float]]],
     detections: Sequence[Sequence[tuple[Sequence[float], float]]],
@@ -94,25 +146,7 @@ def average_precision(
 ) -> float:
     """COCO AP of one class: per image a list of reference boxes and a list of (box, score) detections."""
     _check_pairs(references, detections)
-    n_refs = sum(len(r) for r in references)
-    if n_refs == 0:
-        return math.nan
-    scores, hits = [], []
-    for refs, dets in zip(references, detections):
-        dets = sorted(dets, key=lambda d: -d[1])[:COCO_MAX_DETECTIONS]  # sorted() is stable, like COCO's mergesort
-        scores += [float(score) for _, score in dets]
-        hits += _greedy_hits(refs, [box for box, _ in dets], iou_threshold)
-    if not scores:
-        return 0.0
-    order = np.argsort(-np.asarray(scores), kind="mergesort")
-    hits = np.asarray(hits, dtype=bool)[order]
-    tp, fp = np.cumsum(hits), np.cumsum(~hits)
-    recall = tp / n_refs
-    precision = tp / (tp + fp + np.spacing(1))
-    precision = np.maximum.accumulate(precision[::-1])[::-1]  # the precision envelope: best at any higher recall
-    at = np.searchsorted(recall, COCO_RECALL_POINTS, side="left")
-    sampled = np.where(at < len(precision), precision[np.minimum(at, len(precision) - 1)], 0.0)
-    return float(sampled.mean())
+    return ap_from_matches([match_detections(r, d, (iou_threshold,)) for r, d in zip(references, detections)])
 
 
 def _greedy_hits(refs: Sequence[Sequence[float]], boxes: Sequence[Sequence[float]], threshold: float) -> list[bool]:
@@ -135,32 +169,43 @@ def _greedy_hits(refs: Sequence[Sequence[float]], boxes: Sequence[Sequence[float
     return hits
 
 
-def detection_map(
-    references: Sequence[Sequence[Mapping]],
-    detections: Sequence[Sequence[Mapping]],
-    iou_thresholds: Sequence[float] = COCO_IOU_THRESHOLDS,
-) -> dict[str, object]:
-    """COCO mAP over classes. Per image: reference [{label, xyxy}], detections [{label, xyxy, score}].
+def map_from_matches(labels: Sequence[str], matches: Sequence[ImageMatches]) -> dict[str, float]:
+    """mAP@0.5 and mAP@0.5:0.95 over classes from per-(image, class) matches; `labels[i]` is the class of i.
 
-    A detection without a score counts as score 1. Returns {"map50", "map50_95", "per_label": {label: {"ap50",
-    "ap50_95"}}}; "map50_95" averages AP over `iou_thresholds` (COCO's 0.50:0.05:0.95).
+    The matches must be made at COCO_IOU_THRESHOLDS (index 0 is 0.5).
     """
-    _check_pairs(references, detections)
-    labels = sorted({box["label"] for boxes in references for box in boxes})
+    by_label: dict[str, list[ImageMatches]] = {}
+    for label, match in zip(labels, matches):
+        by_label.setdefault(label, []).append(match)
     per_label = {}
-    for label in labels:
-        refs = [[b["xyxy"] for b in boxes if b["label"] == label] for boxes in references]
-        dets = [
-            [(d["xyxy"], 1.0 if d.get("score") is None else d["score"]) for d in boxes if d["label"] == label]
-            for boxes in detections
-        ]
-        aps = [average_precision(refs, dets, t) for t in iou_thresholds]
-        per_label[label] = {"ap50": average_precision(refs, dets, 0.5), "ap50_95": float(np.mean(aps))}
+    for label, group in sorted(by_label.items()):
+        aps = ap_per_threshold(group)
+        if not math.isnan(aps[0]):
+            per_label[label] = {"ap50": float(aps[0]), "ap50_95": float(aps.mean())}
     return {
         "map50": _mean([v["ap50"] for v in per_label.values()]),
         "map50_95": _mean([v["ap50_95"] for v in per_label.values()]),
         "per_label": per_label,
     }
+
+
+def detection_map(references: Sequence[Sequence[Mapping]], detections: Sequence[Sequence[Mapping]]) -> dict[str, object]:
+    """COCO mAP over classes. Per image: reference [{label, xyxy}], detections [{label, xyxy, score}].
+
+    A detection without a score counts as score 1. Returns {"map50", "map50_95", "per_label": {label: {"ap50",
+    "ap50_95"}}}; "map50_95" averages AP over COCO's IoU thresholds 0.50:0.05:0.95. Classes with no reference
+    box are left out.
+    """
+    _check_pairs(references, detections)
+    classes = sorted({box["label"] for boxes in references for box in boxes})
+    labels, matches = [], []
+    for label in classes:
+        for refs, dets in zip(references, detections):
+            ref_boxes = [b["xyxy"] for b in refs if b["label"] == label]
+            det_boxes = [(d["xyxy"], 1.0 if d.get("score") is None else d["score"]) for d in dets if d["label"] == label]
+            labels.append(label)
+            matches.append(match_detections(ref_boxes, det_boxes))
+    return map_from_matches(labels, matches)
 
 
 def _mean(values: list[float]) -> float:

@@ -4,7 +4,10 @@ project's clinical-efficacy F1 (CE-F1) of generated reports.
 Conventions, as in torchxrayvision: a truth value of 1 is positive, 0 negative, and None, NaN or -1 (uncertain)
 mean "not labelled": that item is skipped for that label only. F1, precision and recall follow scikit-learn
 with `zero_division=0`; AUROC is the exact rank statistic (Mann-Whitney U with average ranks for ties), NaN when
-a label has only one class among the labelled items. Macro averages skip labels whose value is NaN.
+a label has only one class among the labelled items. Macro AUROC skips labels where it is NaN; macro F1,
+precision and recall average over the labels with at least one positive reference item (a label never positive
+in the evaluation set has no defined recall; scikit-learn's macro average would count it as 0, so the score would
+depend on how many labels the set happens to lack). CE-F1 below keeps scikit-learn's convention, as papers do.
 
 CE-F1 here is the project's rule-based CE-F1, not CheXbert: both report lists are labelled with the project's
 rule-based labeler (`cxrlm.data.labeler.label_reports`), only 1 counts as positive (0, -1 and blank are not),
@@ -111,36 +114,55 @@ def precision_recall_f1(tp: int, fp: int, fn: int) -> dict[str, float]:
 # ---------------------------------------------------------------- many labels
 
 
+def column_counts(y_true: np.ndarray, y_score: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """(4, labels) counts tp, fp, fn, tn per column over the labelled items. Vectorised for the bootstrap."""
+    y_true, y_score = np.asarray(y_true, dtype=float), np.asarray(y_score, dtype=float)
+    known = ~np.isnan(y_true) & (y_true != -1) & ~np.isnan(y_score)
+    positive = known & (y_true == 1)
+    negative = known & (y_true != 1)
+    predicted = y_score >= threshold
+    return np.stack([
+        (positive & predicted).sum(axis=0),
+        (negative & predicted).sum(axis=0),
+        (positive & ~predicted).sum(axis=0),
+        (negative & ~predicted).sum(axis=0),
+    ])
+
+
 def classification_metrics(
     y_true, y_score, labels: Sequence[str] = CHEXPERT14, threshold: float = 0.5, specificity: float = 0.9
 ) -> dict[str, object]:
     """Per-label and averaged metrics. y_true/y_score: per-item dicts (label -> value) or (items, labels) arrays.
 
-    A label is predicted positive when its score >= threshold. Returns {"per_label": {label: {...}},
-    "macro_auroc", "micro_auroc", "macro_f1", "micro_f1", "macro_precision", ... "n_items"}.
+    A label is predicted positive when its score >= threshold. A label with no labelled item has NaN for every
+    metric and is left out of macro averages. Returns {"per_label": {label: {...}}, "macro_auroc",
+    "micro_auroc", "macro_f1", "micro_f1", "macro_precision", ... "n_items"}.
     """
     truth = _as_matrix(y_true, labels)
     score = _as_matrix(y_score, labels)
     if truth.shape != score.shape:
         raise ValueError(f"{truth.shape[0]} truth rows but {score.shape[0]} score rows: they must pair up")
-    predicted = np.where(np.isnan(score), np.nan, (score >= threshold).astype(float))
-    per_label, counts = {}, np.zeros(3, dtype=int)
+    counts = column_counts(truth, score, threshold)
+    per_label = {}
     for j, name in enumerate(labels):
-        tp, fp, fn, tn = confusion_counts(truth[:, j], predicted[:, j])
-        counts += (tp, fp, fn)
+        tp, fp, fn, tn = (int(c) for c in counts[:, j])
+        n = tp + fp + fn + tn
+        scores = precision_recall_f1(tp, fp, fn) if n else dict.fromkeys(("precision", "recall", "f1"), math.nan)
         per_label[name] = {
             "auroc": auroc(truth[:, j], score[:, j]),
             f"sensitivity_at_{_pct(specificity)}_specificity": sensitivity_at_specificity(
                 truth[:, j], score[:, j], specificity
             ),
-            **precision_recall_f1(tp, fp, fn),
-            "n": tp + fp + fn + tn,
+            **scores,
+            "n": n,
             "n_positive": tp + fn,
         }
     out: dict[str, object] = {"per_label": per_label, "n_items": int(truth.shape[0])}
-    for key in ("auroc", "f1", "precision", "recall"):
-        out[f"macro_{key}"] = _nanmean([m[key] for m in per_label.values()])
-    out.update({f"micro_{k}": v for k, v in precision_recall_f1(*counts).items()})
+    out["macro_auroc"] = _nanmean([m["auroc"] for m in per_label.values()])
+    with_positives = [m for m in per_label.values() if m["n_positive"]]
+    for key in ("f1", "precision", "recall"):
+        out[f"macro_{key}"] = _nanmean([m[key] for m in with_positives])
+    out.update({f"micro_{k}": v for k, v in precision_recall_f1(*(int(c) for c in counts[:3].sum(axis=1))).items()})
     out["micro_auroc"] = auroc(truth.ravel(), score.ravel())
     return out
 
@@ -151,10 +173,18 @@ def macro_auroc(y_true: np.ndarray, y_score: np.ndarray) -> float:
 
 
 def macro_f1(y_true: np.ndarray, y_score: np.ndarray, threshold: float = 0.5) -> float:
-    predicted = np.where(np.isnan(y_score), np.nan, (y_score >= threshold).astype(float))
-    return _nanmean(
-        [precision_recall_f1(*confusion_counts(y_true[:, j], predicted[:, j])[:3])["f1"] for j in range(y_true.shape[1])]
-    )
+    """Mean F1 over the labels with at least one positive reference item (others have no defined recall)."""
+    tp, fp, fn, _ = column_counts(y_true, y_score, threshold)
+    scored = (tp + fn) > 0
+    if not scored.any():
+        return math.nan
+    return float(np.mean(2 * tp[scored] / (2 * tp + fp + fn)[scored]))
+
+
+def micro_f1(y_true: np.ndarray, y_score: np.ndarray, threshold: float = 0.5) -> float:
+    """F1 of the pooled (item, label) decisions of two (items, labels) matrices."""
+    tp, fp, fn, _ = column_counts(y_true, y_score, threshold).sum(axis=1)
+    return precision_recall_f1(int(tp), int(fp), int(fn))["f1"]
 
 
 # ---------------------------------------------------------------- clinical efficacy of report text
@@ -189,18 +219,25 @@ def ce_positive_matrix(rows: Sequence[Mapping[str, object]], labels: Sequence[st
 
 
 def ce_f1_from_labels(reference: np.ndarray, hypothesis: np.ndarray) -> dict[str, float]:
-    """CE micro/macro F1 (and micro precision/recall) over all 14 labels and over the top 5."""
+    """CE micro/macro F1 (and micro precision/recall) over all 14 labels and over the top 5.
+
+    Inputs are 0/1 (items, 14) matrices from `ce_positive_matrix`. Vectorised: the bootstrap calls this
+    thousands of times.
+    """
+    reference, hypothesis = np.asarray(reference) == 1, np.asarray(hypothesis) == 1
+    tp = (reference & hypothesis).sum(axis=0)
+    fp = (~reference & hypothesis).sum(axis=0)
+    fn = (reference & ~hypothesis).sum(axis=0)
     out = {}
     top5 = [CHEXPERT14.index(name) for name in CE_TOP5]
-    for suffix, columns in (("14", list(range(len(CHEXPERT14)))), ("5", top5)):
-        ref, hyp = reference[:, columns], hypothesis[:, columns]
-        micro = precision_recall_f1(*confusion_counts(ref.ravel(), hyp.ravel())[:3])
+    for suffix, columns in (("14", slice(None)), ("5", top5)):
+        micro = precision_recall_f1(int(tp[columns].sum()), int(fp[columns].sum()), int(fn[columns].sum()))
         out[f"ce_f1_micro_{suffix}"] = micro["f1"]
         out[f"ce_precision_micro_{suffix}"] = micro["precision"]
         out[f"ce_recall_micro_{suffix}"] = micro["recall"]
-        out[f"ce_f1_macro_{suffix}"] = float(
-            np.mean([precision_recall_f1(*confusion_counts(ref[:, j], hyp[:, j])[:3])["f1"] for j in range(ref.shape[1])])
-        )
+        denominator = 2 * tp[columns] + fp[columns] + fn[columns]
+        per_label = np.divide(2 * tp[columns], denominator, out=np.zeros(len(denominator)), where=denominator > 0)
+        out[f"ce_f1_macro_{suffix}"] = float(per_label.mean())
     return out
 
 

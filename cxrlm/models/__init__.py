@@ -6,6 +6,7 @@
 
 import importlib
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -51,7 +52,10 @@ def resolve_dtype(dtype: str, device: str):
     return names[dtype]
 
 
-def load_model(path: str | Path | None = None, *, device: str = "auto", dtype: str = "auto"):
+def load_model(
+    path: str | Path | None = None, *, device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False
+):
+    """Load a checkpoint folder. `trust_remote_code` lets a checkpoint with no built-in family run its own Python."""
     from cxrlm.models.base import CxrModel
 
     model_dir = Path(path) if path else default_model_dir()
@@ -60,10 +64,24 @@ def load_model(path: str | Path | None = None, *, device: str = "auto", dtype: s
     if not os.access(model_dir, os.R_OK | os.X_OK):
         raise ModelLoadError(f"model folder {model_dir} is not readable: check its permissions")
     profile = resolve_profile(model_dir)
+    if profile.remote_code:
+        _check_remote_code(model_dir, trust_remote_code)
     device = resolve_device(device)
     start = time.perf_counter()
     engine = _load_engine(model_dir, profile, device, resolve_dtype(dtype, device))
     return CxrModel(model_dir.name, profile, engine, load_s=time.perf_counter() - start)
+
+
+def _check_remote_code(model_dir: Path, trust_remote_code: bool) -> None:
+    if not trust_remote_code:
+        raise ModelLoadError(
+            f"{model_dir} is not a built-in family and ships its own Python code (config.json auto_map); "
+            "it runs only with --trust-remote-code, and only if you trust its authors"
+        )
+    print(
+        f"WARNING: trust_remote_code is on: running Python code shipped in {model_dir} with your permissions",
+        file=sys.stderr,
+    )
 
 
 def _load_engine(model_dir: Path, profile: ModelProfile, device: str, dtype):

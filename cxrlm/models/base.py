@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 
 from cxrlm.engines.hf import Generation
+from cxrlm.models.frames import view_region
 from cxrlm.models.profiles import ModelProfile
 from cxrlm.pathologies import CHEXPERT14
 from cxrlm.prompts import parsers
@@ -42,13 +43,29 @@ class CxrModel:
             return self.classify(study)
         if task not in ("reason", "report", "ground"):
             raise ValueError(f"unknown task {task!r}")
-        messages = [self.adapter.user_turn(task_prompt(self.dialect, task, phrase), len(study.images))]
-        generation = self.generate(messages, study, max_new_tokens, on_text)
-        return self.structure(task, generation, study, phrase=phrase)
+        # A dialect may ask earlier questions first, in the same conversation (M4CXR: findings, then the report).
+        chain = self.dialect.report_chain if task == "report" else ()
+        messages, steps = [], []
+        for prompt in (*chain, task_prompt(self.dialect, task, phrase)):
+            messages.append(self.adapter.user_turn(prompt, 0 if messages else len(study.images)))
+            steps.append(self.generate(messages, study, max_new_tokens, on_text))
+            messages.append(self.adapter.assistant_turn(steps[-1].text))
+        out = self.structure(task, _merged(steps), study, phrase=phrase)
+        if chain:
+            out.reasoning = "\n".join(step.text.strip() for step in steps[:-1]) or None
+            out.labels = [Label(name) for name in parsers.parse_labels(out.reasoning or "")[0]]
+        return out
 
     def generate(self, messages, study: Study, max_new_tokens=None, on_text=None) -> Generation:
         images = [img.to_pil() for img in study.images]
+        messages = self._with_system(messages)
         return self.engine.generate(messages, images, max_new_tokens or self.profile.max_new_tokens, on_text)
+
+    def _with_system(self, messages: list[dict]) -> list[dict]:
+        """The dialect's system prompt first (MedGemma's "You are an expert radiologist."), unless one is there."""
+        if not self.dialect.system or (messages and messages[0]["role"] == "system"):
+            return messages
+        return [{"role": "system", "content": [{"type": "text", "text": self.dialect.system}]}, *messages]
 
     def structure(self, task: str, generation: Generation, study: Study, phrase: str | None = None) -> ModelOutput:
         """Parse a generation into a ModelOutput; boxes are mapped to the first image's original pixels."""
@@ -66,15 +83,17 @@ class CxrModel:
         out.reasoning = split.reasoning
         out.answer = split.answer
         if task == "reason":
-            out.warnings += split.warnings
-            names, unknown = parsers.parse_labels(split.answer)
+            if self.dialect.think_tags:
+                out.warnings += split.warnings
+            names, unknown = parsers.parse_labels(_label_list(split.answer, self.dialect.label_list_after))
             out.labels = [Label(name) for name in names]
             if unknown:
                 out.warnings.append(f"ignored answer items that are not CheXpert-14 labels: {', '.join(unknown)}")
         if task == "report":
             out.findings, out.impression = parsers.parse_report(split.answer)
         out.boxes = parsers.parse_boxes(
-            text, image.size, generation.input_size, default_label=phrase or "", box_format=self.profile.box_format
+            text, image.size, generation.input_size, default_label=phrase or "", box_format=self.profile.box_format,
+            view=view_region(self.profile.box_frame, image.size),
         )
         if task == "ground" and not out.boxes:
             out.warnings.append("the model gave no box")
@@ -85,7 +104,8 @@ class CxrModel:
         start = time.perf_counter()
         images = [img.to_pil() for img in study.images]
         conversations = [
-            [self.adapter.user_turn(self.dialect.classify_question.format(label=name.lower()), len(images))]
+            self._with_system([self.adapter.user_turn(self.dialect.classify_question.format(label=name.lower()),
+                                                      len(images))])
             for name in CHEXPERT14
         ]
         probs = self.engine.yes_probability(conversations, [images] * len(conversations))
@@ -101,3 +121,21 @@ class CxrModel:
             timings=Timings(self.load_s, None, time.perf_counter() - start, None),
             warnings=[w for img in study.images for w in img.warnings],
         )
+
+
+def _label_list(answer: str, after: str) -> str:
+    """The part of a sentence answer that lists labels ("The following are present: edema and ...")."""
+    return answer.split(after, 1)[1] if after and after in answer else answer
+
+
+def _merged(steps: list[Generation]) -> Generation:
+    """One Generation for a chain of turns: the last text, the summed token counts and times."""
+    if len(steps) == 1:
+        return steps[0]
+    return Generation(
+        text=steps[-1].text,
+        new_tokens=sum(step.new_tokens for step in steps),
+        preprocess_s=sum(step.preprocess_s for step in steps),
+        generate_s=sum(step.generate_s for step in steps),
+        input_size=steps[-1].input_size,
+    )

@@ -11,18 +11,32 @@ from pathlib import Path
 from cxrlm.errors import ModelLoadError
 
 
+BOX_FORMATS = ("pixels", "norm1", "int100", "int1000", "auto")  # see cxrlm.prompts.parsers.parse_boxes
+BOX_FRAMES = ("image", "square_pad", "center_crop")  # see cxrlm.models.frames.view_region
+
+
 @dataclass(frozen=True)
 class ModelProfile:
     name: str
     family: str  # adapter module under cxrlm/models/
     model_types: tuple[str, ...]  # config.json model_type values this profile accepts
     dialect: str  # cxrlm.prompts.templates.DIALECTS key
-    box_format: str  # how the model writes boxes: "pixels" (of its input frame), "norm1", "int100"
+    box_format: str  # how the model writes boxes: "pixels" (of its input frame), "norm1", "int100", "int1000"
+    # What normalized box coordinates span: the whole image ("image": resized or stretched, never cut), the image
+    # centred on a padded square ("square_pad", LLaVA's pad mode), or its centre square ("center_crop", CLIP-style).
+    box_frame: str = "image"
     # Qwen2.5-VL makes about H*W/28^2 visual tokens: the budget is set deliberately, not left at the
     # processor default (12.8 MP, up to 16k tokens), which is slow and no better for a 2-3k px radiograph.
     min_pixels: int = 256 * 28 * 28
     max_pixels: int = 1024 * 28 * 28
     max_new_tokens: int = 2048
+    remote_code: bool = False  # runs Python shipped with the checkpoint (config.json auto_map): opt-in only
+
+    def __post_init__(self):
+        if self.box_format not in BOX_FORMATS:
+            raise ValueError(f"box_format {self.box_format!r} is not one of {', '.join(BOX_FORMATS)}")
+        if self.box_frame not in BOX_FRAMES:
+            raise ValueError(f"box_frame {self.box_frame!r} is not one of {', '.join(BOX_FRAMES)}")
 
 
 PROFILES = {
@@ -31,6 +45,15 @@ PROFILES = {
         # NV-Reason-CXR-3B and other Qwen2.5-VL fine-tunes; Qwen2.5-VL writes absolute pixel boxes of its input.
         ModelProfile("nv-reason-cxr", "qwen2_5_vl", ("qwen2_5_vl",), "nv-reason", "pixels"),
         ModelProfile("qwen2-vl", "qwen2_5_vl", ("qwen2_vl",), "nv-reason", "pixels"),
+        # RadVLM: LLaVA-OneVision-7B (anyres: tiles of the whole image, padding dropped), 0-1 boxes of the image.
+        ModelProfile("radvlm", "llava_onevision", ("llava_onevision",), "radvlm", "norm1", max_new_tokens=1024),
+        # MedGemma 4B/27B: Gemma 3, the image stretched to 896x896, so 0-1 boxes are of the whole image.
+        ModelProfile("medgemma", "gemma3", ("gemma3",), "medgemma", "norm1", max_new_tokens=1024),
+        # Qwen3-VL: 32 px merged patches, boxes in 0-1000 of its (aspect-kept, uncut) input, i.e. of the image.
+        ModelProfile("qwen3-vl", "qwen3_vl", ("qwen3_vl",), "qwen3-vl", "int1000",
+                     min_pixels=256 * 32 * 32, max_pixels=1024 * 32 * 32),
+        # M4CXR and other checkpoints that ship their own code: any model_type with an auto_map, opt-in only.
+        ModelProfile("m4cxr", "remote_code", (), "m4cxr", "int100", max_new_tokens=1024, remote_code=True),
     )
 }
 
@@ -45,22 +68,28 @@ def resolve_profile(model_dir: Path) -> ModelProfile:
     if not config_path.is_file():
         raise ModelLoadError(f"{model_dir} has no config.json: pass a Hugging Face checkpoint folder to --model")
     try:
-        model_type = json.loads(config_path.read_text()).get("model_type", "")
+        config = json.loads(config_path.read_text())
     except (OSError, ValueError) as err:
         raise ModelLoadError(f"cannot read {config_path}: {err}") from None
+    model_type = config.get("model_type", "")
+    has_code = "auto_map" in config  # the checkpoint ships Python classes of its own
     overrides = _read_overrides(model_dir)
     name = overrides.pop("profile", None)
     profile = PROFILES.get(name) if name else _default_for(model_type)
     if name and profile is None:
         raise ModelLoadError(f"{model_dir}/cxrlm.json names unknown profile {name!r}; known: {', '.join(PROFILES)}")
-    if profile is None or model_type not in profile.model_types:
+    if profile is None and has_code:
+        profile = next(p for p in PROFILES.values() if p.remote_code)
+    if profile is not None and profile.remote_code and not has_code:
+        raise ModelLoadError(f"profile {profile.name!r} needs remote code, but {config_path} has no auto_map")
+    if profile is None or not (profile.remote_code or model_type in profile.model_types):
         supported = sorted({t for p in PROFILES.values() for t in p.model_types})
         raise ModelLoadError(
             f"unsupported model family {model_type!r} in {model_dir}; supported: {', '.join(supported)}"
         )
     try:
         return replace(profile, **overrides)
-    except TypeError as err:
+    except (TypeError, ValueError) as err:
         raise ModelLoadError(f"bad field in {model_dir}/cxrlm.json: {err}") from None
 
 

@@ -69,8 +69,17 @@ TINY_TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num
 TINY_VISION = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, fullatt_block_indexes=[1])
 
 
-def train_tokenizer(corpus: Iterable[str], vocab_size: int = 1024):
-    """A byte-level BPE tokenizer (Qwen2's kind) trained on `corpus`, wrapped as a transformers tokenizer."""
+def train_tokenizer(
+    corpus: Iterable[str],
+    vocab_size: int = 1024,
+    special_tokens: tuple[str, ...] = SPECIAL_TOKENS,
+    chat_template: str = CHAT_TEMPLATE,
+):
+    """A byte-level BPE tokenizer (Qwen2's kind) trained on `corpus`, wrapped as a transformers tokenizer.
+
+    `special_tokens` starts with the pad/end-of-text token; other Qwen2-based families (LLaVA-OneVision, Qwen3-VL)
+    pass their own list and chat template.
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import Qwen2Tokenizer
 
@@ -79,7 +88,7 @@ def train_tokenizer(corpus: Iterable[str], vocab_size: int = 1024):
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=list(SPECIAL_TOKENS),
+        special_tokens=list(special_tokens),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
@@ -90,8 +99,8 @@ def train_tokenizer(corpus: Iterable[str], vocab_size: int = 1024):
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
         unk_token=None,
-        additional_special_tokens=list(SPECIAL_TOKENS[1:]),
-        chat_template=CHAT_TEMPLATE,
+        additional_special_tokens=list(special_tokens[1:]),
+        chat_template=chat_template,
         model_max_length=32768,
     )
 
@@ -149,7 +158,10 @@ def build_tiny_checkpoint(
 ) -> Path:
     """Write a random-weight Qwen2.5-VL checkpoint folder (the layout NV-Reason-CXR-3B ships) and return it."""
     import torch
+    import transformers
     from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
+
+    transformers.utils.logging.disable_progress_bar()
 
     out_dir = Path(out_dir)
     tokenizer = train_tokenizer(corpus, vocab_size)

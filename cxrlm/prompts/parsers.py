@@ -70,12 +70,15 @@ def parse_boxes(
     input_size: tuple[int, int] | None = None,
     default_label: str = "",
     box_format: str = "auto",
+    view: tuple[float, float, float, float] | None = None,
 ) -> list[Box]:
     """Every `[x1, y1, x2, y2]` in the text, as boxes in pixels of the original image.
 
-    Formats: `norm1` (0-1 floats, RadVLM), `int100` (0-100 integers, M4CXR), `pixels` (absolute pixels of the
-    model's input frame `input_size`, Qwen2.5-VL; of the original image when not given). `auto` takes all-≤1 values
-    as norm1, else pixels. Degenerate boxes (zero area) are dropped.
+    Formats: `norm1` (0-1 floats, RadVLM), `int100` (0-100 integers, M4CXR), `int1000` (0-1000 integers,
+    Qwen3-VL), `pixels` (absolute pixels of the model's input frame `input_size`, Qwen2.5-VL; of the original image
+    when not given). `auto` takes all-≤1 values as norm1, else pixels. `view` is the region of the original image,
+    in its pixels, that the model's coordinates span (it reaches outside the image when the model saw it padded,
+    inside when cropped; the whole image when not given). Degenerate boxes (zero area) are dropped.
     """
     boxes = []
     for match in _BOX.finditer(text):
@@ -83,6 +86,8 @@ def parse_boxes(
         norm = _to_normalized(values, box_format, input_size or image_size)
         if norm is None:
             continue
+        if view is not None:
+            norm = _view_to_image(norm, view, image_size)
         label = _BOX_LABEL.search(text[match.end(): match.end() + 80]) or _BOX_LABEL.search(
             text[max(0, match.start() - 80): match.start()]
         )
@@ -99,10 +104,21 @@ def _to_normalized(values: list[float], box_format: str, frame: tuple[int, int])
         return values
     if box_format == "int100":
         return [v / 100 for v in values]
+    if box_format == "int1000":
+        return [v / 1000 for v in values]
     if box_format == "pixels":
         width, height = frame
         return [values[0] / width, values[1] / height, values[2] / width, values[3] / height]
     raise ValueError(f"unknown box format {box_format!r}")
+
+
+def _view_to_image(norm: list[float], view, image_size: tuple[int, int]) -> list[float]:
+    """Coordinates relative to `view` (x0, y0, x1, y1 in original pixels) -> relative to the original image."""
+    x0, y0, x1, y1 = view
+    width, height = image_size
+    xs = [(x0 + v * (x1 - x0)) / width for v in norm[0::2]]
+    ys = [(y0 + v * (y1 - y0)) / height for v in norm[1::2]]
+    return [xs[0], ys[0], xs[1], ys[1]]
 
 
 def parse_report(text: str) -> tuple[str | None, str | None]:

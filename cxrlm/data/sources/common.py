@@ -6,6 +6,7 @@ Only what two or more adapters need lives here; anything dataset-specific stays 
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import math
 import warnings
@@ -54,8 +55,9 @@ def find_file(root: Path, patterns: tuple[str, ...], what: str) -> Path:
 
 
 def read_csv(path: Path, required: tuple[str, ...] = ()) -> list[dict[str, str]]:
-    """Rows of a CSV as dicts of strings; a missing column -> InputError naming it."""
-    with path.open(newline="", encoding="utf-8-sig") as handle:
+    """Rows of a CSV (or .csv.gz, as PhysioNet ships them) as dicts of strings; a missing column -> InputError."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         columns = reader.fieldnames or []
         missing = [name for name in required if name not in columns]
@@ -111,13 +113,17 @@ def image_size(path: Path) -> tuple[int, int] | None:
         return image.size
 
 
-def existing_image(root: Path, relative: str) -> tuple[str, tuple[int, int]] | None:
-    """The image's path relative to root and its size, or None (with a MissingImageWarning) if absent."""
-    size = image_size(root / relative)
-    if size is None:
-        warnings.warn(f"{root / relative}", MissingImageWarning, stacklevel=2)
-        return None
-    return relative, size
+def existing_image(root: Path, relative: str, *alternatives: str) -> tuple[str, tuple[int, int]] | None:
+    """The first of `relative`, *alternatives that exists under root, with its size.
+
+    None, with a MissingImageWarning, when none does (a partial download): the caller skips the row.
+    """
+    for candidate in (relative, *alternatives):
+        size = image_size(root / candidate)
+        if size is not None:
+            return candidate, size
+    warnings.warn(f"{root / relative}", MissingImageWarning, stacklevel=2)
+    return None
 
 
 def scale_xyxy(xyxy, from_size: tuple[float, float], to_size: tuple[int, int]) -> list[float]:

@@ -1,0 +1,304 @@
+"""Write an eval run's report.md and report.html from metrics.json content and prediction rows.
+
+The HTML is one self-contained file (inline CSS, images and plots as base64 PNG, no script, no external
+link), so it can be mailed or archived. Plots (ROC curves, per-label bars) need matplotlib (the `eval` extra);
+without it the HTML says so and keeps the tables and the sample grid (drawn with Pillow).
+Both files open with the research-use disclaimer. Nothing here computes a metric: it only lays them out.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from cxrlm import DISCLAIMER
+from cxrlm.eval.scoring import TASKS, classify_matrices
+from cxrlm.metrics.labels import roc_curve
+from cxrlm.pathologies import CHEXPERT14
+
+N_SAMPLES = 6
+REFERENCE_COLOUR, PREDICTED_COLOUR = (40, 200, 80), (230, 60, 60)
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222;
+background:#fff;line-height:1.4}
+.disclaimer{background:#fff4d6;border-left:6px solid #e0a800;padding:.8rem 1rem;font-weight:600}
+table{border-collapse:collapse;margin:.6rem 0 1.2rem;font-size:.9rem}
+th,td{border:1px solid #ccc;padding:.3rem .6rem;text-align:right}th{background:#f1f3f5}
+td:first-child,th:first-child{text-align:left}.yes{color:#0a7a2f;font-weight:600}.no{color:#a61b1b}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(320px,1fr));gap:1rem}
+.card{border:1px solid #ddd;border-radius:6px;padding:.6rem;font-size:.85rem}.card img{width:100%}
+.legend span{display:inline-block;width:.8rem;height:.8rem;margin:0 .3rem 0 .8rem;vertical-align:middle}
+.notes li{margin:.2rem 0}small{color:#666}
+"""
+
+
+def fmt(value, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def fmt_ci(entry: dict | None) -> str:
+    """'0.712 [0.690, 0.735]' from {value, ci_low, ci_high}."""
+    if not entry:
+        return "-"
+    if entry.get("ci_low") is None:
+        return fmt(entry.get("value"))
+    return f"{fmt(entry['value'])} [{fmt(entry['ci_low'])}, {fmt(entry['ci_high'])}]"
+
+
+# ---------------------------------------------------------------- tables (shared by Markdown and HTML)
+
+
+def metric_table(metrics: dict, task: str) -> tuple[list[str], list[list[str]]]:
+    """Header and rows: one row per metric, the model then each baseline that ran this task."""
+    model = metrics["tasks"].get(task, {})
+    baselines = [(name, tasks[task]) for name, tasks in metrics.get("baselines", {}).items() if task in tasks]
+    header = ["metric", "model", *(name for name, _ in baselines)]
+    rows = [[name, fmt_ci(entry), *(fmt_ci(b.get(name)) for _, b in baselines)] for name, entry in model.items()]
+    n = next((e.get("n") for e in model.values() if e.get("n") is not None), None)
+    if n is not None:
+        rows.append(["n items", str(n), *("" for _ in baselines)])
+    return header, rows
+
+
+def comparison_table(metrics: dict, task: str) -> tuple[list[str], list[list[str]]]:
+    header = ["metric", "baseline", "model - baseline [95% CI]", "p", "model better"]
+    rows = []
+    for baseline, results in metrics.get("vs_baselines", {}).get(task, {}).items():
+        for name, r in results.items():
+            ci = f"{fmt(r['delta'], 3)} [{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]"
+            rows.append([name, baseline, ci, fmt(r["p_value"], 4), "yes" if r["a_better"] else "no"])
+    return header, rows
+
+
+def per_label_table(metrics: dict) -> tuple[list[str], list[list[str]]]:
+    table = metrics.get("per_label", {}).get("model", {}).get("classify", {}).get("per_label", {})
+    header = ["label", "AUROC [95% CI]", "F1", "sens @ 90% spec", "n", "positives"]
+    rows = []
+    for name, m in table.items():
+        ci = m.get("auroc_ci")
+        auroc = f"{fmt(m['auroc'])} [{fmt(ci[0])}, {fmt(ci[1])}]" if ci else fmt(m["auroc"])
+        rows.append([name, auroc, fmt(m["f1"]), fmt(m.get("sensitivity_at_90_specificity")), str(m["n"]),
+                     str(m["n_positive"])])
+    return header, rows
+
+
+# ---------------------------------------------------------------- Markdown
+
+
+def render_markdown(metrics: dict) -> str:
+    run = metrics.get("run", {})
+    lines = [f"# Evaluation of {run.get('model', 'a model')}", "", f"> **{DISCLAIMER}**", ""]
+    lines += [f"- {key}: `{run.get(key)}`" for key in ("manifest", "split", "n_records", "seed", "prompt_template_version",
+                                                     "finished") if key in run]
+    lines.append("")
+    for task in TASKS:
+        if task not in metrics["tasks"]:
+            continue
+        lines += [f"## {task}", "", "Values with 95% bootstrap intervals (percentile, over items).", ""]
+        lines += _md_table(*metric_table(metrics, task))
+        header, rows = comparison_table(metrics, task)
+        if rows:
+            lines += ["### Model vs baselines (paired bootstrap)", ""] + _md_table(header, rows)
+        if task == "classify":
+            lines += ["### Per label", ""] + _md_table(*per_label_table(metrics))
+    if metrics.get("notes"):
+        lines += ["## Notes", ""] + [f"- {note}" for note in metrics["notes"]] + [""]
+    return "\n".join(lines)
+
+
+def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    return out + [""]
+
+
+# ---------------------------------------------------------------- HTML
+
+
+def render_html(metrics: dict, rows: Sequence[dict]) -> str:
+    run = metrics.get("run", {})
+    e = html.escape
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>cxrlm eval: {e(str(run.get('model', '')))}</title><style>{CSS}</style></head><body>",
+        f"<p class='disclaimer'>{e(DISCLAIMER)}</p>",
+        f"<h1>Evaluation of {e(str(run.get('model', 'a model')))}</h1>",
+        "<p><small>" + " &middot; ".join(f"{e(k)}: {e(str(run[k]))}" for k in
+                                         ("manifest", "split", "n_records", "seed", "prompt_template_version", "finished")
+                                         if k in run) + "</small></p>",
+    ]
+    plots = _plots(metrics, rows)
+    for task in TASKS:
+        if task not in metrics["tasks"]:
+            continue
+        parts += [f"<h2>{task}</h2>", "<p><small>95% bootstrap intervals (percentile, over items).</small></p>"]
+        parts.append(_html_table(*metric_table(metrics, task)))
+        header, table_rows = comparison_table(metrics, task)
+        if table_rows:
+            parts += ["<h3>Model vs baselines (paired bootstrap)</h3>", _html_table(header, table_rows)]
+        if task == "classify":
+            parts += ["<h3>Per label</h3>", _html_table(*per_label_table(metrics))]
+        parts += [_img(png, f"{task} plot") for png in plots.get(task, [])]
+    if plots.get("note"):
+        parts.append(f"<p><small>{e(plots['note'])}</small></p>")
+    parts.append(_samples_html(rows))
+    if metrics.get("notes"):
+        parts += ["<h2>Notes</h2><ul class='notes'>"] + [f"<li>{e(n)}</li>" for n in metrics["notes"]] + ["</ul>"]
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td{_cell_class(c)}>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _cell_class(cell: str) -> str:
+    return {"yes": " class='yes'", "no": " class='no'"}.get(cell, "")
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
+
+
+# ---------------------------------------------------------------- plots
+
+
+def _plots(metrics: dict, rows: Sequence[dict]) -> dict:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return {"note": "Plots left out: matplotlib is not installed (pip install 'cxrlm[eval]')."}
+    out: dict[str, list[bytes]] = {}
+    classify_rows = [r for r in rows if r["system"] == "model" and r["task"] == "classify"]
+    if classify_rows:
+        out["classify"] = [_roc_png(plt, classify_rows), _bars_png(plt, metrics)]
+    return out
+
+
+def _roc_png(plt, rows: Sequence[dict]) -> bytes:
+    truth, score = classify_matrices(rows)
+    fig, ax = plt.subplots(figsize=(6.5, 5.5), dpi=90)
+    for j, name in enumerate(CHEXPERT14):
+        fpr, tpr, _ = roc_curve(truth[:, j], score[:, j])
+        if len(fpr):
+            ax.plot(fpr, tpr, lw=1.2, label=name)
+    ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=0.8)
+    ax.set(xlabel="1 - specificity", ylabel="sensitivity", title="ROC curves (model)", xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(fontsize=6, loc="lower right")
+    return _png(plt, fig)
+
+
+def _bars_png(plt, metrics: dict) -> bytes:
+    systems = {"model": metrics["per_label"].get("model", {}).get("classify", {}).get("per_label", {})}
+    for name in metrics.get("baselines", {}):
+        table = metrics["per_label"].get(f"baseline:{name}", {}).get("classify", {}).get("per_label")
+        if table:
+            systems[name] = table
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5), dpi=90, sharey=True)
+    y = np.arange(len(CHEXPERT14))
+    height = 0.8 / max(len(systems), 1)
+    for k, (system, table) in enumerate(systems.items()):
+        for ax, key in zip(axes, ("auroc", "f1")):
+            values = [table.get(n, {}).get(key) for n in CHEXPERT14]
+            ax.barh(y + k * height, [v if v is not None else 0 for v in values], height, label=system)
+    for ax, title in zip(axes, ("AUROC per label", "F1 per label (threshold 0.5)")):
+        ax.set(title=title, xlim=(0, 1))
+        ax.set_yticks(y + 0.4 - height / 2, CHEXPERT14, fontsize=7)
+        ax.invert_yaxis()
+    axes[1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return _png(plt, fig)
+
+
+def _png(plt, fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+# ---------------------------------------------------------------- sample grid
+
+
+def _samples_html(rows: Sequence[dict]) -> str:
+    model_rows = [r for r in rows if r["system"] == "model"]
+    ids = sorted({r["id"] for r in model_rows if r["task"] in ("ground", "report")})[:N_SAMPLES]
+    if not ids:
+        return ""
+    cards = [card for card in (_sample_card(i, [r for r in model_rows if r["id"] == i]) for i in ids) if card]
+    legend = (f"<p class='legend'>boxes:<span style='background:rgb{REFERENCE_COLOUR}'></span>reference"
+              f"<span style='background:rgb{PREDICTED_COLOUR}'></span>predicted</p>")
+    return "<h2>Samples</h2>" + legend + "<div class='grid'>" + "".join(cards) + "</div>"
+
+
+def _sample_card(item_id: str, rows: Sequence[dict]) -> str:
+    e = html.escape
+    picture = _draw_boxes(rows[0]["image"], [r for r in rows if r["task"] == "ground"])
+    parts = [f"<div class='card'><b>{e(item_id)}</b>"]
+    if picture:
+        parts.append(_img(picture, item_id))
+    for r in rows:
+        if r["task"] == "report":
+            parts.append(f"<p><b>reference:</b> {e(r['reference']['text'])}</p>")
+            parts.append(f"<p><b>predicted:</b> {e(r['prediction']['text'] or '(empty)')}</p>")
+        elif r["task"] == "ground":
+            parts.append(f"<p><b>{e(r['phrase'] or '')}:</b> {len(r['prediction']['boxes'])} predicted box(es)</p>")
+    return "".join(parts) + "</div>"
+
+
+def _draw_boxes(image_path: str, ground_rows: Sequence[dict]) -> bytes | None:
+    """The image with reference (green) and predicted (red) boxes, 320 px wide; None if it cannot be read."""
+    from PIL import ImageDraw
+
+    try:
+        from cxrlm.io import load_image
+
+        picture = load_image(image_path).to_pil()
+    except Exception:  # a sample that cannot be shown must not sink the whole report
+        return None
+    draw = ImageDraw.Draw(picture)
+    width = max(2, picture.width // 200)
+    for r in ground_rows:
+        for xyxy in r["reference"]["boxes"]:
+            draw.rectangle(xyxy, outline=REFERENCE_COLOUR, width=width)
+        for box in r["prediction"]["boxes"]:
+            draw.rectangle(box["xyxy"], outline=PREDICTED_COLOUR, width=width)
+            draw.text((box["xyxy"][0] + 3, box["xyxy"][1] + 3), box.get("label") or "", fill=PREDICTED_COLOUR)
+    picture.thumbnail((320, 320 * picture.height // max(picture.width, 1)))
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_reports(out_dir: Path, metrics: dict, rows: Sequence[dict]) -> None:
+    out_dir = Path(out_dir)
+    (out_dir / "report.md").write_text(render_markdown(metrics), encoding="utf-8")
+    (out_dir / "report.html").write_text(render_html(metrics, rows), encoding="utf-8")
+
+
+def compare_markdown(result: dict) -> str:
+    """`cxrlm eval compare` output: A - B per metric, with the paired interval and p-value."""
+    lines = [f"# {result['run_a']} vs {result['run_b']}", "", f"> {DISCLAIMER}", ""]
+    for task, entry in result["tasks"].items():
+        lines += [f"## {task} ({entry['n_shared']} shared items)", ""]
+        header = ["metric", "A - B [95% CI]", "p", "A better"]
+        rows = [[name, f"{fmt(r['delta'])} [{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]", fmt(r["p_value"], 4),
+                 "yes" if r["a_better"] else "no"] for name, r in entry["metrics"].items()]
+        lines += _md_table(header, rows)
+    return "\n".join(lines)
+

@@ -1,0 +1,241 @@
+"""Turn prediction rows (the lines of predictions.jsonl) into metrics with bootstrap intervals, per task.
+
+For each task a function builds `MetricSpec`s: a metric function and its per-item columns, so the same spec
+serves the point value, the bootstrap interval and the paired comparison of two systems over shared items.
+Corpus metrics stay exact under resampling because their columns hold per-item statistics (BLEU n-gram counts,
+CE label vectors, COCO matches), not per-item scores. One approximation: CIDEr-D's document frequencies come
+from all references of the run and are held fixed across resamples.
+
+Row layout (written by runner.py): {"task", "id", "phrase", "reference": {...}, "prediction": {...}, ...}
+  report:   reference {"text", "synthetic"}            prediction {"text"}
+  classify: reference {"labels": {name: 1|0|-1|None}}  prediction {"probabilities": {name: float}}
+  ground:   reference {"boxes": [xyxy, ...]}           prediction {"boxes": [{"xyxy", "score"}, ...]}
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cxrlm.metrics import bootstrap, boxes, labels, text
+from cxrlm.pathologies import CHEXPERT14
+
+TASKS = ("report", "classify", "ground")
+# The metrics a model is compared on against baselines and other runs, per task.
+PRIMARY = {
+    "report": ("bleu4", "rouge_l", "cider_d", "ce_f1_micro_14", "ce_f1_micro_5"),
+    "classify": ("macro_auroc", "macro_f1"),
+    "ground": ("mean_iou", "hit_rate_50", "map50"),
+}
+CE_KEYS = ("ce_f1_micro_14", "ce_f1_macro_14", "ce_f1_micro_5", "ce_f1_macro_5")
+
+
+@dataclass
+class MetricSpec:
+    name: str
+    fn: Callable[..., float]
+    columns: tuple
+
+
+@dataclass
+class TaskScores:
+    metrics: dict[str, dict]  # name -> {value, ci_low, ci_high, n}
+    extra: dict = field(default_factory=dict)  # per-label tables, counts
+    notes: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- specs per task
+
+
+def report_specs(rows: Sequence[dict], labeler: Callable | None = None) -> list[MetricSpec]:
+    refs = [r["reference"]["text"] for r in rows]
+    hyps = [r["prediction"].get("text") or "" for r in rows]
+    stats = np.stack([text.bleu_stats(r, h) for r, h in zip(refs, hyps)]) if rows else np.zeros((0, 10))
+    specs = [MetricSpec(f"bleu{k}", _bleu_k(k), (stats,)) for k in range(1, 5)]
+    specs.append(MetricSpec("rouge_l", bootstrap.mean, (np.array(text.rouge_l_scores(refs, hyps)),)))
+    specs.append(MetricSpec("cider_d", bootstrap.mean, (np.array(text.cider_d_scores(refs, hyps)),)))
+    ref_labels, hyp_labels = _ce_matrices(refs, hyps, labeler)
+    specs += [MetricSpec(key, _ce_key(key), (ref_labels, hyp_labels)) for key in CE_KEYS]
+    return specs
+
+
+def classify_specs(rows: Sequence[dict]) -> list[MetricSpec]:
+    truth, score = classify_matrices(rows)
+    return [
+        MetricSpec("macro_auroc", labels.macro_auroc, (truth, score)),
+        MetricSpec("micro_auroc", _micro_auroc, (truth, score)),
+        MetricSpec("macro_f1", labels.macro_f1, (truth, score)),
+        MetricSpec("micro_f1", labels.micro_f1, (truth, score)),
+    ]
+
+
+def ground_specs(rows: Sequence[dict]) -> list[MetricSpec]:
+    refs = [r["reference"]["boxes"] for r in rows]
+    preds = [[b["xyxy"] for b in r["prediction"]["boxes"]] for r in rows]
+    ious = np.array([boxes.item_iou(r, p) for r, p in zip(refs, preds)])
+    f1s = np.array([boxes.soft_f1(r, p)["f1"] for r, p in zip(refs, preds)])
+    phrases = [r["phrase"] for r in rows]
+    matches = [
+        boxes.match_detections(ref, [(b["xyxy"], 1.0 if b.get("score") is None else b["score"]) for b in r["prediction"]["boxes"]])
+        for ref, r in zip(refs, rows)
+    ]
+    return [
+        MetricSpec("mean_iou", bootstrap.mean, (ious,)),
+        MetricSpec("hit_rate_50", bootstrap.mean, ((ious >= 0.5).astype(float),)),
+        MetricSpec("soft_f1", bootstrap.mean, (f1s,)),
+        MetricSpec("map50", _map_key("map50"), (phrases, matches)),
+        MetricSpec("map50_95", _map_key("map50_95"), (phrases, matches)),
+    ]
+
+
+def task_specs(task: str, rows: Sequence[dict], labeler: Callable | None = None) -> list[MetricSpec]:
+    if task == "report":
+        return report_specs(rows, labeler)
+    if task == "classify":
+        return classify_specs(rows)
+    if task == "ground":
+        return ground_specs(rows)
+    raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
+
+
+# ---------------------------------------------------------------- scoring and comparing
+
+
+def score_task(
+    task: str,
+    rows: Sequence[dict],
+    n_resamples: int = bootstrap.DEFAULT_RESAMPLES,
+    seed: int = 0,
+    meteor: bool = False,
+    labeler: Callable | None = None,
+) -> TaskScores:
+    """Every metric of one system on one task, each {value, ci_low, ci_high, n}, plus per-label extras."""
+    if not rows:
+        return TaskScores({}, notes=[f"no {task} items to score"])
+    metrics = {
+        spec.name: bootstrap.bootstrap_ci(spec.fn, *spec.columns, n_resamples=n_resamples, seed=seed).to_dict()
+        for spec in task_specs(task, rows, labeler)
+    }
+    result = TaskScores(metrics)
+    if task == "report":
+        _report_extras(rows, result, meteor)
+    elif task == "classify":
+        result.extra["per_label"] = _classify_per_label(rows, n_resamples, seed)
+    elif task == "ground":
+        result.extra["per_label"] = _ground_per_label(rows)
+    return result
+
+
+def compare_task(
+    task: str,
+    rows_a: Sequence[dict],
+    rows_b: Sequence[dict],
+    names: Sequence[str] | None = None,
+    n_resamples: int = bootstrap.DEFAULT_RESAMPLES,
+    seed: int = 0,
+    labeler: Callable | None = None,
+) -> dict[str, dict]:
+    """Paired bootstrap A - B per metric over the items both have, matched by (id, phrase)."""
+    rows_a, rows_b = align(rows_a, rows_b)
+    if not rows_a:
+        return {}
+    specs_a = {s.name: s for s in task_specs(task, rows_a, labeler)}
+    specs_b = {s.name: s for s in task_specs(task, rows_b, labeler)}
+    wanted = names or PRIMARY[task]
+    return {
+        name: bootstrap.paired_bootstrap(
+            specs_a[name].fn, specs_a[name].columns, specs_b[name].columns, n_resamples=n_resamples, seed=seed
+        ).to_dict()
+        for name in wanted
+    }
+
+
+def align(rows_a: Sequence[dict], rows_b: Sequence[dict]) -> tuple[list[dict], list[dict]]:
+    """The rows of A and B for the items both scored, in one order."""
+    by_key_b = {item_key(r): r for r in rows_b}
+    shared = sorted({item_key(r) for r in rows_a} & set(by_key_b), key=lambda k: (k[0], k[1] or ""))
+    by_key_a = {item_key(r): r for r in rows_a}
+    return [by_key_a[k] for k in shared], [by_key_b[k] for k in shared]
+
+
+def item_key(row: dict) -> tuple[str, str | None]:
+    return row["id"], row.get("phrase")
+
+
+def classify_matrices(rows: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
+    truth = labels.label_matrix([r["reference"]["labels"] for r in rows], CHEXPERT14)
+    score = labels.label_matrix([r["prediction"]["probabilities"] for r in rows], CHEXPERT14)
+    return truth, score
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _bleu_k(k: int) -> Callable[[np.ndarray], float]:
+    return lambda stats: text.bleu_from_stats(stats)[f"bleu{k}"]
+
+
+def _ce_key(key: str) -> Callable[[np.ndarray, np.ndarray], float]:
+    return lambda ref, hyp: labels.ce_f1_from_labels(ref, hyp)[key]
+
+
+def _map_key(key: str) -> Callable[[list, list], float]:
+    return lambda phrases, matches: boxes.map_from_matches(phrases, matches)[key]
+
+
+def _micro_auroc(truth: np.ndarray, score: np.ndarray) -> float:
+    return labels.auroc(truth.ravel(), score.ravel())
+
+
+def _ce_matrices(refs: list[str], hyps: list[str], labeler: Callable | None) -> tuple[np.ndarray, np.ndarray]:
+    if labeler is None:
+        from cxrlm.data.labeler import label_reports
+
+        def labeler(texts):
+            return label_reports(texts, vocab="chexpert14")
+
+    return labels.ce_positive_matrix(labeler(refs)), labels.ce_positive_matrix(labeler(hyps))
+
+
+def _report_extras(rows: Sequence[dict], result: TaskScores, meteor: bool) -> None:
+    n_synthetic = sum(bool(r["reference"].get("synthetic")) for r in rows)
+    result.extra["n_synthetic_references"] = n_synthetic
+    if n_synthetic:
+        result.notes.append(
+            f"{n_synthetic} of {len(rows)} reference reports are synthetic (generated from labels), not written by "
+            "radiologists: text metrics against them measure agreement with a template, not clinical quality"
+        )
+    result.notes.append("CE-F1 is the project's rule-based CE-F1 (cxrlm.data.labeler), not CheXbert")
+    if meteor:
+        refs = [r["reference"]["text"] for r in rows]
+        hyps = [r["prediction"].get("text") or "" for r in rows]
+        scored = text.meteor_scores(refs, hyps)
+        if scored is None:
+            result.notes.append("METEOR skipped: it needs Java on PATH and pycocoevalcap (pip install 'cxrlm[eval]')")
+        else:  # the jar's corpus score is not a mean of item scores, so it gets no bootstrap interval
+            result.metrics["meteor"] = {"value": scored[0], "ci_low": None, "ci_high": None, "n": len(rows)}
+
+
+def _classify_per_label(rows: Sequence[dict], n_resamples: int, seed: int) -> dict[str, dict]:
+    truth, score = classify_matrices(rows)
+    table = labels.classification_metrics(truth, score, CHEXPERT14)["per_label"]
+    for j, name in enumerate(CHEXPERT14):
+        if table[name]["n"] and not math.isnan(table[name]["auroc"]):
+            ci = bootstrap.bootstrap_ci(labels.auroc, truth[:, j], score[:, j], n_resamples=n_resamples, seed=seed)
+            table[name]["auroc_ci"] = [ci.ci_low, ci.ci_high]
+    return {name: _finite(values) for name, values in table.items()}
+
+
+def _ground_per_label(rows: Sequence[dict]) -> dict[str, dict]:
+    out: dict[str, list[float]] = {}
+    for r in rows:
+        preds = [b["xyxy"] for b in r["prediction"]["boxes"]]
+        out.setdefault(r["phrase"], []).append(boxes.item_iou(r["reference"]["boxes"], preds))
+    return {phrase: {"mean_iou": float(np.mean(v)), "n": len(v)} for phrase, v in sorted(out.items())}
+
+
+def _finite(values: dict) -> dict:
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in values.items()}

@@ -1,0 +1,232 @@
+"""Export a structured report as a DICOM Comprehensive SR (TID 1500 Measurement Report) with highdicom.
+
+Content: one planar ROI group (TID 1410, SCOORD POLYLINE closed rectangle, 5 points in image pixel coordinates)
+per model box, referencing the source image, and one image-measurement group (TID 1501) per positive finding
+without a box. Each group carries the finding type (a local code per CheXpert label, scheme 99CXRLM), a
+qualitative evaluation (SCT Present / Uncertain) and, when the model gave one, a probability measurement.
+The document is PARTIAL, UNVERIFIED and PRELIMINARY: machine output for review, never a signed report.
+
+Privacy: the source DICOM is read only for the tags in REFERENCE_TAGS (SOP Class/Instance, Study/Series
+Instance UIDs, Rows/Columns) plus Modality, and the UIDs appear only in the SR's references. The SR gets a
+fresh study and an anonymous patient module (PatientID "ANON"), so no name, ID, birth date, accession number, institution or
+physician of the source can leak into it. Without a DICOM source there is no image to reference, so boxes are
+left out and findings are exported as qualitative evaluations only.
+
+Not here: the narrative (findings, impression, differentials) - TID 1500 has no place for free text; use the
+FHIR or Markdown export for that.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.uid import ComprehensiveSRStorage, generate_uid
+
+from cxrlm.errors import ConfigError, InputError
+from cxrlm.pathologies import CHEXPERT14
+from cxrlm.structured import PositiveFinding, StructuredReport, as_structured, box_label
+from cxrlm.types import Box, ModelOutput, Study
+
+REFERENCE_TAGS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "Rows", "Columns")
+NON_IMAGE_MODALITIES = ("SR", "SEG", "DOC", "KO", "PR", "REG", "RTSTRUCT", "RTPLAN", "RTDOSE")
+# The SR's patient and study modules: anonymous by design, never copied from the source.
+ANONYMOUS_PATIENT = {
+    "PatientID": "ANON",
+    "PatientName": "ANONYMOUS^",  # trailing caret: a one-component person name
+    "PatientBirthDate": "",
+    "PatientSex": "",
+    "AccessionNumber": "",
+    "StudyID": "",
+    "ReferringPhysicianName": "",
+}
+# A private coding scheme ("99" prefix, PS3.16 8.1) for CheXpert labels: no standard code covers all 13.
+LABEL_SCHEME = "99CXRLM"
+LABEL_CODES = {name: f"CXR{i:02d}" for i, name in enumerate(CHEXPERT14)}
+SERIES_DESCRIPTION = "cxrlm AI findings - research use only, unverified"
+
+
+def to_dicom_sr(
+    report_or_output: StructuredReport | ModelOutput,
+    source: str | Path | None = None,
+    study: Study | None = None,
+    *,
+    differentials_text: str | None = None,
+    structured_text: str | None = None,
+    series_number: int = 990,
+    instance_number: int = 1,
+) -> pydicom.Dataset:
+    """A Comprehensive SR dataset for one report; boxes become planar ROIs on `source` when it is a DICOM file."""
+    hd = _highdicom()
+    report = as_structured(report_or_output, study, differentials_text=differentials_text,
+                           structured_text=structured_text)
+    reference = read_reference(Path(source)) if source else None
+    anchor = _anonymous_anchor()
+    groups = _roi_groups(report, reference) + _finding_groups(report, reference)
+    content = hd.sr.MeasurementReport(
+        observation_context=_observation_context(report.model),
+        procedure_reported=_code("413815006", "SCT", "Chest imaging (procedure)"),
+        imaging_measurements=groups or None,
+    )
+    sr = hd.sr.ComprehensiveSR(
+        evidence=[anchor] + ([reference] if reference is not None else []),
+        content=content[0],
+        series_instance_uid=anchor.SeriesInstanceUID,
+        series_number=series_number,
+        sop_instance_uid=anchor.SOPInstanceUID,
+        instance_number=instance_number,
+        manufacturer="cxrlm",
+        is_complete=False,
+        is_verified=False,
+        is_final=False,
+    )
+    # highdicom records evidence[0] (our anonymous anchor, i.e. the SR itself) as same-study evidence; drop it.
+    if "CurrentRequestedProcedureEvidenceSequence" in sr:
+        del sr.CurrentRequestedProcedureEvidenceSequence
+    sr.SeriesDescription = SERIES_DESCRIPTION
+    return sr
+
+
+def _highdicom():
+    try:
+        import highdicom
+    except ImportError as err:
+        raise ConfigError("DICOM SR export needs highdicom: pip install 'cxrlm[export]'") from err
+    return highdicom
+
+
+def read_reference(path: Path) -> pydicom.Dataset:
+    """Only the UIDs and size of the source image: nothing identifying is parsed."""
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=[*REFERENCE_TAGS, "Modality"])
+    except (OSError, pydicom.errors.InvalidDicomError) as err:
+        raise InputError(f"{path.name}: not a readable DICOM file; pass the source .dcm or no source") from err
+    missing = [tag for tag in REFERENCE_TAGS if tag not in ds]
+    if missing:
+        raise InputError(f"{path.name}: DICOM lacks {', '.join(missing)}; cannot reference it from an SR")
+    reference = pydicom.Dataset()
+    for tag in REFERENCE_TAGS:
+        setattr(reference, tag, ds[tag].value)
+    reference.Modality = ds.get("Modality") or "OT"  # highdicom refuses non-image modalities (SR, SEG...) here
+    if reference.Modality in NON_IMAGE_MODALITIES:
+        raise InputError(f"{path.name}: a {reference.Modality} object is not an image; pass the radiograph's DICOM")
+    return reference
+
+
+def _anonymous_anchor() -> pydicom.Dataset:
+    """The SR's own identity: fresh UIDs and an anonymous patient; highdicom copies its patient/study modules."""
+    anchor = pydicom.Dataset()
+    anchor.StudyInstanceUID = generate_uid()
+    anchor.SeriesInstanceUID = generate_uid()
+    anchor.SOPInstanceUID = generate_uid()
+    anchor.SOPClassUID = ComprehensiveSRStorage
+    anchor.StudyDate = datetime.now(UTC).strftime("%Y%m%d")
+    anchor.StudyTime = datetime.now(UTC).strftime("%H%M%S")
+    for keyword, value in ANONYMOUS_PATIENT.items():
+        setattr(anchor, keyword, value)
+    return anchor
+
+
+def _code(value: str, scheme: str, meaning: str):
+    from highdicom.sr import CodedConcept
+
+    return CodedConcept(value=value, scheme_designator=scheme, meaning=meaning)
+
+
+def label_concept(label: str | None):
+    """The finding type of a CheXpert label (99CXRLM), or the generic DCM "Finding" for an unknown label."""
+    if label in LABEL_CODES:
+        return _code(LABEL_CODES[label], LABEL_SCHEME, label)
+    return _code("121071", "DCM", "Finding")
+
+
+def _observation_context(model: str):
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    device = hd.sr.DeviceObserverIdentifyingAttributes(uid=generate_uid(), name=(model or "cxrlm")[:64])
+    return hd.sr.ObservationContext(
+        observer_device_context=hd.sr.ObserverContext(observer_type=codes.DCM.Device,
+                                                      observer_identifying_attributes=device)
+    )
+
+
+def _evaluations(finding: PositiveFinding | None):
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    if finding is None:
+        return None, None
+    value = codes.SCT.Present if finding.certainty == "present" else codes.SCT.Uncertain
+    evaluations = [hd.sr.QualitativeEvaluation(name=label_concept(finding.label), value=value)]
+    measurements = None
+    if finding.probability is not None:
+        measurements = [hd.sr.Measurement(name=codes.DCM.Probability, value=float(finding.probability),
+                                          unit=codes.UCUM.NoUnits)]
+    return evaluations, measurements
+
+
+def box_polyline(box: Box, image_size: tuple[int, int] | None, frame: tuple[int, int]) -> np.ndarray:
+    """A closed rectangle (5 points, column/row) in the DICOM frame (columns, rows); rescaled if sizes differ."""
+    x1, y1, x2, y2 = box.xyxy
+    if image_size and tuple(image_size) != tuple(frame):
+        sx, sy = frame[0] / image_size[0], frame[1] / image_size[1]
+        x1, x2, y1, y2 = x1 * sx, x2 * sx, y1 * sy, y2 * sy
+    return np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2], [x1, y1]], dtype=np.float32)
+
+
+def _roi_groups(report: StructuredReport, reference: pydicom.Dataset | None) -> list:
+    """One planar ROI per box on the referenced image (none without a DICOM source)."""
+    import highdicom as hd
+
+    if reference is None:
+        return []
+    by_box = {i: f for f in report.positive_findings for i in f.boxes}
+    source = hd.sr.SourceImageForRegion.from_source_image(reference)
+    frame = (int(reference.Columns), int(reference.Rows))
+    groups = []
+    for index, box in enumerate(report.boxes):
+        finding = by_box.get(index)
+        evaluations, measurements = _evaluations(finding)
+        region = hd.sr.ImageRegion(graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+                                   graphic_data=box_polyline(box, report.image_size, frame), source_image=source)
+        groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(),
+                                                         identifier=f"box {index}: {box.label}"[:64]),
+            referenced_region=region,
+            finding_type=label_concept(finding.label if finding else box_label(box)),
+            qualitative_evaluations=evaluations,
+            measurements=measurements,
+        ))
+    return groups
+
+
+def _finding_groups(report: StructuredReport, reference: pydicom.Dataset | None) -> list:
+    """Image-level groups for positive findings without an exported ROI."""
+    import highdicom as hd
+
+    groups = []
+    for finding in report.positive_findings:
+        if finding.boxes and reference is not None:
+            continue  # already exported as planar ROIs
+        evaluations, measurements = _evaluations(finding)
+        sources = [hd.sr.SourceImageForMeasurementGroup.from_source_image(reference)] if reference else None
+        groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=finding.label),
+            finding_type=label_concept(finding.label),
+            qualitative_evaluations=evaluations,
+            measurements=measurements,
+            source_images=sources,
+        ))
+    return groups
+
+
+def sr_bytes(sr: pydicom.Dataset) -> bytes:
+    """The SR as a DICOM Part 10 file in memory."""
+    from io import BytesIO
+
+    buffer = BytesIO()
+    pydicom.dcmwrite(buffer, sr, enforce_file_format=True)
+    return buffer.getvalue()

@@ -1,0 +1,558 @@
+"""The FastAPI application: OpenAI-compatible chat, CXR task endpoints, study upload, results, exports, viewer.
+
+Every model call goes through the single ModelWorker (one thread, bounded queue): a full queue answers 429 with
+Retry-After, a request past its deadline 504, a client that disconnects stops its generation. The job writes its
+`started` audit row before the model runs and its terminal row after (storage.py). Not here: keys and rate
+limits (security.py), the OpenAI wire shapes (openai_format.py), the command line (cxrlm/cli/serve.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import tempfile
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import Depends, FastAPI, File, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field
+
+from cxrlm import DISCLAIMER, __version__
+from cxrlm.errors import InputError
+from cxrlm.serve import openai_format as oa
+from cxrlm.serve.exports import FORMATS, ExportUnavailable, export
+from cxrlm.serve.security import LOCAL_KEY_ID, RateLimiter, bearer_token, retry_after_header
+from cxrlm.serve.storage import Store, new_id
+from cxrlm.serve.worker import Cancelled, Job, ModelWorker, QueueFull
+from cxrlm.types import Message, Study, XrayImage
+
+WEB_DIR = Path(__file__).parent / "web"
+DONE = object()  # end of a stream of text pieces
+
+
+@dataclass
+class ServeSettings:
+    max_queue: int = 8  # jobs waiting for the model, beyond the running one
+    timeout_s: float = 300.0  # per request, queueing included
+    max_upload_bytes: int = 50_000_000
+    max_pixels: int = 40_000_000
+    max_new_tokens: int = 1024  # cap on any request's generated tokens
+    rate_per_minute: int = 120  # per API key; 0 turns it off
+    require_keys: bool = False
+    cors_origins: tuple[str, ...] = ()
+    shutdown_grace_s: float = 30.0
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", headers=None, code=None):
+        super().__init__(message)
+        self.status, self.message, self.kind, self.headers, self.code = status, message, kind, headers, code
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class ChatCompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str | None = None
+    messages: list[dict] = Field(min_length=1)
+    stream: bool = False
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    session_id: str | None = Field(None, description="cxrlm extension: continue a stored session")
+
+
+class TaskRequest(BaseModel):
+    study_id: str | None = Field(None, description="a study uploaded to /v1/studies")
+    image: str | None = Field(None, description="or the image itself, as a base64 data URL")
+    max_new_tokens: int | None = Field(None, ge=1)
+    stream: bool = Field(False, description="server-sent events: text pieces, then the result")
+
+
+class GroundRequest(TaskRequest):
+    phrase: str = Field(min_length=1, max_length=200)
+
+
+def create_app(model, store: Store, settings: ServeSettings | None = None, worker: ModelWorker | None = None):
+    settings = settings or ServeSettings()
+    worker = worker or ModelWorker(settings.max_queue)
+    limiter = RateLimiter(settings.rate_per_minute)
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        store.close_interrupted()
+        yield
+        await asyncio.to_thread(worker.stop, settings.shutdown_grace_s)
+        store.close()
+
+    app = FastAPI(title="cxrlm", version=__version__, description=DISCLAIMER, lifespan=lifespan)
+    app.state.model, app.state.store, app.state.worker, app.state.settings = model, store, worker, settings
+    if settings.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["*"],
+                           allow_headers=["*"])
+    app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes * 4 // 3 + 65_536)  # base64 + form framing
+    _error_handlers(app)
+
+    async def caller(request: Request) -> str:
+        token = bearer_token(request.headers.get("authorization"))
+        key_id = LOCAL_KEY_ID
+        if settings.require_keys:
+            key_id = await asyncio.to_thread(store.verify_key, token) if token else None
+            if key_id is None:
+                raise ApiError(401, "missing or invalid API key: send 'Authorization: Bearer <key>' (create one with "
+                               "`cxrlm serve --add-key NAME`)", "authentication_error")
+        wait = limiter.acquire(key_id)
+        if wait:
+            raise ApiError(429, f"rate limit of {settings.rate_per_minute} requests/minute reached: retry later",
+                           "rate_limit_error", {"Retry-After": retry_after_header(wait)})
+        return key_id
+
+    ctx = _Context(model, store, worker, settings)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz():
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz():
+        try:
+            db_ok = await asyncio.to_thread(store.ping)
+        except Exception:  # noqa: BLE001 - any database failure means not ready
+            db_ok = False
+        ready = db_ok and worker.alive
+        body = {"status": "ready" if ready else "not ready", "model": model.name, "database": db_ok,
+                "worker": worker.alive, "queue_depth": worker.depth}
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    @app.get("/v1/models")
+    async def models(_key: str = Depends(caller)):
+        return {"object": "list", "data": [{"id": model.name, "object": "model", "created": 0, "owned_by": "cxrlm"}]}
+
+    @app.post("/v1/studies", status_code=201)
+    async def upload_study(file: UploadFile = File(...), key: str = Depends(caller)):
+        data = await file.read(settings.max_upload_bytes + 1)
+        study_id, _image = await asyncio.to_thread(ctx.ingest, data, key)
+        return await asyncio.to_thread(ctx.study_info, study_id)
+
+    @app.get("/v1/studies/{study_id}")
+    async def get_study(study_id: str, key: str = Depends(caller)):
+        ctx.own_study(study_id, key)
+        return await asyncio.to_thread(ctx.study_info, study_id)
+
+    @app.get("/v1/studies/{study_id}/image.png")
+    async def study_image(study_id: str, key: str = Depends(caller)):
+        return FileResponse(store.study_png(ctx.own_study(study_id, key)), media_type="image/png")
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(body: ChatCompletionRequest, request: Request, key: str = Depends(caller)):
+        if body.model not in (None, "", "default", model.name):
+            raise ApiError(404, f"model {body.model!r} is not served here: use {model.name!r} (GET /v1/models)",
+                           code="model_not_found")
+        try:
+            parsed = oa.parse_messages(body.messages)
+        except oa.RequestError as err:
+            raise ApiError(400, str(err)) from None
+        images, study_ids = await asyncio.to_thread(ctx.resolve_images, parsed.image_refs, key)
+        limit = ctx.token_cap(body.max_completion_tokens or body.max_tokens)
+        run = ctx.chat_job(parsed, images, study_ids, key, limit, body.session_id)
+        if body.stream:
+            return _sse(_chat_stream(ctx, run, model.name))
+        result_id, out, session_id = await ctx.wait(request, run)
+        finish = "length" if (out.timings.new_tokens or 0) >= run.limit else "stop"
+        extra = {"result_id": result_id, "session_id": session_id, "study_ids": study_ids, "output": out.to_dict()}
+        return oa.completion(f"chatcmpl-{result_id}", model.name, out.raw_text, finish, extra)
+
+    async def task_endpoint(request: Request, body: TaskRequest, key: str, task: str, phrase=None):
+        if bool(body.study_id) == bool(body.image):
+            raise ApiError(400, "give exactly one of study_id (from POST /v1/studies) or image (a data URL)")
+        ref = f"{oa.STUDY_URL_PREFIX}{body.study_id}" if body.study_id else body.image
+        images, study_ids = await asyncio.to_thread(ctx.resolve_images, [ref], key)
+        run = ctx.task_job(task, images[0], study_ids[0], key, ctx.token_cap(body.max_new_tokens), phrase)
+        if body.stream:
+            return _sse(_task_stream(run))
+        result_id, out, _ = await ctx.wait(request, run)
+        headers = {"Location": f"/v1/results/{result_id}", "X-Cxrlm-Result-Id": result_id}
+        return JSONResponse(out.to_dict(), headers=headers)
+
+    @app.post("/v1/cxr/report")
+    async def report(body: TaskRequest, request: Request, key: str = Depends(caller)):
+        """Reasoning, CheXpert-14 labels, findings and impression (two turns of one conversation)."""
+        return await task_endpoint(request, body, key, "report")
+
+    @app.post("/v1/cxr/classify")
+    async def classify(body: TaskRequest, request: Request, key: str = Depends(caller)):
+        """A probability for each CheXpert-14 label."""
+        return await task_endpoint(request, body, key, "classify")
+
+    @app.post("/v1/cxr/ground")
+    async def ground(body: GroundRequest, request: Request, key: str = Depends(caller)):
+        """Bounding boxes for a phrase, in the image's own pixels."""
+        return await task_endpoint(request, body, key, "ground", body.phrase)
+
+    @app.get("/v1/results/{result_id}")
+    async def get_result(result_id: str, key: str = Depends(caller)):
+        row = ctx.own_result(result_id, key)
+        return {"id": row.id, "task": row.task, "created_at": row.created_at.isoformat(), "study_id": row.study_id,
+                "session_id": row.session_id, "output": row.output}
+
+    @app.get("/v1/results/{result_id}/export")
+    async def export_result(result_id: str, format: str = "json", key: str = Depends(caller)):  # noqa: A002
+        if format not in FORMATS:
+            raise ApiError(400, f"unknown export format {format!r}: use one of {', '.join(FORMATS)}")
+        row = ctx.own_result(result_id, key)
+        try:
+            document, media_type, suffix = await asyncio.to_thread(export, row.output, format)
+        except ExportUnavailable as err:
+            raise ApiError(501, str(err), "not_implemented") from None
+        except Exception as err:  # noqa: BLE001 - a writer's failure, reported in one line
+            raise ApiError(500, f"the {format} exporter failed: {type(err).__name__}: {err}", "server_error") from None
+        headers = {"Content-Disposition": f'attachment; filename="cxrlm-{row.id}{suffix}"'}
+        if isinstance(document, dict):
+            return JSONResponse(document, media_type=media_type, headers=headers)
+        return Response(document, media_type=media_type, headers=headers)
+
+    @app.get("/", include_in_schema=False)
+    async def index():
+        return FileResponse(WEB_DIR / "index.html")
+
+    @app.get("/v1/disclaimer", include_in_schema=False)
+    async def disclaimer():
+        return {"disclaimer": DISCLAIMER, "model": model.name}
+
+    app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
+    return app
+
+
+class _Run:
+    """A request on its way through the worker: the job, its future, and its stream of text pieces."""
+
+    def __init__(self, job: Job, pieces: asyncio.Queue, request_id: str, limit: int):
+        self.job, self.pieces, self.request_id, self.limit = job, pieces, request_id, limit
+        self.future = None
+
+
+class _Context:
+    """What the routes share: the model, store and worker, and the request-to-job plumbing."""
+
+    def __init__(self, model, store: Store, worker: ModelWorker, settings: ServeSettings):
+        self.model, self.store, self.worker, self.settings = model, store, worker, settings
+
+    def token_cap(self, asked: int | None) -> int:
+        return min(asked or self.settings.max_new_tokens, self.settings.max_new_tokens)
+
+    # Inputs -------------------------------------------------------------------------------------------------
+    def ingest(self, data: bytes, key: str) -> tuple[str, XrayImage]:
+        """Validate an uploaded file and store its de-identified pixels; the user's file name is never used."""
+        from cxrlm.io import load_image
+
+        if len(data) > self.settings.max_upload_bytes:
+            raise ApiError(413, f"the file is larger than the {self.settings.max_upload_bytes:,}-byte upload limit")
+        if not data:
+            raise ApiError(400, "the uploaded file is empty: send a PNG, JPEG or DICOM file")
+        tmp_dir = self.store.data_dir / "tmp"
+        tmp_dir.mkdir(exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=tmp_dir, prefix="upload-") as handle:
+            handle.write(data)
+            handle.flush()
+            try:
+                image = load_image(handle.name, max_pixels=self.settings.max_pixels)
+            except InputError as err:  # its message names the temporary file: say "the upload" instead
+                raise ApiError(400, str(err).replace(handle.name, "the upload").replace(Path(handle.name).name,
+                                                                                       "the upload")) from None
+        return self.store.save_study(image, key), image
+
+    def study_info(self, study_id: str) -> dict:
+        row = self.store.study(study_id)
+        return {"id": row.id, "url": f"{oa.STUDY_URL_PREFIX}{row.id}", "image": f"/v1/studies/{row.id}/image.png",
+                "width": row.width, "height": row.height, "view_position": row.view_position,
+                "pixel_spacing": row.pixel_spacing, "metadata": row.image_metadata, "warnings": row.warnings}
+
+    def own_study(self, study_id: str, key: str):
+        row = self.store.study(study_id)
+        if row is None or row.api_key_id != key:
+            raise ApiError(404, f"no study {study_id}: upload one with POST /v1/studies", code="not_found")
+        return row
+
+    def own_result(self, result_id: str, key: str):
+        row = self.store.result(result_id)
+        if row is None or row.api_key_id != key:
+            raise ApiError(404, f"no result {result_id}", code="not_found")
+        return row
+
+    def resolve_images(self, refs: list[str], key: str) -> tuple[list[XrayImage], list[str]]:
+        images, ids = [], []
+        for ref in refs:
+            if ref.startswith(oa.STUDY_URL_PREFIX):
+                study_id = ref[len(oa.STUDY_URL_PREFIX):]
+                self.own_study(study_id, key)
+                image = self.store.load_study_image(study_id)
+            else:
+                try:
+                    data = oa.decode_data_url(ref, self.settings.max_upload_bytes)
+                except oa.RequestError as err:
+                    raise ApiError(400, str(err)) from None
+                study_id, image = self.ingest(data, key)
+            images.append(image)
+            ids.append(study_id)
+        return images, ids
+
+    # Jobs ---------------------------------------------------------------------------------------------------
+    def chat_job(self, parsed: oa.ChatRequest, images, study_ids, key, limit, session_id) -> _Run:
+        from cxrlm.chat import Session
+
+        def work(job: Job):
+            session = Session(self.model, Study(images=images), limit)
+            prior = parsed.turns[:-1]
+            session.history = [Message(role, body, n_images=len(images) if i == 0 else 0)
+                               for i, (role, body) in enumerate(prior)]
+            # With no prior turns, Session puts the images on this question; else they ride on the first turn.
+            return session.ask(parsed.turns[-1][1], on_text=job.emit, task="chat")
+
+        def save(request_id: str, out) -> tuple[str, str]:
+            sid = self.store.open_session(session_id, key, study_ids[0], self.model.name)
+            new_turns = parsed.turns if sid != session_id else parsed.turns[-1:]
+            self.store.add_messages(sid, [*new_turns, ("assistant", out.raw_text)])
+            rid = self.store.save_result(request_id=request_id, api_key_id=key, task="chat", output=out.to_dict(),
+                                         study_id=study_ids[0], session_id=sid)
+            return rid, sid
+
+        prompt = {"turns": parsed.turns}
+        return self._submit("/v1/chat/completions", work, save, key, images, prompt, limit)
+
+    def task_job(self, task: str, image: XrayImage, study_id: str, key: str, limit: int, phrase=None) -> _Run:
+        def work(job: Job):
+            if task == "report":
+                return self._report(image, limit, job)
+            return self.model.predict(image, task, phrase=phrase, max_new_tokens=limit, on_text=job.emit)
+
+        def save(request_id: str, out) -> tuple[str, None]:
+            rid = self.store.save_result(request_id=request_id, api_key_id=key, task=task, output=out.to_dict(),
+                                         study_id=study_id)
+            return rid, None
+
+        return self._submit(f"/v1/cxr/{task}", work, save, key, [image], {"task": task, "phrase": phrase}, limit)
+
+    def _report(self, image: XrayImage, limit: int, job: Job):
+        """As `cxrlm report`: the reasoning turn (labels), then the report turn (findings, impression)."""
+        from cxrlm.chat import Session
+        from cxrlm.prompts.templates import task_prompt
+
+        session = Session(self.model, image, limit)
+        out = session.reason(on_text=job.emit)
+        job.emit("\n\n")
+        report = session.ask(task_prompt(self.model.dialect, "report"), on_text=job.emit, task="report")
+        out.task = "report"
+        out.findings, out.impression = report.findings, report.impression
+        out.raw_text = out.raw_text + "\n\n" + report.raw_text
+        out.timings.generate_s = (out.timings.generate_s or 0) + (report.timings.generate_s or 0)
+        out.timings.new_tokens = (out.timings.new_tokens or 0) + (report.timings.new_tokens or 0)
+        return out
+
+    def _submit(self, endpoint, work, save, key: str, images: list[XrayImage], prompt: dict, limit: int) -> _Run:
+        loop = asyncio.get_running_loop()
+        pieces: asyncio.Queue = asyncio.Queue()
+        request_id = new_id()
+        input_sha256 = _input_sha256(endpoint, images, prompt)
+        submitted = time.monotonic()
+
+        def on_text(piece: str) -> None:
+            loop.call_soon_threadsafe(pieces.put_nowait, piece)
+
+        def execute(job: Job):
+            # The started row is committed before the model runs: a server killed now still leaves a trace.
+            self.store.audit_start(request_id, api_key_id=key, endpoint=endpoint, model=self.model.name,
+                                   template_version=self.model.template_version, input_sha256=input_sha256)
+            started = time.monotonic()
+            timings = {"queue_s": round(started - submitted, 4)}
+            try:
+                out = work(job)
+            except Cancelled as err:
+                timings["run_s"] = round(time.monotonic() - started, 4)
+                self.store.audit_end(request_id, err.reason, timings=timings)
+                raise
+            except Exception as err:
+                timings["run_s"] = round(time.monotonic() - started, 4)
+                self.store.audit_end(request_id, "failed", timings=timings, detail=f"{type(err).__name__}: {err}")
+                raise
+            timings["run_s"] = round(time.monotonic() - started, 4)
+            output = out.to_dict()
+            timings["model"] = output["timings"]
+            result_id, session_id = save(request_id, out)
+            self.store.audit_end(request_id, "completed", output=output, timings=timings)
+            return result_id, out, session_id
+
+        run = _Run(Job(execute, self.settings.timeout_s, on_text), pieces, request_id, limit)
+        try:
+            run.future = self.worker.submit(run.job)
+        except QueueFull as err:
+            raise ApiError(429, "the server is busy (model queue full): retry later", "rate_limit_error",
+                           {"Retry-After": retry_after_header(err.retry_after_s)}) from None
+        run.future.add_done_callback(lambda _f: loop.call_soon_threadsafe(pieces.put_nowait, DONE))
+        return run
+
+    async def wait(self, request: Request, run: _Run):
+        """The job's result; cancels the job if the client disconnects while waiting."""
+        waiting = asyncio.wrap_future(run.future)
+        while True:
+            try:
+                return await asyncio.wait_for(asyncio.shield(waiting), 0.5)
+            except TimeoutError:
+                if await request.is_disconnected():
+                    run.job.cancel()
+                    raise ApiError(499, "client disconnected", "cancelled") from None
+            except Cancelled as err:
+                _raise_cancelled(err)
+
+
+def _raise_cancelled(err: Cancelled):
+    if err.reason == "timeout":
+        raise ApiError(504, "the request ran past the server's time limit: ask for fewer tokens or retry later",
+                       "timeout") from None
+    raise ApiError(503, "the request was cancelled (server shutting down or client gone)", "cancelled") from None
+
+
+def _input_sha256(endpoint: str, images: list[XrayImage], prompt: dict) -> str:
+    digest = hashlib.sha256(endpoint.encode())
+    for image in images:
+        digest.update(hashlib.sha256(image.pixels.tobytes()).digest())
+    digest.update(json.dumps(prompt, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+async def _pieces(run: _Run):
+    """Text pieces as the model makes them; cancels generation if the consumer goes away (client disconnect)."""
+    try:
+        while (piece := await run.pieces.get()) is not DONE:
+            yield piece
+    finally:
+        if not run.future.done():
+            run.job.cancel()
+
+
+def _sse_line(data) -> str:
+    return f"data: {data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+async def _chat_stream(ctx: _Context, run: _Run, model_name: str):
+    completion_id = f"chatcmpl-{run.request_id}"
+    yield _sse_line(oa.chunk(completion_id, model_name, {"role": "assistant", "content": ""}))
+    async for piece in _pieces(run):
+        yield _sse_line(oa.chunk(completion_id, model_name, {"content": piece}))
+    try:
+        result_id, out, session_id = run.future.result()
+    except Exception as err:  # noqa: BLE001 - reported in-stream, as OpenAI does
+        yield _sse_line(_stream_error(err))
+    else:
+        finish = "length" if (out.timings.new_tokens or 0) >= run.limit else "stop"
+        extra = {"result_id": result_id, "session_id": session_id, "output": out.to_dict()}
+        yield _sse_line(oa.chunk(completion_id, model_name, {}, finish, extra))
+    yield _sse_line("[DONE]")
+
+
+async def _task_stream(run: _Run):
+    async for piece in _pieces(run):
+        yield _sse_line({"type": "text", "text": piece})
+    try:
+        result_id, out, _ = run.future.result()
+    except Exception as err:  # noqa: BLE001
+        yield _sse_line({"type": "error", **_stream_error(err)})
+    else:
+        yield _sse_line({"type": "result", "result_id": result_id, "output": out.to_dict()})
+    yield _sse_line("[DONE]")
+
+
+def _stream_error(err: Exception) -> dict:
+    if isinstance(err, Cancelled):
+        kind = "timeout" if err.reason == "timeout" else "cancelled"
+        return oa.error_body(f"generation stopped: {err.reason}", kind)
+    return oa.error_body(f"generation failed: {type(err).__name__}: {err}", "server_error")
+
+
+def _sse(generator) -> StreamingResponse:
+    return StreamingResponse(generator, media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_request, err: ApiError):
+        return JSONResponse(oa.error_body(err.message, err.kind, err.code), status_code=err.status, headers=err.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request, err: RequestValidationError):
+        first = err.errors()[0] if err.errors() else {"loc": (), "msg": "invalid request"}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        return JSONResponse(oa.error_body(f"{where}: {first.get('msg')}", "invalid_request_error"), status_code=400)
+
+    @app.exception_handler(Exception)
+    async def bug(_request, err: Exception):  # one line, never a traceback in the response
+        return JSONResponse(oa.error_body(f"internal error: {type(err).__name__}: {err}", "server_error"),
+                            status_code=500)
+
+    @app.exception_handler(BodyTooLarge)
+    async def too_large(_request, _err):
+        return JSONResponse(oa.error_body("the request body is larger than the upload limit",
+                                          "invalid_request_error"), status_code=413)
+
+
+class BodyLimit:
+    """ASGI middleware: refuses request bodies over `max_bytes`, by Content-Length or while they stream in."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers", [])).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            response = JSONResponse(oa.error_body("the request body is larger than the upload limit",
+                                                  "invalid_request_error"), status_code=413)
+            return await response(scope, receive, send)
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise BodyTooLarge()
+            return message
+
+        return await self.app(scope, limited, send)
+
+
+class serve_in_thread:  # noqa: N801 - used as a context manager, like open()
+    """Run an app with uvicorn on a background thread (notebooks, tests): `with serve_in_thread(app) as url:`."""
+
+    def __init__(self, app, host: str = "127.0.0.1", port: int = 0):
+        import uvicorn
+
+        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+        self.host = host
+
+    def __enter__(self) -> str:
+        import threading
+
+        self.thread = threading.Thread(target=self.server.run, name="cxrlm-serve", daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the server did not start")
+            time.sleep(0.02)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        return f"http://{self.host}:{port}"
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(60)

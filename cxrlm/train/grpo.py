@@ -1,0 +1,77 @@
+"""GRPO with verifiable rewards on TRL's GRPOTrainer: `main(GRPORecipe) -> output folder`.
+
+Rows are user prompts (`prompt`) with image paths (`images`) and ground-truth columns; the recipe names rewards
+from `cxrlm.train.rewards.REWARDS` (with weights and per-reward settings). Rows of several tasks can share a batch:
+each reward scores its own task and returns None for the others. Generation runs in transformers, or in vLLM
+(`use_vllm`, colocated or `trl vllm-serve`) when it is installed. Not here: the rewards themselves (rewards.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cxrlm.errors import ConfigError
+from cxrlm.train import build
+from cxrlm.train.config import GRPORecipe
+from cxrlm.train.data import GRPO_COLUMNS, ImageLoadingCollator, load_dataset
+from cxrlm.train.rewards import get_reward
+
+
+def reward_functions(recipe: GRPORecipe) -> list:
+    return [get_reward(name, **recipe.reward_kwargs.get(name, {})) for name in recipe.rewards]
+
+
+def vllm_arguments(recipe: GRPORecipe) -> dict:
+    if not recipe.use_vllm:
+        return {"use_vllm": False}
+    import importlib.util
+
+    import torch
+
+    if importlib.util.find_spec("vllm") is None or not torch.cuda.is_available():
+        raise ConfigError("use_vllm=true needs vllm installed and a CUDA GPU: pip install vllm, or set use_vllm=false")
+    return dict(
+        use_vllm=True,
+        vllm_mode=recipe.vllm_mode,
+        vllm_server_host=recipe.vllm_server_host,
+        vllm_server_port=recipe.vllm_server_port,
+        vllm_gpu_memory_utilization=recipe.vllm_gpu_memory_utilization,
+    )
+
+
+def main(recipe: GRPORecipe) -> Path:
+    from trl import GRPOConfig, GRPOTrainer
+
+    train_dataset = load_dataset(recipe.train_file, GRPO_COLUMNS, recipe.max_samples)
+    model, processor = build.load_for_training(recipe)
+    try:
+        args = GRPOConfig(
+            **build.trainer_arguments(recipe),
+            **vllm_arguments(recipe),
+            remove_unused_columns=False,  # the rewards read the ground-truth columns
+            num_generations=recipe.num_generations,
+            max_completion_length=recipe.max_completion_length,
+            temperature=recipe.temperature,
+            top_p=recipe.top_p,
+            beta=recipe.beta,
+            epsilon=recipe.epsilon,
+            num_iterations=recipe.num_iterations,
+            loss_type=recipe.loss_type,
+            scale_rewards=recipe.scale_rewards,
+            reward_weights=recipe.reward_weights,
+            log_completions=recipe.log_completions,
+        )
+        trainer = GRPOTrainer(
+            model=model,
+            reward_funcs=reward_functions(recipe),
+            args=args,
+            train_dataset=train_dataset,
+            processing_class=processor,
+            peft_config=build.lora_config(recipe),
+            callbacks=[build.progress_callback()],
+        )
+    except ValueError as err:  # e.g. a generation batch that num_generations does not divide
+        raise ConfigError(f"GRPO setup rejected: {str(err).splitlines()[0]}") from None
+    trainer.data_collator = ImageLoadingCollator(trainer.data_collator)
+    build.run_training(trainer, recipe)
+    return build.save_checkpoint(trainer, processor, recipe)

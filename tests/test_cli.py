@@ -1,0 +1,102 @@
+"""The CLI end to end on a tiny random checkpoint: structured output, JSON schema, one-line errors."""
+
+import json
+import subprocess
+import sys
+
+import jsonschema
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cxrlm.cli import main
+from cxrlm.types import output_schema
+
+
+@pytest.fixture
+def png(tmp_path):
+    path = tmp_path / "cxr.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (256, 200), dtype=np.uint8)).save(path)
+    return path
+
+
+def run_cli(*args):
+    """Run `cxrlm` in a fresh process, as a user would."""
+    return subprocess.run([sys.executable, "-m", "cxrlm", *map(str, args)], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_help_is_instant_and_lists_verbs():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for verb in ("report", "chat", "classify", "ground", "models"):
+        assert verb in result.stdout
+    # --help must not import the heavy stack.
+    probe = "import sys, cxrlm.cli as c; c.build_parser(); print(sorted(m for m in ('torch','transformers','pydicom') if m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("verb,extra", [("report", []), ("classify", []), ("ground", ["left lung"])])
+def test_json_output_validates(verb, extra, png, tiny_checkpoint, capsys):
+    assert main([verb, str(png), *extra, "--model", str(tiny_checkpoint), "--json", "--max-new-tokens", "4"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    jsonschema.validate(out, output_schema())
+    for key in ("labels", "boxes", "reasoning", "findings", "impression", "raw_text", "model", "disclaimer"):
+        assert key in out
+    assert out["task"] == verb and out["image_size"] == [200, 256]
+
+
+def test_human_output_starts_with_the_research_notice(png, tiny_checkpoint, capsys):
+    assert main(["report", str(png), "--model", str(tiny_checkpoint), "--max-new-tokens", "4"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("[Research and education use only")
+    assert "Labels:" in text
+
+
+def test_chat_answers_follow_ups_from_stdin(png, tiny_checkpoint, monkeypatch, capsys):
+    import io
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("Provide differentials.\n\nexit\nnever asked\n"))
+    assert main(["chat", str(png), "--model", str(tiny_checkpoint), "--json", "--max-new-tokens", "3"]) == 0
+    turns = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [t["task"] for t in turns] == ["reason", "chat"]
+
+
+def test_real_dicom_end_to_end(real_dicom, tiny_checkpoint, capsys):
+    assert main(["report", str(real_dicom), "--model", str(tiny_checkpoint), "--json", "--max-new-tokens", "3"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["image_size"] == [1841, 1955]
+    jsonschema.validate(out, output_schema())
+
+
+def _bad_inputs(tmp_path, png, checkpoint):
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    text_dcm = tmp_path / "notes.dcm"
+    text_dcm.write_text("this is not a DICOM file\n")
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(png.read_bytes()[:200])
+    bert = tmp_path / "bert"
+    bert.mkdir()
+    (bert / "config.json").write_text('{"model_type": "bert"}')
+    return {
+        "missing file": ["report", tmp_path / "nope.png"],
+        "empty file": ["report", empty],
+        "text renamed .dcm": ["classify", text_dcm],
+        "truncated png": ["report", truncated],
+        "a directory": ["report", tmp_path],
+        "missing model folder": ["report", png, "--model", tmp_path / "no-model"],
+        "unsupported family": ["report", png, "--model", bert],
+        "bad dtype": ["report", png, "--model", checkpoint, "--dtype", "int3"],
+        "zero tokens": ["report", png, "--max-new-tokens", "0"],
+    } | ({} if torch.cuda.is_available() else {"no GPU": ["report", png, "--model", checkpoint, "--device", "cuda"]})
+
+
+def test_bad_inputs_give_one_line_errors(tmp_path, png, tiny_checkpoint):
+    for case, args in _bad_inputs(tmp_path, png, tiny_checkpoint).items():
+        result = run_cli(*args)
+        assert result.returncode != 0, case
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), (case, result.stderr)
+        assert "Traceback" not in result.stderr, case

@@ -1,0 +1,165 @@
+"""The eval runner end to end with fake models: outputs, values, resume, determinism, compare, bad inputs."""
+
+import json
+
+import pytest
+
+from _eval_fixtures import BatchingDimModel, DimModel, OracleModel, make_dataset
+from cxrlm.errors import ConfigError, InputError
+from cxrlm.eval.runner import EvalConfig, compare_runs, read_rows, run_eval
+
+FAST = {"n_resamples": 100, "progress": False}
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="module")
+def oracle_run(manifest, tmp_path_factory):
+    out = tmp_path_factory.mktemp("oracle")
+    return out, run_eval(OracleModel(manifest), EvalConfig(manifest, out, **FAST))
+
+
+def test_run_folder_holds_every_output(oracle_run):
+    out, metrics = oracle_run
+    for name in ("predictions.jsonl", "metrics.json", "report.md", "report.html", "run.json"):
+        assert (out / name).is_file(), name
+    saved = json.loads((out / "metrics.json").read_text())
+    assert set(saved["tasks"]) == {"report", "classify", "ground"}
+    for task in saved["tasks"].values():
+        for entry in task.values():
+            assert {"value", "ci_low", "ci_high", "n"} <= set(entry)
+    assert saved["run"]["model"] == "oracle" and saved["run"]["prompt_template_version"] == "test/1"
+    assert saved["run"]["versions"]["numpy"] and saved["run"]["n_items"] == {"report": 6, "classify": 6, "ground": 4}
+    assert "Research and education use only" in (out / "report.md").read_text()
+
+
+def test_oracle_scores_perfectly_and_beats_every_baseline(oracle_run):
+    _, metrics = oracle_run
+    tasks = metrics["tasks"]
+    assert tasks["report"]["bleu4"]["value"] == pytest.approx(1.0)
+    assert tasks["report"]["rouge_l"]["value"] == pytest.approx(1.0)
+    assert tasks["report"]["ce_f1_micro_14"]["value"] == 1.0
+    assert tasks["classify"]["macro_auroc"]["value"] == 1.0 and tasks["classify"]["macro_f1"]["value"] == 1.0
+    assert tasks["ground"]["mean_iou"]["value"] == 1.0 and tasks["ground"]["map50"]["value"] == pytest.approx(1.0)
+    assert set(metrics["baselines"]) == {"constant-normal", "label-prior", "nearest-neighbour", "mean-box"}
+    # the label prior is constant per label, so its AUROC is exactly 0.5 wherever defined
+    assert metrics["baselines"]["label-prior"]["classify"]["macro_auroc"]["value"] == 0.5
+    vs = metrics["vs_baselines"]
+    assert vs["classify"]["label-prior"]["macro_auroc"]["a_better"]
+    assert vs["ground"]["mean-box"]["mean_iou"]["delta"] > 0
+    assert vs["report"]["constant-normal"]["ce_f1_micro_14"]["delta"] > 0
+
+
+def test_unlabelled_labels_are_skipped(oracle_run):
+    _, metrics = oracle_run
+    per_label = metrics["per_label"]["model"]["classify"]["per_label"]
+    assert per_label["Support Devices"]["n"] == 0 and per_label["Support Devices"]["auroc"] is None
+    assert per_label["Cardiomegaly"]["n"] == 6 and per_label["Cardiomegaly"]["n_positive"] == 2
+
+
+def test_resume_after_interrupt_skips_done_items(manifest, tmp_path):
+    config = EvalConfig(manifest, tmp_path, baselines=False, **FAST)
+    with pytest.raises(KeyboardInterrupt):
+        run_eval(OracleModel(manifest, crash_after=7), config)
+    assert len(read_rows(tmp_path / "predictions.jsonl")) == 7  # every finished item was flushed
+    with (tmp_path / "predictions.jsonl").open("a") as f:
+        f.write('{"key": "model|report|torn')  # a crash in the middle of a write
+    model = OracleModel(manifest)
+    metrics = run_eval(model, config)
+    assert model.calls == 16 - 7
+    rows = read_rows(tmp_path / "predictions.jsonl")
+    assert len(rows) == 16 and len({r["key"] for r in rows}) == 16
+    assert metrics["tasks"]["classify"]["macro_auroc"]["value"] == 1.0
+    again = OracleModel(manifest)
+    run_eval(again, config)
+    assert again.calls == 0
+
+
+def test_rerun_with_other_settings_is_refused(manifest, tmp_path):
+    run_eval(DimModel(), EvalConfig(manifest, tmp_path, tasks=("classify",), baselines=False, **FAST))
+    with pytest.raises(InputError, match="seed differ"):
+        run_eval(DimModel(), EvalConfig(manifest, tmp_path, tasks=("classify",), seed=1, baselines=False, **FAST))
+
+
+def test_deterministic_across_runs(manifest, tmp_path):
+    first = run_eval(DimModel(), EvalConfig(manifest, tmp_path / "a", **FAST))
+    second = run_eval(DimModel(), EvalConfig(manifest, tmp_path / "b", **FAST))
+    for key in ("tasks", "baselines", "vs_baselines", "per_label"):
+        assert first[key] == second[key]
+
+
+def test_weak_model_values_and_label_fallback(manifest, tmp_path):
+    metrics = run_eval(DimModel(), EvalConfig(manifest, tmp_path, tasks=("classify", "ground"), **FAST))
+    rows = [r for r in read_rows(tmp_path / "predictions.jsonl") if r["system"] == "model" and r["task"] == "classify"]
+    # a label named without a probability counts 1, any other 0
+    assert {v for r in rows for v in r["prediction"]["probabilities"].values()} <= {0.0, 1.0}
+    ground = metrics["tasks"]["ground"]
+    assert 0 < ground["mean_iou"]["value"] < 1
+    assert ground["mean_iou"]["ci_low"] <= ground["mean_iou"]["value"] <= ground["mean_iou"]["ci_high"]
+
+
+def test_batching_model_gets_chunks(manifest, tmp_path):
+    model = BatchingDimModel()
+    run_eval(model, EvalConfig(manifest, tmp_path, tasks=("classify",), batch_size=4, baselines=False, **FAST))
+    assert model.batches == [4, 2]
+
+
+def test_limit_takes_a_seeded_subset(manifest, tmp_path):
+    a = run_eval(DimModel(), EvalConfig(manifest, tmp_path / "a", tasks=("classify",), limit=3, baselines=False, **FAST))
+    assert a["run"]["n_records"] == 3
+
+
+def test_compare_runs(manifest, oracle_run, tmp_path):
+    run_eval(DimModel(), EvalConfig(manifest, tmp_path, **FAST))
+    result = compare_runs(oracle_run[0], tmp_path, n_resamples=100)
+    assert result["tasks"]["classify"]["n_shared"] == 6
+    assert result["tasks"]["classify"]["metrics"]["macro_auroc"]["delta"] > 0
+    same = compare_runs(oracle_run[0], oracle_run[0], n_resamples=50)
+    assert same["tasks"]["report"]["metrics"]["bleu4"]["delta"] == 0.0
+    assert same["tasks"]["report"]["metrics"]["bleu4"]["p_value"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "match"),
+    [
+        ({"split": "val"}, InputError, "no records with images in split 'val'"),
+        ({"tasks": ("caption",)}, ConfigError, "unknown task"),
+        ({"limit": 0}, ConfigError, "limit must be at least 1"),
+    ],
+)
+def test_bad_settings(manifest, tmp_path, change, error, match):
+    with pytest.raises(error, match=match):
+        run_eval(DimModel(), EvalConfig(manifest, tmp_path, **{**FAST, **change}))
+
+
+def test_bad_manifest_and_missing_image(manifest, tmp_path):
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text("{not json\n")
+    with pytest.raises(InputError, match="line 1"):
+        run_eval(DimModel(), EvalConfig(broken, tmp_path / "o1", **FAST))
+    moved = tmp_path / "moved.jsonl"
+    moved.write_text(manifest.read_text())  # relative image paths now point to nothing
+    with pytest.raises(InputError, match="does not exist"):
+        run_eval(DimModel(), EvalConfig(moved, tmp_path / "o2", **FAST))
+    with pytest.raises(InputError, match="not an eval run folder"):
+        compare_runs(tmp_path, tmp_path)
+
+
+def test_cli_eval_and_compare(manifest, oracle_run, tmp_path, monkeypatch, capsys):
+    import cxrlm.cli as cli
+    import cxrlm.models
+
+    monkeypatch.setattr(cli, "VERB_MODULES", ("cxrlm.cli.eval",))
+    monkeypatch.setattr(cxrlm.models, "load_model", lambda path, device="auto", dtype="auto": DimModel())
+    code = cli.main(["eval", "--manifest", str(manifest), "--out", str(tmp_path / "run"), "--tasks", "classify",
+                     "--resamples", "50", "--quiet", "--no-baselines"])
+    assert code == 0 and "classify: macro_auroc" in capsys.readouterr().out
+    assert cli.main(["eval", "compare", str(oracle_run[0]), str(tmp_path / "run"), "--resamples", "50"]) == 0
+    assert "| macro_auroc |" in capsys.readouterr().out
+    assert cli.main(["eval", "--manifest", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "x")]) == 2
+    assert capsys.readouterr().err.startswith("error: manifest")
+    assert cli.main(["eval"]) == 2
+    assert "needs --manifest" in capsys.readouterr().err

@@ -1,0 +1,196 @@
+"""Every supported family behind the one output schema: tiny random checkpoints built here, and scripted engines
+for the dialects' parsing (random weights never write a box)."""
+
+import json
+
+import jsonschema
+import pytest
+
+from cxrlm.chat import Session
+from cxrlm.engines.hf import Generation
+from cxrlm.errors import ModelLoadError
+from cxrlm.models import load_model
+from cxrlm.models.base import CxrModel
+from cxrlm.models.profiles import PROFILES, resolve_profile
+from cxrlm.models.remote_code import IMAGE_TEXT, flatten
+from cxrlm.pathologies import CHEXPERT14
+from cxrlm.types import output_schema
+
+FAMILIES = {"llava_onevision": "radvlm", "gemma3": "medgemma", "qwen3_vl": "qwen3-vl"}
+TASKS = ("reason", "report", "classify", "ground")
+
+
+@pytest.fixture(scope="module")
+def family_checkpoints(tmp_path_factory):
+    from cxrlm.models.tiny_families import BUILDERS
+
+    root = tmp_path_factory.mktemp("families")
+    folders = {name: build(root / f"tiny-{name}") for name, build in BUILDERS.items()}
+    # A small Qwen3-VL pixel budget keeps the test fast; cxrlm.json is the documented way to set it.
+    (folders["qwen3_vl"] / "cxrlm.json").write_text(json.dumps({"min_pixels": 64 * 64, "max_pixels": 128 * 128}))
+    return folders
+
+
+@pytest.fixture(scope="module")
+def family_models(family_checkpoints):
+    return {name: load_model(folder, device="cpu") for name, folder in family_checkpoints.items()}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_checkpoint_has_the_family_layout_and_profile(family_checkpoints, family):
+    folder = family_checkpoints[family]
+    config = json.loads((folder / "config.json").read_text())
+    assert config["model_type"] == family
+    assert {"model.safetensors", "tokenizer.json", "processor_config.json"} <= {p.name for p in folder.iterdir()}
+    assert resolve_profile(folder).name == FAMILIES[family]
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_and_task_returns_schema_valid_output(family_models, xray, family, task):
+    out = family_models[family].predict(xray, task, phrase="right lung", max_new_tokens=4)
+    jsonschema.validate(json.loads(out.to_json()), output_schema())
+    assert out.task == task and out.image_size == (240, 300) and out.model == f"tiny-{family}"
+    if task == "classify":
+        assert list(out.probabilities) == list(CHEXPERT14)
+        assert len(set(out.probabilities.values())) > 1  # the question really differs per label
+    else:
+        assert out.timings.new_tokens >= 1
+
+
+def test_medgemma_prompt_carries_the_system_prompt_in_the_first_user_turn(family_models):
+    model = family_models["gemma3"]
+    messages = model._with_system([model.adapter.user_turn("Describe this X-ray.", 1)])
+    text = model.engine.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    assert text.index("You are an expert radiologist.") < text.index("Describe this X-ray.")
+    assert text.count("<start_of_turn>user") == 1 and text.endswith("<start_of_turn>model\n")
+
+
+@pytest.mark.parametrize("family", ["llava_onevision", "gemma3"])
+def test_follow_up_turns_send_the_image_once_through_the_real_processor(family_models, xray, family):
+    session = Session(family_models[family], xray, max_new_tokens=3)
+    session.reason()
+    out = session.ask("Write a radiology report for this Chest X-ray.")
+    assert [m.n_images for m in session.history if m.role == "user"] == [1, 0]
+    jsonschema.validate(json.loads(out.to_json()), output_schema())
+
+
+class ScriptedEngine:
+    """Stands in for a trained model: answers each call with the next scripted text."""
+
+    def __init__(self, *texts):
+        self.texts = list(texts)
+        self.calls = []
+
+    def generate(self, messages, images, max_new_tokens, on_text=None):
+        self.calls.append(messages)
+        return Generation(self.texts[len(self.calls) - 1], 5, 0.0, 0.1, input_size=None)
+
+
+def scripted(profile: str, *texts) -> CxrModel:
+    return CxrModel("scripted", PROFILES[profile], ScriptedEngine(*texts))
+
+
+def test_radvlm_sentence_answer_gives_labels_without_tag_warnings(xray):
+    out = scripted("radvlm", "The following abnormalities are present: cardiomegaly and pleural effusion.").predict(
+        xray, "reason")
+    assert [label.name for label in out.labels] == ["Cardiomegaly", "Pleural Effusion"]
+    assert not out.warnings and out.reasoning is None
+
+
+def test_radvlm_two_decimal_boxes_are_fractions_of_the_original_image(xray):
+    model = scripted("radvlm", "This finding is located at [0.12, 0.30, 0.45, 0.80] and [0.5, 0.5, 0.75, 1.0].")
+    out = model.predict(xray, "ground", phrase="left effusion")
+    assert [b.xyxy for b in out.boxes] == [(28.8, 90.0, 108.0, 240.0), (120.0, 150.0, 180.0, 300.0)]
+    assert {b.label for b in out.boxes} == {"left effusion"}
+    first_turn = model.engine.calls[0][0]["content"]
+    assert first_turn[0] == {"type": "image"} and "Please locate the following sentence" in first_turn[1]["text"]
+
+
+def test_medgemma_scripted_turns_start_with_its_system_prompt(xray):
+    model = scripted("medgemma", "Findings: Clear lungs.\nImpression: Normal.")
+    out = model.predict(xray, "report")
+    assert (out.findings, out.impression) == ("Clear lungs.", "Normal.")
+    assert model.engine.calls[0][0]["content"][0]["text"] == "You are an expert radiologist."
+
+
+def test_qwen3_vl_boxes_are_thousandths(xray):
+    out = scripted("qwen3-vl", '[{"bbox_2d": [500, 500, 1000, 1000], "label": "right lung"}]').predict(
+        xray, "ground", phrase="right lung")
+    (box,) = out.boxes
+    assert box.xyxy == (120.0, 150.0, 240.0, 300.0) and box.label == "right lung"
+
+
+def test_m4cxr_report_is_a_two_turn_chain_of_thought(xray):
+    model = scripted("m4cxr", "Cardiomegaly, Pleural Effusion.", "The heart is enlarged. Small left effusion.")
+    out = model.predict(xray, "report")
+    first, second = model.engine.calls
+    assert [m["role"] for m in second] == ["user", "assistant", "user"]
+    assert first[0]["content"][0] == {"type": "image"}
+    assert not any(part["type"] == "image" for part in second[2]["content"])
+    assert "Which of the following findings are present" in first[0]["content"][1]["text"]
+    assert out.reasoning == "Cardiomegaly, Pleural Effusion."
+    assert [label.name for label in out.labels] == ["Cardiomegaly", "Pleural Effusion"]
+    assert out.findings == "The heart is enlarged. Small left effusion." and out.timings.new_tokens == 10
+
+
+def test_m4cxr_boxes_are_hundredths(xray):
+    out = scripted("m4cxr", "Yes. [50, 10, 100, 60].").predict(xray, "ground", phrase="cardiomegaly")
+    assert [b.xyxy for b in out.boxes] == [(120.0, 30.0, 240.0, 180.0)]
+
+
+def test_remote_code_turns_are_flattened_with_the_image_text():
+    messages = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Is edema present?"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "No."}]},
+        {"role": "user", "content": "Why?"},
+    ]
+    flat = flatten(messages, IMAGE_TEXT["m4cxr"])
+    assert flat[0] == {"role": "user", "content": "radiology image: <image> Is edema present?"}
+    assert flat[1:] == [{"role": "assistant", "content": "No."}, {"role": "user", "content": "Why?"}]
+
+
+def _remote_folder(tmp_path):
+    config = {"model_type": "m4cxr_llm", "auto_map": {"AutoModelForCausalLM": "modeling_m4cxr.M4CXR"}}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    return tmp_path
+
+
+def test_remote_code_is_refused_without_the_opt_in(tmp_path, capsys):
+    folder = _remote_folder(tmp_path)
+    assert resolve_profile(folder).name == "m4cxr"
+    with pytest.raises(ModelLoadError, match="trust-remote-code") as err:
+        load_model(folder, device="cpu")
+    assert "\n" not in str(err.value)
+    assert "WARNING" not in capsys.readouterr().err
+
+
+def test_remote_code_opt_in_warns_loudly_and_fails_cleanly_without_code(tmp_path, capsys):
+    with pytest.raises(ModelLoadError, match="cannot load the checkpoint") as err:
+        load_model(_remote_folder(tmp_path), device="cpu", trust_remote_code=True)
+    assert "\n" not in str(err.value)
+    assert "WARNING: trust_remote_code is on" in capsys.readouterr().err
+
+
+def test_unknown_family_without_code_is_still_unsupported_and_m4cxr_needs_auto_map(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "m4cxr_llm"}))
+    with pytest.raises(ModelLoadError, match="unsupported model family"):
+        resolve_profile(tmp_path)
+    (tmp_path / "cxrlm.json").write_text(json.dumps({"profile": "m4cxr"}))
+    with pytest.raises(ModelLoadError, match="no auto_map"):
+        resolve_profile(tmp_path)
+
+
+def test_bad_box_format_or_frame_in_cxrlm_json_is_a_one_line_error(family_checkpoints, tmp_path):
+    (tmp_path / "config.json").write_text((family_checkpoints["gemma3"] / "config.json").read_text())
+    for field, value in (("box_format", "int10"), ("box_frame", "letterbox")):
+        (tmp_path / "cxrlm.json").write_text(json.dumps({field: value}))
+        with pytest.raises(ModelLoadError, match=f"bad field.*{field}"):
+            resolve_profile(tmp_path)
+
+
+def test_known_family_with_auto_map_uses_the_built_in_adapter(family_checkpoints, tmp_path):
+    config = json.loads((family_checkpoints["gemma3"] / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "auto_map": {"AutoConfig": "x.Y"}}))
+    profile = resolve_profile(tmp_path)
+    assert profile.name == "medgemma" and not profile.remote_code

@@ -1,0 +1,87 @@
+"""A server killed with SIGKILL mid-request loses nothing it had accepted: the audit row was written first.
+
+Starts `cxrlm serve` as a real subprocess on loopback, kills it while it generates, restarts it on the same
+store, and checks that the request is recorded as started and then closed as interrupted.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+pytest.importorskip("fastapi")
+
+from cxrlm.serve.storage import Store  # noqa: E402
+
+# Only the serve verb, so this test does not depend on the other verbs' modules.
+LAUNCH = (
+    "import argparse, sys; from cxrlm.cli import serve; p = argparse.ArgumentParser(); "
+    "serve.register(p.add_subparsers(dest='verb')); a = p.parse_args(sys.argv[1:]); sys.exit(a.run(a))"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(checkpoint, tmp_path, port) -> subprocess.Popen:
+    args = ["serve", "--model", str(checkpoint), "--device", "cpu", "--port", str(port),
+            "--db", f"sqlite:///{tmp_path / 'cxrlm.db'}", "--data-dir", str(tmp_path)]
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.Popen([sys.executable, "-c", LAUNCH, *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"the server exited: {proc.stdout.read().decode()[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    pytest.fail("the server did not become ready in 90 s")
+
+
+def test_kill_9_mid_request_then_restart(tiny_checkpoint, tmp_path):
+    from tests.test_serve_api import png_bytes
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = start(tiny_checkpoint, tmp_path, port)
+    try:
+        study = httpx.post(f"{url}/v1/studies", files={"file": ("a.png", png_bytes(), "image/png")}).json()
+        body = {"study_id": study["id"], "max_new_tokens": 1000, "stream": True}
+        with httpx.stream("POST", f"{url}/v1/cxr/report", json=body, timeout=30) as response:
+            lines = response.iter_lines()
+            assert next(lines).startswith("data: ")  # the model is generating
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+    store = Store(f"sqlite:///{tmp_path / 'cxrlm.db'}", tmp_path)
+    events = [(e.request_id, e.event) for e in store.audit_events()]
+    assert [event for _, event in events] == ["started"]  # written before generating, survived the kill
+    store.close()
+
+    proc = start(tiny_checkpoint, tmp_path, port)  # restart on the same store
+    try:
+        assert httpx.get(f"{url}/v1/studies/{study['id']}").status_code == 200  # the study survived too
+    finally:
+        proc.terminate()  # graceful shutdown on SIGTERM
+        assert proc.wait(30) == 0
+    store = Store(f"sqlite:///{tmp_path / 'cxrlm.db'}", tmp_path)
+    rows = store.audit_events(events[0][0])
+    assert [r.event for r in rows] == ["started", "interrupted"]
+    assert rows[0].input_sha256 == rows[1].input_sha256 and rows[0].endpoint == "/v1/cxr/report"
+    store.close()
