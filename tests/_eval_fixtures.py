@@ -12,12 +12,18 @@ from cxrlm.pathologies import CHEXPERT14
 from cxrlm.types import Box, Label, ModelOutput
 
 REPORTS = {
-    "normal": {"findings": "The lungs are clear. No pleural effusion or pneumothorax.",
-               "impression": "No acute cardiopulmonary abnormality."},
-    "cardio": {"findings": "The heart is enlarged. Small right pleural effusion.",
-               "impression": "Cardiomegaly with a small right pleural effusion."},
-    "edema": {"findings": "Bilateral interstitial opacities and vascular congestion.",
-              "impression": "Pulmonary edema."},
+    "normal": {
+        "findings": "The lungs are clear. No pleural effusion or pneumothorax.",
+        "impression": "No acute cardiopulmonary abnormality.",
+    },
+    "cardio": {
+        "findings": "The heart is enlarged. Small right pleural effusion.",
+        "impression": "Cardiomegaly with a small right pleural effusion.",
+    },
+    "edema": {
+        "findings": "Bilateral interstitial opacities and vascular congestion.",
+        "impression": "Pulmonary edema.",
+    },
 }
 POSITIVES = {"normal": ("No Finding",), "cardio": ("Cardiomegaly", "Pleural Effusion"), "edema": ("Edema",)}
 
@@ -33,7 +39,9 @@ def _image(kind: str, seed: int, size: int = 64) -> np.ndarray:
     """A blurry 'chest': two dark lungs, a bright heart whose width depends on the kind, plus seeded noise."""
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:size, 0:size] / size
-    pixels = 0.7 - 0.4 * (np.exp(-((x - 0.3) ** 2 + (y - 0.5) ** 2) / 0.03) + np.exp(-((x - 0.7) ** 2 + (y - 0.5) ** 2) / 0.03))
+    pixels = 0.7 - 0.4 * (
+        np.exp(-((x - 0.3) ** 2 + (y - 0.5) ** 2) / 0.03) + np.exp(-((x - 0.7) ** 2 + (y - 0.5) ** 2) / 0.03)
+    )
     heart = 0.12 if kind == "cardio" else 0.06
     pixels += 0.5 * np.exp(-((x - 0.5) ** 2 / heart + (y - 0.65) ** 2 / 0.02))
     if kind == "edema":
@@ -55,14 +63,27 @@ def make_dataset(root: Path, n_train: int = 6, n_test: int = 6) -> Path:
         if kind == "cardio":
             boxes = [{"label": "Cardiomegaly", "xyxy": [16.0 + i % 2, 34.0, 48.0, 54.0], "kind": "finding"}]
         if kind == "edema":
-            boxes = [{"label": "Edema", "xyxy": [8.0, 10.0, 30.0, 50.0], "kind": "finding"},
-                     {"label": "Edema", "xyxy": [34.0, 10.0, 56.0, 50.0], "kind": "finding"}]
-        lines.append({
-            "dataset": "synthetic", "study_id": f"s{i}", "patient_id": f"p{i}", "image": name,
-            "view_position": "PA", "split": "train" if i < n_train else "test", "labels": _labels(kind),
-            "source_labels": {}, "boxes": boxes, "report": REPORTS[kind], "report_is_synthetic": True,
-            "width": 64, "height": 64,
-        })
+            boxes = [
+                {"label": "Edema", "xyxy": [8.0, 10.0, 30.0, 50.0], "kind": "finding"},
+                {"label": "Edema", "xyxy": [34.0, 10.0, 56.0, 50.0], "kind": "finding"},
+            ]
+        lines.append(
+            {
+                "dataset": "synthetic",
+                "study_id": f"s{i}",
+                "patient_id": f"p{i}",
+                "image": name,
+                "view_position": "PA",
+                "split": "train" if i < n_train else "test",
+                "labels": _labels(kind),
+                "source_labels": {},
+                "boxes": boxes,
+                "report": REPORTS[kind],
+                "report_is_synthetic": True,
+                "width": 64,
+                "height": 64,
+            }
+        )
     manifest = root / "manifest.jsonl"
     manifest.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
     return manifest

@@ -26,8 +26,8 @@ TEMPLATES = load_templates()
 
 
 def rec(name="a", split="train", **fields) -> ManifestRecord:
-    base = dict(dataset="toy", study_id=name, patient_id=name, image=f"images/{name}.png", root="/data",
-                view_position="PA", split=split, width=200, height=100)
+    base = {"dataset": "toy", "study_id": name, "patient_id": name, "image": f"images/{name}.png", "root": "/data",
+            "view_position": "PA", "split": split, "width": 200, "height": 100}
     base.update(fields)
     return ManifestRecord(**base)
 
@@ -248,7 +248,7 @@ def test_build_is_deterministic_and_order_free():
     config = InstructionConfig(per_image=3, seed=5)
     first, _ = build_instructions(records, config)
     again, _ = build_instructions(list(reversed(records)), config)
-    key = lambda rows: sorted(json.dumps(r, sort_keys=True) for r in rows["train"])  # noqa: E731
+    key = lambda rows: sorted(json.dumps(r, sort_keys=True) for r in rows["train"])
     assert key(first) == key(again)
     other, _ = build_instructions(records, InstructionConfig(per_image=3, seed=6))
     assert key(first) != key(other)
@@ -257,7 +257,7 @@ def test_build_is_deterministic_and_order_free():
 def test_mixture_follows_weights():
     records = [effusion() for _ in range(1)]
     config = InstructionConfig(tasks=("reason", "classify"), mix={"reason": 9, "classify": 1}, per_image=300)
-    rows, stats = build_instructions(records, config)
+    _, stats = build_instructions(records, config)
     assert 240 < stats.examples["train"]["reason"] < 295
 
 

@@ -22,8 +22,8 @@ from cxrlm.pathologies import CHEXPERT14
 
 
 def record(**overrides) -> ManifestRecord:
-    fields = dict(dataset="toy", study_id="s1", patient_id="p1", image="images/a.png", root="/data/toy",
-                  view_position="PA", split="train", width=100, height=80, license="CC0")
+    fields = {"dataset": "toy", "study_id": "s1", "patient_id": "p1", "image": "images/a.png", "root": "/data/toy",
+              "view_position": "PA", "split": "train", "width": 100, "height": 80, "license": "CC0"}
     fields.update(overrides)
     return ManifestRecord(**fields)
 
@@ -36,6 +36,17 @@ def test_record_round_trips_through_json_and_fills_missing_labels():
     assert again.boxes[0]["xyxy"] == [5.0, 20.0, 10.0, 40.0]  # corners sorted
     partial = ManifestRecord.from_dict({"dataset": "d", "study_id": "s", "patient_id": "p", "labels": {"Edema": 0}})
     assert set(partial.labels) == set(CHEXPERT14) and partial.labels["Edema"] == 0 and partial.labels["Fracture"] is None
+
+
+def test_schema_file_is_a_valid_draft7_schema_and_matches_the_dataclass():
+    import jsonschema
+
+    from cxrlm.data.manifest import manifest_schema
+
+    schema = manifest_schema()
+    jsonschema.Draft7Validator.check_schema(schema)
+    assert set(schema["required"]) == set(ManifestRecord.__dataclass_fields__)
+    jsonschema.validate(json.loads(record().to_json()), schema)  # the reference validator agrees
 
 
 def test_image_path_joins_root_unless_absolute():

@@ -2,9 +2,9 @@
 
 import warnings
 
+import data_layouts
 import pytest
 
-import data_layouts
 from cxrlm.data.manifest import ManifestRecord
 from cxrlm.data.sources import SOURCES, build_records, get_source
 from cxrlm.data.sources.common import MissingImageWarning, view_position

@@ -3,12 +3,12 @@
 import json
 
 import pytest
-
 from _eval_fixtures import BatchingDimModel, DimModel, OracleModel, make_dataset
+
 from cxrlm.errors import ConfigError, InputError
 from cxrlm.eval.runner import EvalConfig, compare_runs, read_rows, run_eval
 
-FAST = {"n_resamples": 100, "progress": False}
+FAST = {"n_resamples": 50, "progress": False}
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def oracle_run(manifest, tmp_path_factory):
 
 
 def test_run_folder_holds_every_output(oracle_run):
-    out, metrics = oracle_run
+    out, _ = oracle_run
     for name in ("predictions.jsonl", "metrics.json", "report.md", "report.html", "run.json"):
         assert (out / name).is_file(), name
     saved = json.loads((out / "metrics.json").read_text())
@@ -84,16 +84,24 @@ def test_rerun_with_other_settings_is_refused(manifest, tmp_path):
         run_eval(DimModel(), EvalConfig(manifest, tmp_path, tasks=("classify",), seed=1, baselines=False, **FAST))
 
 
-def test_deterministic_across_runs(manifest, tmp_path):
-    first = run_eval(DimModel(), EvalConfig(manifest, tmp_path / "a", **FAST))
-    second = run_eval(DimModel(), EvalConfig(manifest, tmp_path / "b", **FAST))
-    for key in ("tasks", "baselines", "vs_baselines", "per_label"):
-        assert first[key] == second[key]
+@pytest.fixture(scope="module")
+def dim_run(manifest, tmp_path_factory):
+    out = tmp_path_factory.mktemp("dim")
+    return out, run_eval(DimModel(), EvalConfig(manifest, out, **FAST))
 
 
-def test_weak_model_values_and_label_fallback(manifest, tmp_path):
-    metrics = run_eval(DimModel(), EvalConfig(manifest, tmp_path, tasks=("classify", "ground"), **FAST))
-    rows = [r for r in read_rows(tmp_path / "predictions.jsonl") if r["system"] == "model" and r["task"] == "classify"]
+def test_deterministic_across_runs(manifest, dim_run, tmp_path):
+    again = run_eval(DimModel(), EvalConfig(manifest, tmp_path, tasks=("classify",), **FAST))
+    first = dim_run[1]
+    assert again["tasks"]["classify"] == first["tasks"]["classify"]
+    assert again["vs_baselines"]["classify"] == first["vs_baselines"]["classify"]
+    for name in ("label-prior", "nearest-neighbour", "constant-normal"):
+        assert again["baselines"][name]["classify"] == first["baselines"][name]["classify"]
+
+
+def test_weak_model_values_and_label_fallback(dim_run):
+    out, metrics = dim_run
+    rows = [r for r in read_rows(out / "predictions.jsonl") if r["system"] == "model" and r["task"] == "classify"]
     # a label named without a probability counts 1, any other 0
     assert {v for r in rows for v in r["prediction"]["probabilities"].values()} <= {0.0, 1.0}
     ground = metrics["tasks"]["ground"]
@@ -108,13 +116,14 @@ def test_batching_model_gets_chunks(manifest, tmp_path):
 
 
 def test_limit_takes_a_seeded_subset(manifest, tmp_path):
-    a = run_eval(DimModel(), EvalConfig(manifest, tmp_path / "a", tasks=("classify",), limit=3, baselines=False, **FAST))
+    a = run_eval(
+        DimModel(), EvalConfig(manifest, tmp_path / "a", tasks=("classify",), limit=3, baselines=False, **FAST)
+    )
     assert a["run"]["n_records"] == 3
 
 
-def test_compare_runs(manifest, oracle_run, tmp_path):
-    run_eval(DimModel(), EvalConfig(manifest, tmp_path, **FAST))
-    result = compare_runs(oracle_run[0], tmp_path, n_resamples=100)
+def test_compare_runs(oracle_run, dim_run):
+    result = compare_runs(oracle_run[0], dim_run[0], n_resamples=50)
     assert result["tasks"]["classify"]["n_shared"] == 6
     assert result["tasks"]["classify"]["metrics"]["macro_auroc"]["delta"] > 0
     same = compare_runs(oracle_run[0], oracle_run[0], n_resamples=50)
@@ -149,13 +158,26 @@ def test_bad_manifest_and_missing_image(manifest, tmp_path):
 
 
 def test_cli_eval_and_compare(manifest, oracle_run, tmp_path, monkeypatch, capsys):
-    import cxrlm.cli as cli
     import cxrlm.models
+    from cxrlm import cli
 
     monkeypatch.setattr(cli, "VERB_MODULES", ("cxrlm.cli.eval",))
     monkeypatch.setattr(cxrlm.models, "load_model", lambda path, device="auto", dtype="auto": DimModel())
-    code = cli.main(["eval", "--manifest", str(manifest), "--out", str(tmp_path / "run"), "--tasks", "classify",
-                     "--resamples", "50", "--quiet", "--no-baselines"])
+    code = cli.main(
+        [
+            "eval",
+            "--manifest",
+            str(manifest),
+            "--out",
+            str(tmp_path / "run"),
+            "--tasks",
+            "classify",
+            "--resamples",
+            "50",
+            "--quiet",
+            "--no-baselines",
+        ]
+    )
     assert code == 0 and "classify: macro_auroc" in capsys.readouterr().out
     assert cli.main(["eval", "compare", str(oracle_run[0]), str(tmp_path / "run"), "--resamples", "50"]) == 0
     assert "| macro_auroc |" in capsys.readouterr().out

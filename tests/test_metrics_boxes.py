@@ -69,12 +69,18 @@ def _random_detection_case(rng, n_images=6):
             image_refs.append({"label": str(rng.choice(labels)), "xyxy": box})
             if rng.random() < 0.8:  # a jittered detection of it
                 jitter = rng.normal(0, 3, 4)
-                image_dets.append({"label": image_refs[-1]["label"], "xyxy": list(np.array(box) + jitter),
-                                   "score": float(rng.random())})
+                image_dets.append(
+                    {
+                        "label": image_refs[-1]["label"],
+                        "xyxy": list(np.array(box) + jitter),
+                        "score": float(rng.random()),
+                    }
+                )
         for _ in range(rng.integers(0, 3)):  # false positives
             x, y = rng.uniform(0, 80, 2)
-            image_dets.append({"label": str(rng.choice(labels)), "xyxy": [x, y, x + 10, y + 10],
-                               "score": float(rng.random())})
+            image_dets.append(
+                {"label": str(rng.choice(labels)), "xyxy": [x, y, x + 10, y + 10], "score": float(rng.random())}
+            )
         refs.append(image_refs)
         dets.append(image_dets)
     return refs, dets
@@ -94,18 +100,35 @@ def _pycocotools_map(refs, dets):
         images.append({"id": image_id, "width": 200, "height": 200})
         for b in image_refs:
             x1, y1, x2, y2 = b["xyxy"]
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": cat[b["label"]],
-                                "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": 0})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": cat[b["label"]],
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "area": (x2 - x1) * (y2 - y1),
+                    "iscrowd": 0,
+                }
+            )
         for d in image_dets:
             if d["label"] not in cat:
                 continue
             x1, y1, x2, y2 = d["xyxy"]
-            results.append({"image_id": image_id, "category_id": cat[d["label"]], "bbox": [x1, y1, x2 - x1, y2 - y1],
-                            "score": d["score"]})
+            results.append(
+                {
+                    "image_id": image_id,
+                    "category_id": cat[d["label"]],
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "score": d["score"],
+                }
+            )
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO()
-        gt.dataset = {"images": images, "annotations": annotations,
-                      "categories": [{"id": i, "name": n} for n, i in cat.items()]}
+        gt.dataset = {
+            "images": images,
+            "annotations": annotations,
+            "categories": [{"id": i, "name": n} for n, i in cat.items()],
+        }
         gt.createIndex()
         evaluator = COCOeval(gt, gt.loadRes(results), "bbox")
         evaluator.evaluate()

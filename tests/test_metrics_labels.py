@@ -66,7 +66,9 @@ def test_matches_sklearn(seed):
         if y.sum():  # macro F1 averages labels with a positive reference item
             f1s.append(f1)
         assert ours["per_label"][name]["f1"] == pytest.approx(f1)
-        assert ours["per_label"][name]["precision"] == pytest.approx(metrics.precision_score(y, s >= 0.5, zero_division=0))
+        assert ours["per_label"][name]["precision"] == pytest.approx(
+            metrics.precision_score(y, s >= 0.5, zero_division=0)
+        )
         assert ours["per_label"][name]["recall"] == pytest.approx(metrics.recall_score(y, s >= 0.5, zero_division=0))
     assert ours["macro_f1"] == pytest.approx(np.mean(f1s)) == pytest.approx(L.macro_f1(truth, score))
     assert L.micro_f1(truth, score) == pytest.approx(ours["micro_f1"])
@@ -77,7 +79,11 @@ def test_matches_sklearn(seed):
 
 def test_classification_metrics_from_dicts_skip_missing_labels():
     truth = [{"Cardiomegaly": 1, "Edema": None}, {"Cardiomegaly": 0, "Edema": 1}, {"Cardiomegaly": 0, "Edema": 0}]
-    score = [{"Cardiomegaly": 0.9, "Edema": 0.9}, {"Cardiomegaly": 0.2, "Edema": 0.6}, {"Cardiomegaly": 0.6, "Edema": 0.1}]
+    score = [
+        {"Cardiomegaly": 0.9, "Edema": 0.9},
+        {"Cardiomegaly": 0.2, "Edema": 0.6},
+        {"Cardiomegaly": 0.6, "Edema": 0.1},
+    ]
     out = L.classification_metrics(truth, score, labels=("Cardiomegaly", "Edema", "Fracture"))
     assert out["per_label"]["Edema"]["n"] == 2 and out["per_label"]["Edema"]["auroc"] == 1.0
     assert out["per_label"]["Cardiomegaly"]["f1"] == pytest.approx(2 / 3)  # tp 1, fp 1 (0.6), fn 0
@@ -107,7 +113,11 @@ def _fake_labeler(texts):
     rows = []
     for text in texts:
         row = dict.fromkeys(CHEXPERT14)
-        for word, name in (("effusion", "Pleural Effusion"), ("cardiomegaly", "Cardiomegaly"), ("device", "Support Devices")):
+        for word, name in (
+            ("effusion", "Pleural Effusion"),
+            ("cardiomegaly", "Cardiomegaly"),
+            ("device", "Support Devices"),
+        ):
             if f"no {word}" in text:
                 row[name] = 0
             elif f"possible {word}" in text:

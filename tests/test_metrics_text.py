@@ -24,12 +24,22 @@ HYPS = [
     "Consolidation in the right lower lobe, likely pneumonia pneumonia.",
 ]
 
-sentences = st.lists(st.sampled_from("no yes effusion pleural heart lung clear the a left right".split()), max_size=12)
+sentences = st.lists(
+    st.sampled_from(["no", "yes", "effusion", "pleural", "heart", "lung", "clear", "the", "a", "left", "right"]),
+    max_size=12,
+)
 
 
 def test_tokenize_drops_punctuation_and_keeps_inner_joins():
     assert T.tokenize("No X-ray change; 2.5 cm nodule, T/L spine.") == [
-        "no", "x-ray", "change", "2.5", "cm", "nodule", "t/l", "spine"
+        "no",
+        "x-ray",
+        "change",
+        "2.5",
+        "cm",
+        "nodule",
+        "t/l",
+        "spine",
     ]
     assert T.tokenize(None) == [] and T.tokenize("...") == []
 

@@ -194,3 +194,10 @@ def test_known_family_with_auto_map_uses_the_built_in_adapter(family_checkpoints
     (tmp_path / "config.json").write_text(json.dumps({**config, "auto_map": {"AutoConfig": "x.Y"}}))
     profile = resolve_profile(tmp_path)
     assert profile.name == "medgemma" and not profile.remote_code
+
+
+def test_qwen3_vl_prompt_has_no_default_system_message(family_models):
+    model = family_models["qwen3_vl"]
+    text = model.engine.processor.apply_chat_template([model.adapter.user_turn("Hi", 1)],
+                                                      add_generation_prompt=True, tokenize=False)
+    assert text.startswith("<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Hi")

@@ -190,9 +190,9 @@ def test_repetition_penalty():
 
 def test_every_registered_reward_honours_the_contract():
     texts = [GOOD, conversational(BOX_TEXT), ""]
-    columns = dict(task=["reason", "ground", "report"], labels=[["Cardiomegaly"], None, None],
-                   boxes=[None, [BOX], None], report=[None, None, "Cardiomegaly."], images=[[], [], []],
-                   prompts=["p"] * 3, completion_ids=[[1, 2]] * 3, trainer_state=None)
+    columns = {"task": ["reason", "ground", "report"], "labels": [["Cardiomegaly"], None, None],
+                   "boxes": [None, [BOX], None], "report": [None, None, "Cardiomegaly."], "images": [[], [], []],
+                   "prompts": ["p"] * 3, "completion_ids": [[1, 2]] * 3, "trainer_state": None}
     for name in R.REWARDS:
         out = R.get_reward(name)(texts, **columns)
         assert len(out) == 3, name

@@ -17,9 +17,9 @@ import pytest
 pytest.importorskip("fastapi")
 openai = pytest.importorskip("openai")
 
-from cxrlm.serve.app import ServeSettings, create_app, serve_in_thread  # noqa: E402
-from cxrlm.serve.storage import Store  # noqa: E402
-from cxrlm.types import output_schema  # noqa: E402
+from cxrlm.serve.app import ServeSettings, create_app, serve_in_thread
+from cxrlm.serve.storage import Store
+from cxrlm.types import output_schema
 
 
 def png_bytes(height=96, width=80, seed=0, flat=False) -> bytes:
@@ -149,7 +149,7 @@ def test_exports_go_through_cxrlm_export_or_say_why_not(http, study, tiny_model)
 
 
 def test_uploads_are_checked_and_de_identified(http, store, tmp_path):
-    from tests.test_dicom import IDENTITY, make_dicom  # noqa: PLC0415 - the DICOM suite's synthetic writer
+    from tests.test_dicom import IDENTITY, make_dicom
 
     dicom = make_dicom(tmp_path / "x.dcm", np.arange(64 * 48, dtype=np.uint16).reshape(64, 48) % 4096,
                        bits_stored=12, ViewPosition="PA")
@@ -163,7 +163,7 @@ def test_uploads_are_checked_and_de_identified(http, store, tmp_path):
         from sqlalchemy import text
 
         dump = "\n".join(str(r) for t in ("studies", "sessions", "messages", "results", "audit_log")
-                         for r in conn.execute(text(f"SELECT * FROM {t}")))  # noqa: S608
+                         for r in conn.execute(text(f"SELECT * FROM {t}")))
     files = b"".join(p.read_bytes() for p in store.studies_dir.iterdir())
     for value in IDENTITY.values():
         assert value not in dump and value.encode() not in files
@@ -286,6 +286,7 @@ def test_load_only_clean_429s_and_every_accepted_request_is_stored(server, study
     for t in threads:
         t.join(90)
     codes = [r.status_code for r in outcomes]
+    print(f"load: {len(codes)} requests, {codes.count(200)} accepted, {codes.count(429)} answered 429")
     assert set(codes) <= {200, 429}, sorted(set(codes))
     accepted = [r for r in outcomes if r.status_code == 200]
     assert accepted and codes.count(429) > 0

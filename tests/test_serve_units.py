@@ -8,14 +8,14 @@ import pytest
 
 pytest.importorskip("sqlalchemy")
 
-from sqlalchemy import text  # noqa: E402
+from sqlalchemy import text
 
-from cxrlm.errors import ConfigError  # noqa: E402
-from cxrlm.serve import openai_format as oa  # noqa: E402
-from cxrlm.serve.security import RateLimiter, bearer_token, check_exposure, is_loopback  # noqa: E402
-from cxrlm.serve.storage import Store  # noqa: E402
-from cxrlm.serve.worker import Cancelled, Job, ModelWorker, QueueFull  # noqa: E402
-from cxrlm.types import XrayImage  # noqa: E402
+from cxrlm.errors import ConfigError
+from cxrlm.serve import openai_format as oa
+from cxrlm.serve.security import RateLimiter, bearer_token, check_exposure, is_loopback
+from cxrlm.serve.storage import Store
+from cxrlm.serve.worker import Cancelled, Job, ModelWorker, QueueFull
+from cxrlm.types import XrayImage
 
 
 @pytest.fixture
@@ -50,8 +50,8 @@ def test_study_keeps_pixels_and_only_safe_metadata(store):
 
 
 def test_audit_log_is_append_only_and_interrupted_requests_are_closed(store):
-    fields = dict(api_key_id="local", endpoint="/v1/cxr/report", model="m", template_version="t/1",
-                  input_sha256="0" * 64)
+    fields = {"api_key_id": "local", "endpoint": "/v1/cxr/report", "model": "m", "template_version": "t/1",
+                  "input_sha256": "0" * 64}
     store.audit_start("a" * 32, **fields)
     store.audit_start("b" * 32, **fields)
     store.audit_end("a" * 32, "completed", output={"x": 1}, timings={"run_s": 1.0})
@@ -163,3 +163,37 @@ def test_cancel_and_deadline_stop_a_job_at_its_next_text_piece():
     with pytest.raises(Cancelled, match="timeout"):
         worker.submit(Job(generating, 0.2)).result(3)
     worker.stop(5)
+
+
+def run_cli(argv):
+    import argparse
+
+    from cxrlm.cli import serve
+
+    parser = argparse.ArgumentParser()
+    serve.register(parser.add_subparsers(dest="verb"))
+    args = parser.parse_args(["serve", *argv])
+    return args.run(args)
+
+
+def test_cli_add_key_prints_a_working_key_once(tmp_path, capsys):
+    db = f"sqlite:///{tmp_path / 'k.db'}"
+    assert run_cli(["--db", db, "--data-dir", str(tmp_path), "--add-key", "alice"]) == 0
+    key = capsys.readouterr().out.strip().splitlines()[-1]
+    store = Store(db, tmp_path)
+    assert store.verify_key(key) is not None
+    store.close()
+
+
+def test_cli_refuses_public_host_without_keys_and_missing_model(tmp_path, monkeypatch):
+    common = ["--db", f"sqlite:///{tmp_path / 'k.db'}", "--data-dir", str(tmp_path)]
+    with pytest.raises(ConfigError, match="refusing to listen on 0.0.0.0"):
+        run_cli([*common, "--host", "0.0.0.0"])
+    monkeypatch.delenv("CXRLM_MODEL", raising=False)
+    monkeypatch.setattr("cxrlm.models.DEFAULT_MODEL_DIR", tmp_path / "no-such-model")
+    from cxrlm.errors import ModelLoadError
+
+    with pytest.raises(ModelLoadError, match="--model"):
+        run_cli(common)
+    with pytest.raises(ConfigError, match="--max-queue"):
+        run_cli([*common, "--max-queue", "0"])

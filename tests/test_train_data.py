@@ -3,10 +3,10 @@
 import json
 
 import pytest
+from train_samples import write_grpo, write_png, write_sft
 
 from cxrlm.errors import InputError
 from cxrlm.train.data import GRPO_COLUMNS, SFT_COLUMNS, ImageLoadingCollator, load_dataset, read_jsonl
-from train_samples import write_grpo, write_png, write_sft
 
 
 def test_reads_sft_rows_with_absolute_image_paths(tmp_path):

@@ -5,9 +5,9 @@ import json
 import math
 
 import pytest
+from train_samples import write_grpo
 
 from cxrlm.errors import ConfigError
-from train_samples import write_grpo
 
 pytestmark = pytest.mark.slow
 

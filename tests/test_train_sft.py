@@ -5,9 +5,9 @@ import json
 import math
 
 import pytest
+from train_samples import write_sft
 
 from cxrlm.errors import ConfigError
-from train_samples import write_sft
 
 pytestmark = pytest.mark.slow
 
@@ -61,7 +61,7 @@ def test_sft_full_fine_tuning_trains_saves_reloads_and_resumes(tiny_checkpoint, 
 def test_sft_lora_saves_adapter_and_merged_weights(tiny_checkpoint, tmp_path, xray):
     from cxrlm.models import load_model
     from cxrlm.train import sft
-    from cxrlm.train.config import load_recipe, SFTRecipe
+    from cxrlm.train.config import SFTRecipe, load_recipe
 
     out = tmp_path / "lora"
     recipe = load_recipe(None, SFTRecipe, [f"model={tiny_checkpoint}", f"train_file={write_sft(tmp_path, n=2)}",
@@ -87,7 +87,7 @@ def test_qlora_is_refused_without_a_gpu(tiny_checkpoint, tmp_path):
     import torch
 
     from cxrlm.train import sft
-    from cxrlm.train.config import load_recipe, SFTRecipe
+    from cxrlm.train.config import SFTRecipe, load_recipe
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is present: QLoRA is allowed")
@@ -99,7 +99,7 @@ def test_qlora_is_refused_without_a_gpu(tiny_checkpoint, tmp_path):
 
 def test_model_folder_must_be_a_checkpoint(tmp_path):
     from cxrlm.train import sft
-    from cxrlm.train.config import load_recipe, SFTRecipe
+    from cxrlm.train.config import SFTRecipe, load_recipe
 
     recipe = load_recipe(None, SFTRecipe, [f"model={tmp_path}", f"train_file={write_sft(tmp_path, n=1)}",
                                            f"output_dir={tmp_path / 'o'}"])

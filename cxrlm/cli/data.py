@@ -64,51 +64,35 @@ def list_sources(args: argparse.Namespace) -> int:
 
 def build_manifest(args: argparse.Namespace) -> int:
     import warnings
+    from pathlib import Path
 
     from tqdm import tqdm
 
-    from cxrlm.data.manifest import write_manifest
+    from cxrlm.data.manifest import ManifestStats, write_manifest
     from cxrlm.data.sources import build_records
     from cxrlm.data.sources.common import MissingImageWarning
+    from cxrlm.errors import InputError
 
     records = build_records(args.source, args.root, args.seed, args.val_fraction, args.test_fraction,
                             args.official_split)
+    stats = ManifestStats()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", MissingImageWarning)
-        # delay: no bar for builds that finish (or fail) within a second
-        kept = list(tqdm(records, desc=args.source, unit=" records", file=sys.stderr, dynamic_ncols=True, delay=1))
+        # Streamed: a MIMIC-size source never sits in memory. No bar for builds done within a second.
+        bar = tqdm(stats.counted(records), desc=args.source, unit=" records", file=sys.stderr, delay=1)
+        count = write_manifest(bar, args.out)
     missing = [str(w.message) for w in caught if issubclass(w.category, MissingImageWarning)]
-    if not kept:
-        from cxrlm.errors import InputError
-
+    for w in caught:  # anything else was not ours to swallow
+        if not issubclass(w.category, MissingImageWarning):
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    if not count:
+        Path(args.out).unlink()
         raise InputError(f"no records under {args.root} for {args.source} ({len(missing)} rows lacked their image)")
-    write_manifest(kept, args.out)
-    print(f"wrote {len(kept)} records to {args.out}")
+    print(f"wrote {count} records to {args.out}")
     if missing:
         print(f"skipped {len(missing)} rows whose image file is missing (first: {missing[0]})")
-    print_summary(kept)
+    print("\n".join(stats.lines()))
     return 0
-
-
-def print_summary(records) -> None:
-    from collections import Counter
-
-    from cxrlm.pathologies import CHEXPERT14
-
-    splits = Counter(r.split for r in records)
-    patients = {split: len({r.patient_id for r in records if r.split == split}) for split in splits}
-    print("split   records  patients")
-    for split in ("train", "val", "test"):
-        print(f"{split:<7} {splits.get(split, 0):>7}  {patients.get(split, 0):>8}")
-    boxes = sum(len(r.boxes) for r in records)
-    reports = sum(r.report is not None for r in records)
-    print(f"boxes: {boxes} on {sum(bool(r.boxes) for r in records)} images; reports: {reports}")
-    print(f"{'label':<27} {'pos':>6} {'neg':>6} {'uncert':>6} {'unknown':>7} {'prevalence':>10}")
-    for name in CHEXPERT14:
-        values = Counter(r.labels.get(name) for r in records)
-        known = values[1] + values[0] + values[-1]
-        prevalence = f"{values[1] / known:.3f}" if known else "-"
-        print(f"{name:<27} {values[1]:>6} {values[0]:>6} {values[-1]:>6} {values[None]:>7} {prevalence:>10}")
 
 
 def validate_manifest(args: argparse.Namespace) -> int:

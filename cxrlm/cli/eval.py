@@ -20,19 +20,28 @@ def register(subparsers) -> None:
     parser.add_argument("--manifest", help="manifest JSONL (from `cxrlm data build`)")
     parser.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated subset of {','.join(TASKS)}")
     parser.add_argument("--out", help="run folder; rerunning with the same folder resumes")
-    parser.add_argument("--split", default="test", help="manifest split to score; 'all' for every record (default: test)")
+    parser.add_argument(
+        "--split", default="test", help="manifest split to score; 'all' for every record (default: test)"
+    )
     parser.add_argument("--limit", type=int, help="score a seeded random subset of N records")
     parser.add_argument("--seed", type=int, default=0, help="seed for --limit, the bootstrap and the model (default 0)")
     parser.add_argument("--max-new-tokens", type=int, help="cap on generated tokens per answer")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 (default: auto)")
     parser.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU), bf16, fp16, fp32")
-    parser.add_argument("--batch-size", type=int, default=8, help="items read (and predicted, if the model batches) together")
+    parser.add_argument(
+        "--batch-size", type=int, default=8, help="items read (and predicted, if the model batches) together"
+    )
     parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
     parser.add_argument("--no-baselines", action="store_true", help="skip the baselines")
-    parser.add_argument("--train-manifest", help="training records for the baselines (default: --manifest's train split)")
+    parser.add_argument(
+        "--train-manifest", help="training records for the baselines (default: --manifest's train split)"
+    )
     parser.add_argument("--meteor", action="store_true", help="also METEOR (needs Java and the eval extra; slow start)")
-    parser.add_argument("--model-metrics", action="store_true",
-                        help="also BERTScore/RadGraph/CheXbert/GREEN via radeval, if installed with weights on disk")
+    parser.add_argument(
+        "--model-metrics",
+        action="store_true",
+        help="also BERTScore/RadGraph/CheXbert/GREEN via radeval, if installed with weights on disk",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(run=run_eval)
 
@@ -55,7 +64,8 @@ def run_eval(args: argparse.Namespace) -> int:
         raise InputError("cxrlm eval needs --manifest M.jsonl and --out DIR (or: cxrlm eval compare RUN_A RUN_B)")
     if not Path(args.manifest).is_file():
         raise InputError(f"manifest {args.manifest} does not exist; build one with `cxrlm data build`")
-    from cxrlm.eval.runner import EvalConfig, run_eval as run
+    from cxrlm.eval.runner import EvalConfig
+    from cxrlm.eval.runner import run_eval as run
 
     config = EvalConfig(
         manifest=Path(args.manifest),

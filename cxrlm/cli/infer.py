@@ -24,6 +24,12 @@ def _common(parser: argparse.ArgumentParser, several_images: bool = True) -> Non
 def register(subparsers) -> None:
     report = subparsers.add_parser("report", help="reasoning, CheXpert-14 labels, findings and impression")
     _common(report)
+    report.add_argument("--prior", nargs="+", default=[], metavar="IMAGE", help="images of a prior study")
+    report.add_argument("--prior-report", metavar="FILE", help="text file with the prior study's report")
+    report.add_argument("--export", choices=("json", "md", "fhir", "sr"),
+                        help="write a structured report: json, md, fhir (R4 JSON) or sr (DICOM SR, needs --out)")
+    report.add_argument("--out", metavar="FILE", help="where --export writes (default: standard output)")
+    report.add_argument("--show-prompt", action="store_true", help="print every prompt sent to the model to stderr")
     report.set_defaults(run=run_report)
 
     chat = subparsers.add_parser("chat", help="interactive, streamed conversation about a study")
@@ -57,7 +63,12 @@ def run_report(args) -> int:
     from cxrlm.chat import Session
     from cxrlm.prompts.templates import task_prompt
 
+    if args.export == "sr" and not args.out:
+        from cxrlm.errors import ConfigError
+
+        raise ConfigError("--export sr writes a binary DICOM file: add --out REPORT.dcm")
     model, study = _load(args)
+    _attach_prior(study, args)
     session = Session(model, study, args.max_new_tokens)
     out = session.reason()
     report = session.ask(task_prompt(model.dialect, "report"), task="report")
@@ -66,8 +77,53 @@ def run_report(args) -> int:
     out.raw_text = out.raw_text + "\n\n" + report.raw_text
     out.timings.generate_s += report.timings.generate_s
     out.timings.new_tokens += report.timings.new_tokens
-    _emit(out, args.json)
+    differentials = None
+    if args.export in ("md", "fhir", "sr"):
+        differentials = session.ask(task_prompt(model.dialect, "differentials")).raw_text
+    if args.show_prompt:
+        _show_prompts(session)
+    if args.export:
+        _write_export(out, study, differentials, args)
+    else:
+        _emit(out, args.json)
     return 0
+
+
+def _attach_prior(study, args) -> None:
+    from pathlib import Path
+
+    from cxrlm.errors import InputError
+    from cxrlm.io import load_study
+
+    if args.prior:
+        study.prior = load_study(args.prior)
+    if args.prior_report:
+        try:
+            study.prior_report = Path(args.prior_report).read_text(encoding="utf-8", errors="replace").strip()
+        except OSError as err:
+            raise InputError(f"cannot read --prior-report {args.prior_report}: {err.strerror}") from None
+
+
+def _show_prompts(session) -> None:
+    for message in session.history:
+        if message.role == "user":
+            images = f"[{message.n_images} image(s)] " if message.n_images else ""
+            print(f"prompt> {images}{message.text}", file=sys.stderr)
+
+
+def _write_export(out, study, differentials, args) -> None:
+    from cxrlm.export import export
+
+    first = study.images[0]
+    source = args.images[0] if "windowing" in first.metadata else None  # a DICOM input: the SR references it
+    data = export(out, args.export, study, source=source, differentials_text=differentials)
+    if args.out:
+        mode = "wb" if isinstance(data, bytes) else "w"
+        with open(args.out, mode) as f:
+            f.write(data)
+        print(f"wrote {args.export} report to {args.out}", file=sys.stderr)
+    else:
+        print(data)
 
 
 def run_classify(args) -> int:

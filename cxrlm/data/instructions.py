@@ -17,11 +17,12 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from cxrlm.data.manifest import ManifestRecord
 from cxrlm.errors import ConfigError
@@ -29,7 +30,6 @@ from cxrlm.pathologies import CHEXPERT14
 from cxrlm.types import FRONTAL_VIEWS
 
 TASKS = ("reason", "report", "classify", "ground", "vqa", "conversation")
-SINGLE_TURN_TASKS = TASKS[:-1]
 DEFAULT_MIX = {"reason": 3, "report": 2, "classify": 2, "ground": 2, "vqa": 1, "conversation": 1}
 FORMATS = ("sft", "grpo")
 BOX_FORMATS = ("qwen", "norm1", "int100")
@@ -442,7 +442,7 @@ def example(record: ManifestRecord, task: str, turns: list[Turn], index: int, co
             version: str) -> dict[str, Any]:
     last = turns[-1]
     row = {
-        "id": f"{record.dataset}/{record.study_id}/{Path(record.image).stem}/{index}",
+        "id": f"{record.dataset}:{record.image}:{index}",
         # GRPO scores the last turn, so a conversation is filed under that turn's task there.
         "task": task if config.format == "sft" else last.task,
         "turns": len(turns),

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 from cxrlm.errors import ConfigError
-from cxrlm.pathologies import CHEXPERT14, NIH14, VOCABULARIES
+from cxrlm.pathologies import NIH14, VOCABULARIES
 
 POSITIVE, NEGATIVE, UNCERTAIN = 1, 0, -1
 STATUS_NAMES = {POSITIVE: "positive", NEGATIVE: "negative", UNCERTAIN: "uncertain", None: "not mentioned"}
@@ -53,10 +53,10 @@ class Mention:
 
 # ---------------------------------------------------------------- lexicon compilation
 
-# Phrases end with \\b when they end with a word character or a group, else with a boundary that
-# also works after punctuation ("vs."). They get no \\b in front: a leading \\b stops Python's regex
-# engine from scanning for the literal prefix (about 30 times slower), so `_starts_word` drops
-# matches that begin inside a word instead.
+# Phrases end with \b when they end with a word character or a group, else with a boundary that
+# also works after punctuation ("vs."). They get no \b in front: a leading \b stops Python's regex
+# engine from scanning for the literal prefix (about 30 times slower), so concept matches that begin
+# inside a word are dropped by `_starts_word`, and cues are only tried at word starts (`_Lexicon.cues`).
 _RIGHT = r"(?:(?!\w)|(?<!\w))"
 _MACRO = re.compile(r"\{([a-z_]+)\}")
 
@@ -140,9 +140,8 @@ _CUE_KINDS = (
 class _Lexicon:
     concepts: tuple[_Concept, ...]
     labels: Mapping[str, Mapping[str, str | None]]  # concept name -> {vocabulary: label or None}
-    # Every phrase of a concept contains one of its keywords; one pass of this pattern tells which
+    # Every phrase of a concept contains one of its keywords: finding the keywords tells which
     # sentences can mention which concepts, so most concept regexes never run.
-    keywords: re.Pattern
     keyword_concepts: Mapping[str, tuple[int, ...]]
     # One named group per cue kind, then single words, so the cues are only tried at word starts.
     cues: re.Pattern
@@ -168,16 +167,15 @@ def _lexicon() -> _Lexicon:
         )
         for name, spec in specs.items()
     )
-    keywords = sorted({k for spec in specs.values() for k in spec["keywords"]}, key=len, reverse=True)
+    keywords = sorted({k for spec in specs.values() for k in spec["keywords"]})
     keyword_concepts = {
-        keyword: tuple(i for i, spec in enumerate(specs.values()) if any(k in keyword for k in spec["keywords"]))
+        keyword: tuple(i for i, spec in enumerate(specs.values()) if keyword in spec["keywords"])
         for keyword in keywords
     }
     groups = "|".join(f"(?P<{kind}>{_alternation(modifiers[kind], modifiers['macros'])})" for kind in _CUE_KINDS)
     return _Lexicon(
         concepts=concepts,
         labels={c.name: c.labels for c in concepts},
-        keywords=re.compile("|".join(map(re.escape, keywords))),
         keyword_concepts=keyword_concepts,
         cues=re.compile(rf"{groups}|\w+|\s+|[^\w\s]"),
         window=modifiers["window"],
@@ -328,9 +326,8 @@ def _covers(cue: _Cue, span: tuple[int, int], context: _Context) -> bool:
     breakers = _BREAKERS.get(cue.kind, ("terminators",))
     both = cue.kind.endswith("_both")
     if cue.end <= start and cue.kind.endswith(("_pre", "_link", "_both")):
-        return (
-            context.words(cue.end, start) <= context.window["both" if both else "pre"]
-            and not context.blocked(cue.end, start, breakers)
+        return context.words(cue.end, start) <= context.window["both" if both else "pre"] and not context.blocked(
+            cue.end, start, breakers
         )
     if end <= cue.start and cue.kind.endswith(("_post", "_both")):
         return (
@@ -410,10 +407,13 @@ def _candidates(text: str, sentences: list[tuple[str, int, int]], lexicon: _Lexi
     """Sentence index -> indices of the concepts whose keywords occur in it."""
     starts = [start for _, start, _ in sentences]
     out: dict[int, set[int]] = {}
-    for match in lexicon.keywords.finditer(text):
-        index = bisect.bisect_right(starts, match.start()) - 1
-        if index >= 0 and match.start() < sentences[index][2]:
-            out.setdefault(index, set()).update(lexicon.keyword_concepts[match.group()])
+    for keyword, concepts in lexicon.keyword_concepts.items():  # str.find is far faster than one big regex
+        position = text.find(keyword)
+        while position != -1:
+            index = bisect.bisect_right(starts, position) - 1
+            if index >= 0 and position < sentences[index][2]:
+                out.setdefault(index, set()).update(concepts)
+            position = text.find(keyword, position + len(keyword))
     return out
 
 
@@ -429,7 +429,9 @@ def label_names(vocab: str = "chexpert14") -> tuple[str, ...]:
     return labels if SUMMARY_LABEL[vocab] in labels else (*labels, SUMMARY_LABEL[vocab])
 
 
-def label_mentions(mentions: Iterable[Mention], vocab: str = "chexpert14", *, empty: bool = False) -> dict[str, int | None]:
+def label_mentions(
+    mentions: Iterable[Mention], vocab: str = "chexpert14", *, empty: bool = False
+) -> dict[str, int | None]:
     """Merge mentions into one value per label of `vocab` (plus its "no finding" label)."""
     labels = _check_vocab(vocab)
     summary = SUMMARY_LABEL[vocab]
@@ -479,13 +481,21 @@ def evaluate_gold(path: str, split: str = "all") -> dict[str, dict[str, float]]:
     """Precision, recall, F1 and counts per NIH label on a CSV of reports with 0/1 gold columns.
 
     The CSV has `findings` and `impression` columns and one 0/1 column per NIH-14 label (plus
-    `normal`), like the OpenI gold standard. Uncertain and unmentioned labels count as 0, as in that
-    gold standard. `split` is "all", or "even"/"odd" to score only rows with an even/odd `uid`.
+    `normal`), like the OpenI gold standard; uncertain and unmentioned count as 0, as there. `split`
+    is "all", or "even"/"odd" to score only the rows with an even/odd `uid` (a development split).
+    "micro" pools the 14 findings; "micro_present" pools those with at least one gold positive.
     """
     import csv
 
-    with open(path, newline="", encoding="utf-8") as handle:
-        rows = [row for row in csv.DictReader(handle) if _in_split(row, split)]
+    from cxrlm.errors import InputError
+
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = [row for row in csv.DictReader(handle) if _in_split(row, split)]
+    except (OSError, UnicodeDecodeError, csv.Error, KeyError, ValueError) as err:
+        raise InputError(
+            f"{path}: cannot read gold labels ({err}); give a CSV with uid, findings, impression"
+        ) from None
     columns = [label for label in (*NIH14, "normal") if rows and label in rows[0]]
     counts = {label: [0, 0, 0] for label in columns}  # tp, fp, fn
     for row in rows:
@@ -497,8 +507,12 @@ def evaluate_gold(path: str, split: str = "all") -> dict[str, dict[str, float]]:
             counts[label][2] += truth and not guess
     scores = {label: _prf(*counts[label]) for label in columns}
     findings = [label for label in columns if label in NIH14]
+    present = [label for label in findings if counts[label][0] + counts[label][2]]
     scores["micro"] = _prf(*(sum(counts[label][i] for label in findings) for i in range(3)))
-    scores["macro"] = {key: sum(scores[label][key] for label in findings) / len(findings) for key in ("precision", "recall", "f1")}
+    scores["micro_present"] = _prf(*(sum(counts[label][i] for label in present) for i in range(3)))
+    scores["macro"] = {
+        k: sum(scores[label][k] for label in findings) / max(len(findings), 1) for k in ("precision", "recall", "f1")
+    }
     scores["reports"] = {"n": len(rows)}
     return scores
 
@@ -517,34 +531,40 @@ def _prf(tp: int, fp: int, fn: int) -> dict[str, float]:
 
 
 def _markdown(scores: Mapping[str, Mapping[str, float]]) -> str:
-    lines = ["| label | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+    lines = ["| label | precision | recall | F1 | gold positives | predicted positives |", "|---|---|---|---|---|---|"]
     for label, s in scores.items():
         if label != "reports":
-            support = s.get("support", "")
-            lines.append(f"| {label} | {s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} | {support} |")
+            counts = f"{s['support']} | {s['tp'] + s['fp']}" if "tp" in s else " | "
+            lines.append(f"| {label} | {s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} | {counts} |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m cxrlm.data.labeler --evaluate GOLD.csv [--split even|odd]`: print a Markdown score table."""
     import argparse
+    import sys
 
-    parser = argparse.ArgumentParser(prog="python -m cxrlm.data.labeler", description=__doc__.splitlines()[0])
+    from cxrlm.errors import CxrlmError
+
+    parser = argparse.ArgumentParser(prog="python -m cxrlm.data.labeler", description=main.__doc__)
     parser.add_argument("--evaluate", metavar="CSV", required=True, help="gold CSV (findings, impression, NIH-14 0/1)")
     parser.add_argument("--split", choices=("all", "even", "odd"), default="all", help="rows by uid parity")
     args = parser.parse_args(argv)
-    scores = evaluate_gold(args.evaluate, args.split)
+    try:
+        scores = evaluate_gold(args.evaluate, args.split)
+    except CxrlmError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
     print(f"{scores['reports']['n']} reports, split={args.split}")
     print(_markdown(scores))
     return 0
 
 
 __all__ = [
-    "CHEXPERT14",
-    "NIH14",
-    "Mention",
     "NEGATIVE",
     "POSITIVE",
     "UNCERTAIN",
+    "Mention",
     "evaluate_gold",
     "explain",
     "label_mentions",

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from cxrlm.errors import InputError
 from cxrlm.pathologies import CHEXPERT14
 
-MANIFEST_VERSION = "1.0"
 SPLITS = ("train", "val", "test")
-BOX_KINDS = ("finding", "anatomy")
 
 
 def empty_labels() -> dict[str, int | None]:
@@ -123,15 +123,63 @@ class ManifestRecord:
         return cls(labels=labels, **fields)
 
 
+@dataclass
+class ManifestStats:
+    """Running counts over records: per split records and patients, boxes, reports, label values."""
+
+    splits: Counter = field(default_factory=Counter)
+    patients: dict[str, set] = field(default_factory=lambda: defaultdict(set))
+    boxes: int = 0
+    boxed_images: int = 0
+    reports: int = 0
+    labels: dict[str, Counter] = field(default_factory=lambda: {name: Counter() for name in CHEXPERT14})
+
+    def add(self, record: ManifestRecord) -> None:
+        self.splits[record.split] += 1
+        self.patients[record.split].add(record.patient_id)
+        self.boxes += len(record.boxes)
+        self.boxed_images += bool(record.boxes)
+        self.reports += record.report is not None
+        for name in CHEXPERT14:
+            self.labels[name][record.labels.get(name)] += 1
+
+    def counted(self, records: Iterable[ManifestRecord]) -> Iterator[ManifestRecord]:
+        """Pass records through, counting each."""
+        for record in records:
+            self.add(record)
+            yield record
+
+    def lines(self) -> list[str]:
+        """The printed summary: split table, boxes and reports, then each label's values and prevalence."""
+        out = ["split   records  patients"]
+        out += [f"{s:<7} {self.splits.get(s, 0):>7}  {len(self.patients.get(s, ())):>8}" for s in SPLITS]
+        out.append(f"boxes: {self.boxes} on {self.boxed_images} images; reports: {self.reports}")
+        out.append(f"{'label':<27} {'pos':>6} {'neg':>6} {'uncert':>6} {'unknown':>7} {'prevalence':>10}")
+        for name, values in self.labels.items():
+            known = values[1] + values[0] + values[-1]
+            prevalence = f"{values[1] / known:.3f}" if known else "-"
+            out.append(f"{name:<27} {values[1]:>6} {values[0]:>6} {values[-1]:>6} {values[None]:>7} {prevalence:>10}")
+        return out
+
+
 def write_manifest(records: Iterable[ManifestRecord], path: str | Path) -> int:
-    """Write records as JSON lines; returns how many were written."""
+    """Write records as JSON lines; returns how many were written.
+
+    Written to a temporary file renamed at the end, so a build that fails halfway leaves no half manifest.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
     count = 0
-    with path.open("w", encoding="utf-8") as out:
-        for record in records:
-            out.write(record.to_json() + "\n")
-            count += 1
+    try:
+        with partial.open("w", encoding="utf-8") as out:
+            for record in records:
+                out.write(record.to_json() + "\n")
+                count += 1
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    partial.replace(path)
     return count
 
 

@@ -186,7 +186,9 @@ def report_text(report: dict | None) -> str:
     """Findings then impression, the text every report metric compares."""
     if not report:
         return ""
-    return " ".join(part.strip() for part in (report.get("findings"), report.get("impression")) if part and part.strip())
+    return " ".join(
+        part.strip() for part in (report.get("findings"), report.get("impression")) if part and part.strip()
+    )
 
 
 def _box_key(label: str) -> str:

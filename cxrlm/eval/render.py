@@ -23,6 +23,7 @@ from cxrlm.metrics.labels import roc_curve
 from cxrlm.pathologies import CHEXPERT14
 
 N_SAMPLES = 6
+SAMPLE_WIDTH = 320
 REFERENCE_COLOUR, PREDICTED_COLOUR = (40, 200, 80), (230, 60, 60)
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222;
@@ -68,13 +69,22 @@ def metric_table(metrics: dict, task: str) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def verdict(result: dict) -> str:
+    """'yes' when the whole 95% interval of the difference is above 0, else why not."""
+    if result.get("ci_low") is None:
+        return "-"
+    if result["ci_low"] > 0:
+        return "yes"
+    return "no: worse" if result["ci_high"] < 0 else "no: within noise"
+
+
 def comparison_table(metrics: dict, task: str) -> tuple[list[str], list[list[str]]]:
     header = ["metric", "baseline", "model - baseline [95% CI]", "p", "model better"]
     rows = []
     for baseline, results in metrics.get("vs_baselines", {}).get(task, {}).items():
         for name, r in results.items():
             ci = f"{fmt(r['delta'], 3)} [{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]"
-            rows.append([name, baseline, ci, fmt(r["p_value"], 4), "yes" if r["a_better"] else "no"])
+            rows.append([name, baseline, ci, fmt(r["p_value"], 4), verdict(r)])
     return header, rows
 
 
@@ -85,8 +95,9 @@ def per_label_table(metrics: dict) -> tuple[list[str], list[list[str]]]:
     for name, m in table.items():
         ci = m.get("auroc_ci")
         auroc = f"{fmt(m['auroc'])} [{fmt(ci[0])}, {fmt(ci[1])}]" if ci else fmt(m["auroc"])
-        rows.append([name, auroc, fmt(m["f1"]), fmt(m.get("sensitivity_at_90_specificity")), str(m["n"]),
-                     str(m["n_positive"])])
+        rows.append(
+            [name, auroc, fmt(m["f1"]), fmt(m.get("sensitivity_at_90_specificity")), str(m["n"]), str(m["n_positive"])]
+        )
     return header, rows
 
 
@@ -96,8 +107,11 @@ def per_label_table(metrics: dict) -> tuple[list[str], list[list[str]]]:
 def render_markdown(metrics: dict) -> str:
     run = metrics.get("run", {})
     lines = [f"# Evaluation of {run.get('model', 'a model')}", "", f"> **{DISCLAIMER}**", ""]
-    lines += [f"- {key}: `{run.get(key)}`" for key in ("manifest", "split", "n_records", "seed", "prompt_template_version",
-                                                     "finished") if key in run]
+    lines += [
+        f"- {key}: `{run.get(key)}`"
+        for key in ("manifest", "split", "n_records", "seed", "prompt_template_version", "finished")
+        if key in run
+    ]
     lines.append("")
     for task in TASKS:
         if task not in metrics["tasks"]:
@@ -131,9 +145,13 @@ def render_html(metrics: dict, rows: Sequence[dict]) -> str:
         f"<title>cxrlm eval: {e(str(run.get('model', '')))}</title><style>{CSS}</style></head><body>",
         f"<p class='disclaimer'>{e(DISCLAIMER)}</p>",
         f"<h1>Evaluation of {e(str(run.get('model', 'a model')))}</h1>",
-        "<p><small>" + " &middot; ".join(f"{e(k)}: {e(str(run[k]))}" for k in
-                                         ("manifest", "split", "n_records", "seed", "prompt_template_version", "finished")
-                                         if k in run) + "</small></p>",
+        "<p><small>"
+        + " &middot; ".join(
+            f"{e(k)}: {e(str(run[k]))}"
+            for k in ("manifest", "split", "n_records", "seed", "prompt_template_version", "finished")
+            if k in run
+        )
+        + "</small></p>",
     ]
     plots = _plots(metrics, rows)
     for task in TASKS:
@@ -165,7 +183,9 @@ def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def _cell_class(cell: str) -> str:
-    return {"yes": " class='yes'", "no": " class='no'"}.get(cell, "")
+    if cell == "yes":
+        return " class='yes'"
+    return " class='no'" if cell.startswith("no:") else ""
 
 
 def _img(png: bytes, alt: str) -> str:
@@ -241,8 +261,10 @@ def _samples_html(rows: Sequence[dict]) -> str:
     if not ids:
         return ""
     cards = [card for card in (_sample_card(i, [r for r in model_rows if r["id"] == i]) for i in ids) if card]
-    legend = (f"<p class='legend'>boxes:<span style='background:rgb{REFERENCE_COLOUR}'></span>reference"
-              f"<span style='background:rgb{PREDICTED_COLOUR}'></span>predicted</p>")
+    legend = (
+        f"<p class='legend'>boxes:<span style='background:rgb{REFERENCE_COLOUR}'></span>reference"
+        f"<span style='background:rgb{PREDICTED_COLOUR}'></span>predicted</p>"
+    )
     return "<h2>Samples</h2>" + legend + "<div class='grid'>" + "".join(cards) + "</div>"
 
 
@@ -262,24 +284,26 @@ def _sample_card(item_id: str, rows: Sequence[dict]) -> str:
 
 
 def _draw_boxes(image_path: str, ground_rows: Sequence[dict]) -> bytes | None:
-    """The image with reference (green) and predicted (red) boxes, 320 px wide; None if it cannot be read."""
+    """The image with reference (green) and predicted (red) boxes, SAMPLE_WIDTH wide; None if it cannot be read."""
     from PIL import ImageDraw
 
-    try:
-        from cxrlm.io import load_image
+    from cxrlm.errors import CxrlmError
+    from cxrlm.io import load_image
 
+    try:
         picture = load_image(image_path).to_pil()
-    except Exception:  # a sample that cannot be shown must not sink the whole report
+    except (CxrlmError, OSError, ValueError):  # a sample that cannot be shown must not sink the whole report
         return None
+    scale = SAMPLE_WIDTH / max(picture.width, 1)  # draw at display size so lines and labels look the same for any image
+    picture = picture.resize((SAMPLE_WIDTH, max(1, round(picture.height * scale))))
     draw = ImageDraw.Draw(picture)
-    width = max(2, picture.width // 200)
     for r in ground_rows:
         for xyxy in r["reference"]["boxes"]:
-            draw.rectangle(xyxy, outline=REFERENCE_COLOUR, width=width)
+            draw.rectangle([v * scale for v in xyxy], outline=REFERENCE_COLOUR, width=2)
         for box in r["prediction"]["boxes"]:
-            draw.rectangle(box["xyxy"], outline=PREDICTED_COLOUR, width=width)
-            draw.text((box["xyxy"][0] + 3, box["xyxy"][1] + 3), box.get("label") or "", fill=PREDICTED_COLOUR)
-    picture.thumbnail((320, 320 * picture.height // max(picture.width, 1)))
+            x1, y1, x2, y2 = (v * scale for v in box["xyxy"])
+            draw.rectangle([x1, y1, max(x1, x2), max(y1, y2)], outline=PREDICTED_COLOUR, width=2)
+            draw.text((x1 + 3, y1 + 2), box.get("label") or "", fill=PREDICTED_COLOUR)
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
     return buffer.getvalue()
@@ -297,8 +321,9 @@ def compare_markdown(result: dict) -> str:
     for task, entry in result["tasks"].items():
         lines += [f"## {task} ({entry['n_shared']} shared items)", ""]
         header = ["metric", "A - B [95% CI]", "p", "A better"]
-        rows = [[name, f"{fmt(r['delta'])} [{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]", fmt(r["p_value"], 4),
-                 "yes" if r["a_better"] else "no"] for name, r in entry["metrics"].items()]
+        rows = [
+            [name, f"{fmt(r['delta'])} [{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]", fmt(r["p_value"], 4), verdict(r)]
+            for name, r in entry["metrics"].items()
+        ]
         lines += _md_table(header, rows)
     return "\n".join(lines)
-

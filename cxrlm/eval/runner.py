@@ -184,7 +184,11 @@ def prediction_fields(task: str, output) -> dict:
     """The task's answer from a ModelOutput, in the row layout scoring.py reads."""
     if task == "report":
         text = report_text({"findings": output.findings, "impression": output.impression})
-        return {"text": text or (output.answer or "").strip(), "findings": output.findings, "impression": output.impression}
+        return {
+            "text": text or (output.answer or "").strip(),
+            "findings": output.findings,
+            "impression": output.impression,
+        }
     if task == "classify":
         present = {label.name for label in output.labels if label.present}
         probs = {n: output.probabilities.get(n) for n in CHEXPERT14}
@@ -200,27 +204,39 @@ def predict_items(system_name: str, system, items: Sequence[WorkItem], log: Pred
     if not items:
         return 0
     todo = [w for w in items if row_key(system_name, w.task, w.id, w.phrase) not in log.done]
-    bar = tqdm(total=len(items), initial=len(items) - len(todo), desc=f"{system_name} {items[0].task}", unit="item",
-               file=sys.stderr, disable=not config.progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=len(items),
+        initial=len(items) - len(todo),
+        desc=f"{system_name} {items[0].task}",
+        unit="item",
+        file=sys.stderr,
+        disable=not config.progress,
+        dynamic_ncols=True,
+    )
     with ThreadPoolExecutor(max_workers=4) as pool:
         for start in range(0, len(todo), config.batch_size):
             chunk = todo[start : start + config.batch_size]
             images = list(pool.map(_load_image, [w.image_path for w in chunk]))
-            began = time.perf_counter()
-            outputs = _predict_chunk(system, chunk, images, config.max_new_tokens)
-            seconds = (time.perf_counter() - began) / len(chunk)
-            for item, image, output in zip(chunk, images, outputs):
+            for item, image, output, seconds in _predict_chunk(system, chunk, images, config.max_new_tokens):
                 log.append(_row(system_name, system, item, image, output, seconds))
                 bar.update(1)
     bar.close()
     return len(todo)
 
 
-def _predict_chunk(system, chunk: Sequence[WorkItem], images: list, max_new_tokens: int | None) -> list:
+def _predict_chunk(system, chunk: Sequence[WorkItem], images: list, max_new_tokens: int | None):
+    """Yield (item, image, output, seconds) as each is ready, so every finished item is logged at once."""
     task = chunk[0].task
+    began = time.perf_counter()
     if hasattr(system, "predict_batch"):
-        return system.predict_batch(images, task, phrases=[w.phrase for w in chunk], max_new_tokens=max_new_tokens)
-    return [system.predict(img, task, phrase=w.phrase, max_new_tokens=max_new_tokens) for w, img in zip(chunk, images)]
+        outputs = system.predict_batch(images, task, phrases=[w.phrase for w in chunk], max_new_tokens=max_new_tokens)
+        seconds = (time.perf_counter() - began) / len(chunk)
+        yield from ((w, img, out, seconds) for w, img, out in zip(chunk, images, outputs))
+        return
+    for item, image in zip(chunk, images):
+        output = system.predict(image, task, phrase=item.phrase, max_new_tokens=max_new_tokens)
+        yield item, image, output, time.perf_counter() - began
+        began = time.perf_counter()
 
 
 def _row(system_name: str, system, item: WorkItem, image, output, seconds: float) -> dict:
@@ -421,6 +437,7 @@ def compare_runs(run_a: Path, run_b: Path, n_resamples: int = 1000, seed: int = 
 def _model_rows(run: Path) -> list[dict]:
     path = run / "predictions.jsonl"
     if not path.is_file():
-        raise InputError(f"{run} is not an eval run folder (no predictions.jsonl): pass the --out folder of `cxrlm eval`")
+        raise InputError(
+            f"{run} is not an eval run folder (no predictions.jsonl): pass the --out folder of `cxrlm eval`"
+        )
     return [r for r in read_rows(path) if r.get("system") == MODEL]
-

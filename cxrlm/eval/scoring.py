@@ -79,7 +79,9 @@ def ground_specs(rows: Sequence[dict]) -> list[MetricSpec]:
     f1s = np.array([boxes.soft_f1(r, p)["f1"] for r, p in zip(refs, preds)])
     phrases = [r["phrase"] for r in rows]
     matches = [
-        boxes.match_detections(ref, [(b["xyxy"], 1.0 if b.get("score") is None else b["score"]) for b in r["prediction"]["boxes"]])
+        boxes.match_detections(
+            ref, [(b["xyxy"], 1.0 if b.get("score") is None else b["score"]) for b in r["prediction"]["boxes"]]
+        )
         for ref, r in zip(refs, rows)
     ]
     return [

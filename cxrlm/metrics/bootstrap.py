@@ -119,7 +119,7 @@ def _percentiles(draws: np.ndarray, confidence: float) -> tuple[float, float, in
         return math.nan, math.nan, 0
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(finite, [tail, 100 - tail])
-    return float(low), float(high), int(len(finite))
+    return float(low), float(high), len(finite)
 
 
 def _take(columns: Sequence[Sequence], idx: np.ndarray) -> list:

@@ -79,7 +79,9 @@ def soft_f1(references: Sequence[Sequence[float]], predictions: Sequence[Sequenc
     }
 
 
-def mean_iou(references: Sequence[Sequence[Sequence[float]]], predictions: Sequence[Sequence[Sequence[float]]]) -> float:
+def mean_iou(
+    references: Sequence[Sequence[Sequence[float]]], predictions: Sequence[Sequence[Sequence[float]]]
+) -> float:
     """Mean of `item_iou` over items (each item a list of boxes on each side)."""
     _check_pairs(references, predictions)
     return float(np.mean([item_iou(r, p) for r, p in zip(references, predictions)])) if references else math.nan
@@ -189,7 +191,9 @@ def map_from_matches(labels: Sequence[str], matches: Sequence[ImageMatches]) -> 
     }
 
 
-def detection_map(references: Sequence[Sequence[Mapping]], detections: Sequence[Sequence[Mapping]]) -> dict[str, object]:
+def detection_map(
+    references: Sequence[Sequence[Mapping]], detections: Sequence[Sequence[Mapping]]
+) -> dict[str, object]:
     """COCO mAP over classes. Per image: reference [{label, xyxy}], detections [{label, xyxy, score}].
 
     A detection without a score counts as score 1. Returns {"map50", "map50_95", "per_label": {label: {"ap50",
@@ -202,7 +206,9 @@ def detection_map(references: Sequence[Sequence[Mapping]], detections: Sequence[
     for label in classes:
         for refs, dets in zip(references, detections):
             ref_boxes = [b["xyxy"] for b in refs if b["label"] == label]
-            det_boxes = [(d["xyxy"], 1.0 if d.get("score") is None else d["score"]) for d in dets if d["label"] == label]
+            det_boxes = [
+                (d["xyxy"], 1.0 if d.get("score") is None else d["score"]) for d in dets if d["label"] == label
+            ]
             labels.append(label)
             matches.append(match_detections(ref_boxes, det_boxes))
     return map_from_matches(labels, matches)

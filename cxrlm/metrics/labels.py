@@ -121,12 +121,14 @@ def column_counts(y_true: np.ndarray, y_score: np.ndarray, threshold: float = 0.
     positive = known & (y_true == 1)
     negative = known & (y_true != 1)
     predicted = y_score >= threshold
-    return np.stack([
-        (positive & predicted).sum(axis=0),
-        (negative & predicted).sum(axis=0),
-        (positive & ~predicted).sum(axis=0),
-        (negative & ~predicted).sum(axis=0),
-    ])
+    return np.stack(
+        [
+            (positive & predicted).sum(axis=0),
+            (negative & predicted).sum(axis=0),
+            (positive & ~predicted).sum(axis=0),
+            (negative & ~predicted).sum(axis=0),
+        ]
+    )
 
 
 def classification_metrics(
@@ -147,7 +149,9 @@ def classification_metrics(
     for j, name in enumerate(labels):
         tp, fp, fn, tn = (int(c) for c in counts[:, j])
         n = tp + fp + fn + tn
-        scores = precision_recall_f1(tp, fp, fn) if n else dict.fromkeys(("precision", "recall", "f1"), math.nan)
+        scores = precision_recall_f1(tp, fp, fn)
+        if tp + fn == 0:  # never positive here: recall and F1 are undefined (precision is, if anything was predicted)
+            scores.update(recall=math.nan, f1=math.nan, precision=scores["precision"] if tp + fp else math.nan)
         per_label[name] = {
             "auroc": auroc(truth[:, j], score[:, j]),
             f"sensitivity_at_{_pct(specificity)}_specificity": sensitivity_at_specificity(
@@ -208,7 +212,9 @@ def ce_f1(
         def labeler(texts):
             return label_reports(texts, vocab="chexpert14")
 
-    return ce_f1_from_labels(ce_positive_matrix(labeler(list(references))), ce_positive_matrix(labeler(list(hypotheses))))
+    return ce_f1_from_labels(
+        ce_positive_matrix(labeler(list(references))), ce_positive_matrix(labeler(list(hypotheses)))
+    )
 
 
 def ce_positive_matrix(rows: Sequence[Mapping[str, object]], labels: Sequence[str] = CHEXPERT14) -> np.ndarray:

@@ -39,7 +39,7 @@ def model_based_metrics(
         try:
             with _offline():
                 scores = RadEval(**{RADEVAL_FLAGS[name]: True})(refs=list(references), hyps=list(hypotheses))
-        except Exception as err:  # radeval raises many types when weights are absent; any failure means "skip"
+        except Exception as err:  # noqa: BLE001 - radeval raises many types when weights are absent: skip it
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             notes.append(f"{name} skipped: its weights are not on disk or it failed offline ({first[:160]})")
             continue

@@ -48,7 +48,7 @@ class CxrModel:
         messages, steps = [], []
         for prompt in (*chain, task_prompt(self.dialect, task, phrase)):
             messages.append(self.adapter.user_turn(prompt, 0 if messages else len(study.images)))
-            steps.append(self.generate(messages, study, max_new_tokens, on_text))
+            steps.append(self.generate([*messages], study, max_new_tokens, on_text))
             messages.append(self.adapter.assistant_turn(steps[-1].text))
         out = self.structure(task, _merged(steps), study, phrase=phrase)
         if chain:

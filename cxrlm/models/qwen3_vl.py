@@ -7,4 +7,4 @@ image (profile box_format "int1000", box_frame "image").
 
 from cxrlm.models.qwen2_5_vl import assistant_turn, load, user_turn
 
-__all__ = ["load", "user_turn", "assistant_turn"]
+__all__ = ["assistant_turn", "load", "user_turn"]

@@ -10,10 +10,8 @@ Qwen2.5-VL (NV-Reason-CXR) lives in `cxrlm.models.tiny`.
 from collections.abc import Iterable
 from pathlib import Path
 
-from cxrlm.models.tiny import CHAT_TEMPLATE, SEED_CORPUS, SPECIAL_TOKENS, train_tokenizer
+from cxrlm.models.tiny import CHAT_TEMPLATE, SEED_CORPUS, SPECIAL_TOKENS, TINY_TEXT, train_tokenizer
 
-TINY_TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2)
 FAMILY_CORPUS = SEED_CORPUS + (
     "You are an expert radiologist.",
     "Write a radiology report for this Chest X-ray. Please locate the following sentence:",
@@ -38,8 +36,13 @@ LLAVA_ONEVISION_TEMPLATE = (
 
 def build_llava_onevision(out_dir: str | Path, corpus: Iterable[str] = FAMILY_CORPUS, seed: int = 0) -> Path:
     """A random LLaVA-OneVision folder (RadVLM's layout): 32 px SigLIP tiles, up to a 2x2 anyres grid."""
-    from transformers import (LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration,
-                              LlavaOnevisionImageProcessor, LlavaOnevisionProcessor, LlavaOnevisionVideoProcessor)
+    from transformers import (
+        LlavaOnevisionConfig,
+        LlavaOnevisionForConditionalGeneration,
+        LlavaOnevisionImageProcessor,
+        LlavaOnevisionProcessor,
+        LlavaOnevisionVideoProcessor,
+    )
 
     tokenizer = train_tokenizer(corpus, 1024, ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"),
                                 LLAVA_ONEVISION_TEMPLATE)
@@ -58,8 +61,8 @@ def build_llava_onevision(out_dir: str | Path, corpus: Iterable[str] = FAMILY_CO
     config = LlavaOnevisionConfig(
         text_config=dict(TINY_TEXT, model_type="qwen2", vocab_size=len(tokenizer), max_position_embeddings=4096,
                          eos_token_id=ids("<|im_end|>"), pad_token_id=ids("<|endoftext|>")),
-        vision_config=dict(model_type="siglip_vision_model", image_size=tile, patch_size=patch, hidden_size=32,
-                           intermediate_size=64, num_hidden_layers=2, num_attention_heads=2),
+        vision_config={"model_type": "siglip_vision_model", "image_size": tile, "patch_size": patch,
+                       "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2},
         image_token_index=ids("<image>"),
         video_token_index=ids("<video>"),
         image_grid_pinpoints=pinpoints,
@@ -124,8 +127,8 @@ def build_gemma3(out_dir: str | Path, corpus: Iterable[str] = FAMILY_CORPUS, see
         text_config=dict(TINY_TEXT, head_dim=16, vocab_size=len(tokenizer), max_position_embeddings=4096,
                          sliding_window=64, layer_types=["sliding_attention", "full_attention"],
                          bos_token_id=ids("<bos>"), eos_token_id=ids("<eos>"), pad_token_id=ids("<pad>")),
-        vision_config=dict(image_size=image_size, patch_size=patch, hidden_size=32, intermediate_size=64,
-                           num_hidden_layers=2, num_attention_heads=2),
+        vision_config={"image_size": image_size, "patch_size": patch, "hidden_size": 32, "intermediate_size": 64,
+                       "num_hidden_layers": 2, "num_attention_heads": 2},
         mm_tokens_per_image=image_tokens,
         boi_token_index=ids("<start_of_image>"),
         eoi_token_index=ids("<end_of_image>"),
@@ -146,10 +149,14 @@ QWEN3_VL_TEMPLATE = CHAT_TEMPLATE.replace(
 def build_qwen3_vl(out_dir: str | Path, corpus: Iterable[str] = FAMILY_CORPUS, seed: int = 0,
                    max_pixels: int = 256 * 256) -> Path:
     """A random Qwen3-VL folder: 16 px patches, 2x2 merge, so a 256x256 budget is at most 64 visual tokens."""
-    from transformers import (Qwen2VLImageProcessor, Qwen3VLConfig, Qwen3VLForConditionalGeneration,
-                              Qwen3VLProcessor, Qwen3VLVideoProcessor)
+    from transformers import (
+        Qwen2VLImageProcessor,
+        Qwen3VLConfig,
+        Qwen3VLForConditionalGeneration,
+        Qwen3VLProcessor,
+        Qwen3VLVideoProcessor,
+    )
 
-    assert QWEN3_VL_TEMPLATE != CHAT_TEMPLATE, "the Qwen2.5-VL template changed: update QWEN3_VL_TEMPLATE"
     tokenizer = train_tokenizer(corpus, 1024, SPECIAL_TOKENS, QWEN3_VL_TEMPLATE)
     size = {"shortest_edge": 64 * 64, "longest_edge": max_pixels}
     processor = Qwen3VLProcessor(
@@ -164,9 +171,9 @@ def build_qwen3_vl(out_dir: str | Path, corpus: Iterable[str] = FAMILY_CORPUS, s
         text_config=dict(TINY_TEXT, head_dim=head_dim, vocab_size=len(tokenizer), max_position_embeddings=4096,
                          rope_parameters={"rope_type": "default", "rope_theta": 5e6, "mrope_interleaved": True,
                                           "mrope_section": [half - 2 * (half // 3), half // 3, half // 3]}),
-        vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=16,
-                           spatial_merge_size=2, out_hidden_size=TINY_TEXT["hidden_size"],
-                           num_position_embeddings=256, deepstack_visual_indexes=[0]),
+        vision_config={"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "patch_size": 16,
+                       "spatial_merge_size": 2, "out_hidden_size": TINY_TEXT["hidden_size"],
+                       "num_position_embeddings": 256, "deepstack_visual_indexes": [0]},
         image_token_id=ids("<|image_pad|>"),
         video_token_id=ids("<|video_pad|>"),
         vision_start_token_id=ids("<|vision_start|>"),

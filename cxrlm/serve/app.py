@@ -16,6 +16,7 @@ import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 from fastapi import Depends, FastAPI, File, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -138,7 +139,7 @@ def create_app(model, store: Store, settings: ServeSettings | None = None, worke
         return {"object": "list", "data": [{"id": model.name, "object": "model", "created": 0, "owned_by": "cxrlm"}]}
 
     @app.post("/v1/studies", status_code=201)
-    async def upload_study(file: UploadFile = File(...), key: str = Depends(caller)):
+    async def upload_study(file: Annotated[UploadFile, File()], key: str = Depends(caller)):
         data = await file.read(settings.max_upload_bytes + 1)
         study_id, _image = await asyncio.to_thread(ctx.ingest, data, key)
         return await asyncio.to_thread(ctx.study_info, study_id)
@@ -205,7 +206,7 @@ def create_app(model, store: Store, settings: ServeSettings | None = None, worke
                 "session_id": row.session_id, "output": row.output}
 
     @app.get("/v1/results/{result_id}/export")
-    async def export_result(result_id: str, format: str = "json", key: str = Depends(caller)):  # noqa: A002
+    async def export_result(result_id: str, format: str = "json", key: str = Depends(caller)):
         if format not in FORMATS:
             raise ApiError(400, f"unknown export format {format!r}: use one of {', '.join(FORMATS)}")
         row = ctx.own_result(result_id, key)
@@ -531,7 +532,7 @@ class BodyLimit:
         return await self.app(scope, limited, send)
 
 
-class serve_in_thread:  # noqa: N801 - used as a context manager, like open()
+class serve_in_thread:
     """Run an app with uvicorn on a background thread (notebooks, tests): `with serve_in_thread(app) as url:`."""
 
     def __init__(self, app, host: str = "127.0.0.1", port: int = 0):

@@ -30,13 +30,13 @@ def vllm_arguments(recipe: GRPORecipe) -> dict:
 
     if importlib.util.find_spec("vllm") is None or not torch.cuda.is_available():
         raise ConfigError("use_vllm=true needs vllm installed and a CUDA GPU: pip install vllm, or set use_vllm=false")
-    return dict(
-        use_vllm=True,
-        vllm_mode=recipe.vllm_mode,
-        vllm_server_host=recipe.vllm_server_host,
-        vllm_server_port=recipe.vllm_server_port,
-        vllm_gpu_memory_utilization=recipe.vllm_gpu_memory_utilization,
-    )
+    return {
+        "use_vllm": True,
+        "vllm_mode": recipe.vllm_mode,
+        "vllm_server_host": recipe.vllm_server_host,
+        "vllm_server_port": recipe.vllm_server_port,
+        "vllm_gpu_memory_utilization": recipe.vllm_gpu_memory_utilization,
+    }
 
 
 def main(recipe: GRPORecipe) -> Path:

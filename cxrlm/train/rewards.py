@@ -14,7 +14,6 @@ their weights (the GRPO recipe says that).
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Callable, Sequence
 
@@ -28,7 +27,7 @@ REPORT_TASKS = ("report",)
 
 # Exactly one reasoning block, then exactly one answer block, nothing else around them.
 _NO_TAG = r"((?:(?!</?think>|</?answer>).)*)"
-_STRICT_FORMAT = re.compile(rf"\s*<think>{_NO_TAG}</think>\s*<answer>{_NO_TAG}</answer>\s*", re.S)
+_STRICT_FORMAT = re.compile(rf"\s*<think>{_NO_TAG}</think>\s*<answer>{_NO_TAG}</answer>\s*", re.DOTALL)
 _TAGS = ("<think>", "</think>", "<answer>", "</answer>")
 _WORD = re.compile(r"\S+")
 
@@ -291,19 +290,32 @@ REWARDS: dict[str, Reward] = {
 }
 
 
-def get_reward(name: str, **kwargs) -> Reward:
-    """The reward called `name`, with its settings bound; keeps the name, which TRL logs as `rewards/<name>`."""
+class NamedReward:
+    """A registered reward with its settings bound, named as in the registry (TRL logs `rewards/<name>/mean`).
+
+    A class rather than functools.partial: TRL names a partial after the wrapped function, and an instance of a
+    module-level class pickles (for multi-process data loading) where a closure would not.
+    """
+
+    def __init__(self, name: str, func: Reward, settings: dict):
+        self.__name__ = name
+        self.func, self.settings = func, settings
+
+    def __call__(self, completions, **columns) -> list[float | None]:
+        return self.func(completions, **{**columns, **self.settings})
+
+
+def get_reward(name: str, **settings) -> NamedReward:
+    """The reward called `name`, with `settings` (e.g. max_length for `length`) bound."""
+    import inspect
+
     from cxrlm.errors import ConfigError
 
     if name not in REWARDS:
         raise ConfigError(f"unknown reward {name!r}; choose from: {', '.join(REWARDS)}")
     func = REWARDS[name]
-    import inspect
-
     accepted = set(inspect.signature(func).parameters) - {"completions", "columns"}
-    unknown = sorted(set(kwargs) - accepted)
+    unknown = sorted(set(settings) - accepted)
     if unknown:
         raise ConfigError(f"reward {name!r} has no setting {unknown[0]!r}; it takes: {', '.join(sorted(accepted))}")
-    bound = functools.partial(func, **kwargs)
-    bound.__name__ = name  # type: ignore[attr-defined]
-    return bound
+    return NamedReward(name, func, settings)

@@ -8,9 +8,9 @@ layout and nothing else. `collection` names whose patient ids a source uses: sou
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 from cxrlm.errors import InputError
 

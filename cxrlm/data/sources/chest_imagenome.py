@@ -15,8 +15,8 @@ vocabulary and, where one exists, the CheXpert label; tubes, lines and devices s
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from cxrlm.data.manifest import ManifestRecord, empty_labels, make_box
 from cxrlm.data.sources.common import clip_xyxy, existing_image, read_json, scale_xyxy, view_position

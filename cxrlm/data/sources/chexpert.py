@@ -7,8 +7,8 @@ Columns: Path, Sex, Age, Frontal/Lateral, AP/PA and the 14 labels (1 positive, 0
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from cxrlm.data.manifest import ManifestRecord, label_value
 from cxrlm.data.sources.common import existing_image, number, read_csv, require_file, text, view_position

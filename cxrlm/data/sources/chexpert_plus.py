@@ -11,8 +11,8 @@ Published layout under --root:
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from cxrlm.data.manifest import ManifestRecord, empty_labels, label_value
 from cxrlm.data.sources.chexpert import patient_and_study

@@ -16,8 +16,8 @@ other split (see docs/DATA.md).
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from cxrlm.data.manifest import ManifestRecord, empty_labels, make_box, normal_labels
 from cxrlm.data.sources.common import existing_image, number, read_csv, require_file, text, view_position

@@ -7,8 +7,8 @@ CheXpert Pneumonia label (a diagnosis, not a read of this particular image).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from cxrlm.data.manifest import ManifestRecord
 from cxrlm.data.sources.common import existing_image, read_csv, require_file, text, view_position

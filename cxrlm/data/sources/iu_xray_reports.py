@@ -9,8 +9,8 @@ There are no patient ids; each report (uid) is taken as its own patient.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from cxrlm.data.manifest import ManifestRecord
 from cxrlm.data.sources.common import read_csv, require_file, text

@@ -13,8 +13,8 @@ download) are skipped with a warning.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from cxrlm.data.manifest import ManifestRecord, empty_labels, label_value
 from cxrlm.data.sources.common import existing_image, find_file, read_csv, view_position

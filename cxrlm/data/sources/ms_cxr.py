@@ -12,8 +12,8 @@ pixels of an image_width x image_height image) are rescaled to the stored image.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from cxrlm.data.manifest import ManifestRecord, empty_labels, make_box
 from cxrlm.data.sources.common import clip_xyxy, existing_image, find_file, read_csv, scale_xyxy

@@ -8,8 +8,8 @@ pixels of the stored image. The original Data_Entry_2017.csv layout is not read 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from cxrlm.data.manifest import ManifestRecord, label_value, make_box
 from cxrlm.data.sources.common import existing_image, number, read_csv, require_file, view_position

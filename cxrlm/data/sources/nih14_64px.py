@@ -6,8 +6,8 @@ NIH file names are <patient>_<follow-up>.png, so the patient id comes from the n
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from cxrlm.data.manifest import ManifestRecord
 from cxrlm.data.sources.common import existing_image, read_csv, require_file

@@ -12,8 +12,8 @@ record's findings (the report has no separate impression). Boxes keep their sent
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from cxrlm.data.manifest import ManifestRecord, empty_labels, make_box, normal_labels
 from cxrlm.data.sources.common import existing_image, find_file, read_csv, read_json

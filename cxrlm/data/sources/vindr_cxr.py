@@ -16,8 +16,8 @@ No patient ids are published: each image is taken as its own patient.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from cxrlm.data.manifest import ManifestRecord, empty_labels, make_box
 from cxrlm.data.sources.common import existing_image, read_csv, require_file

@@ -1,0 +1,65 @@
+"""Mean reward of a checkpoint on held-out GRPO prompts: did GRPO raise the rewards it optimised?
+
+`mean_rewards(model_dir, prompts_file, rewards)` samples completions for every prompt (as GRPO does: same chat
+template, images and temperature) and averages each named reward over the completions it scores. Command line:
+`python -m cxrlm.train.reward_eval --model DIR --data grpo_val.jsonl --rewards format,tag_count`.
+Not here: task metrics over a manifest (cxrlm.eval does that).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+from cxrlm.train.data import GRPO_COLUMNS, load_pil, read_jsonl
+from cxrlm.train.rewards import get_reward
+
+
+def sample_completions(model, processor, row: dict, samples: int, max_new_tokens: int, temperature: float) -> list:
+    import torch
+
+    images = [load_pil(p) for p in row["images"]]
+    text = processor.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=False)
+    inputs = processor(text=[text], images=images or None, return_tensors="pt")
+    with torch.no_grad():
+        out = model.generate(**inputs, do_sample=True, temperature=temperature, max_new_tokens=max_new_tokens,
+                             num_return_sequences=samples)
+    return processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def mean_rewards(model_dir, prompts_file, rewards: list[str], samples: int = 4, max_new_tokens: int = 64,
+                 temperature: float = 1.0, seed: int = 0) -> dict[str, float]:
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    torch.manual_seed(seed)
+    processor = AutoProcessor.from_pretrained(model_dir, local_files_only=True)
+    model = AutoModelForImageTextToText.from_pretrained(model_dir, local_files_only=True).eval()
+    funcs = {name: get_reward(name) for name in rewards}
+    scores: dict[str, list[float]] = {name: [] for name in rewards}
+    for row in read_jsonl(prompts_file, GRPO_COLUMNS):
+        completions = sample_completions(model, processor, row, samples, max_new_tokens, temperature)
+        columns = {key: [value] * len(completions) for key, value in row.items() if key != "prompt"}
+        for name, func in funcs.items():
+            scores[name] += [v for v in func(completions, **columns) if v is not None]
+    return {name: sum(v) / len(v) if v else math.nan for name, v in scores.items()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--data", required=True, help="GRPO JSONL (prompt, images, ground-truth columns)")
+    parser.add_argument("--rewards", default="format,tag_count")
+    parser.add_argument("--samples", type=int, default=4)
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    result = mean_rewards(Path(args.model), args.data, args.rewards.split(","), args.samples, args.max_new_tokens,
+                          seed=args.seed)
+    print(json.dumps({k: round(v, 4) for k, v in result.items()}))
+
+
+if __name__ == "__main__":
+    main()
