@@ -6,6 +6,7 @@ Every turn is re-sent in full (the plain engine keeps no cache between turns); a
 
 from collections.abc import Callable
 
+from cxrlm.models.base import study_images
 from cxrlm.prompts.templates import task_prompt
 from cxrlm.types import Message, ModelOutput, Study, XrayImage
 
@@ -21,9 +22,8 @@ class Session:
         text = text.strip()
         if not text:
             raise ValueError("empty question")
-        first = not self.history
-        self.history.append(Message("user", text, n_images=len(self.study.images) if first else 0))
-        generation = self.model.generate(self._messages(), self.study, self.max_new_tokens, on_text)
+        self.history.append(Message("user", text, n_images=0 if self.history else len(study_images(self.study))))
+        generation = self.model.generate(self.messages(), self.study, self.max_new_tokens, on_text)
         self.history.append(Message("assistant", generation.text))
         return self.model.structure(task, generation, self.study)
 
@@ -31,9 +31,11 @@ class Session:
         """The dialect's opening question (for NV-Reason: "Find abnormalities and support devices.")."""
         return self.ask(task_prompt(self.model.dialect, "reason"), on_text, task="reason")
 
-    def _messages(self) -> list[dict]:
+    def messages(self) -> list[dict]:
+        """The conversation as the model's chat format (what is sent each turn)."""
         adapter = self.model.adapter
         return [
-            adapter.user_turn(m.text, m.n_images) if m.role == "user" else adapter.assistant_turn(m.text)
+            (self.model.first_turn(m.text, self.study) if m.n_images else adapter.user_turn(m.text, 0))
+            if m.role == "user" else adapter.assistant_turn(m.text)
             for m in self.history
         ]

@@ -19,6 +19,8 @@ def _common(parser: argparse.ArgumentParser, several_images: bool = True) -> Non
     parser.add_argument("--json", action="store_true", help="print the JSON output schema instead of text")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="cap on generated tokens per answer")
     parser.add_argument("--view", default=None, help="view position when the file does not say (PA, AP, LL)")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="let a checkpoint of no built-in family run its own Python code (off by default)")
 
 
 def register(subparsers) -> None:
@@ -56,7 +58,8 @@ def _load(args):
         raise ConfigError("--max-new-tokens must be at least 1")
     views = [args.view] * len(args.images) if args.view else None
     study = load_study(args.images, view_positions=views)  # read inputs first: a bad file fails fast
-    return load_model(args.model, device=args.device, dtype=args.dtype), study
+    return load_model(args.model, device=args.device, dtype=args.dtype,
+                      trust_remote_code=args.trust_remote_code), study
 
 
 def run_report(args) -> int:
@@ -105,10 +108,15 @@ def _attach_prior(study, args) -> None:
 
 
 def _show_prompts(session) -> None:
-    for message in session.history:
-        if message.role == "user":
-            images = f"[{message.n_images} image(s)] " if message.n_images else ""
-            print(f"prompt> {images}{message.text}", file=sys.stderr)
+    """Each user turn exactly as sent: image placeholders and text, in the family's chat format."""
+    for message in session.messages():
+        if message["role"] != "user":
+            continue
+        content = message["content"]
+        parts = [content] if isinstance(content, str) else [
+            "<image>" if part["type"] == "image" else part.get("text", "") for part in content
+        ]
+        print("prompt> " + "".join(parts).replace("\n", "\n        "), file=sys.stderr)
 
 
 def _write_export(out, study, differentials, args) -> None:

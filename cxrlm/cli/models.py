@@ -10,6 +10,8 @@ def register(subparsers) -> None:
     tiny = sub.add_parser("tiny", help="write a tiny random-weight Qwen2.5-VL checkpoint (for tests and demos)")
     tiny.add_argument("out", help="folder to create")
     tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument("--family", default="qwen2_5_vl",
+                      choices=("qwen2_5_vl", "llava_onevision", "gemma3", "qwen3_vl"), help="model family")
     tiny.set_defaults(run=build_tiny)
 
 
@@ -35,6 +37,7 @@ def build_tiny(args: argparse.Namespace) -> int:
 
     from cxrlm.errors import ConfigError
     from cxrlm.models.tiny import build_tiny_checkpoint
+    from cxrlm.models.tiny_families import BUILDERS
 
     out = Path(args.out)
     if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
@@ -42,6 +45,7 @@ def build_tiny(args: argparse.Namespace) -> int:
         return 0
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out} exists and is not empty: choose a new folder")
-    build_tiny_checkpoint(out, seed=args.seed)
-    print(f"wrote a random-weight Qwen2.5-VL test checkpoint to {out} (its answers are meaningless)")
+    build = BUILDERS.get(args.family, build_tiny_checkpoint)
+    build(out, seed=args.seed)
+    print(f"wrote a random-weight {args.family} test checkpoint to {out} (its answers are meaningless)")
     return 0

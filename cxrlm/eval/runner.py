@@ -40,6 +40,7 @@ MODEL = "model"  # the system name of the evaluated model in predictions.jsonl; 
 PACKAGES = ("cxrlm", "numpy", "torch", "transformers", "tokenizers", "pillow", "scipy", "pycocoevalcap")
 # Settings that change predictions: a resumed run must match them.
 RESUME_KEYS = ("model", "manifest_sha256", "split", "limit", "seed", "max_new_tokens")
+NEEDS = {"report": "a reference report", "classify": "a known CheXpert label", "ground": "boxes"}
 
 
 @dataclass
@@ -302,7 +303,12 @@ def run_eval(model, config: EvalConfig, labeler: Callable | None = None) -> dict
     rows = [r for r in log.rows if r["key"] in wanted]
     metrics = score_run(rows, config, labeler)
     metrics["run"] = {**run_info, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    metrics["notes"] = notes + metrics["notes"]
+    empty = [
+        f"{task}: no item of the split has what this task is scored on ({NEEDS[task]})"
+        for task in config.tasks
+        if not items[task]
+    ]
+    metrics["notes"] = notes + empty + metrics["notes"]
     (config.out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False), encoding="utf-8")
     from cxrlm.eval.render import write_reports
 

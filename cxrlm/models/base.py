@@ -47,7 +47,7 @@ class CxrModel:
         chain = self.dialect.report_chain if task == "report" else ()
         messages, steps = [], []
         for prompt in (*chain, task_prompt(self.dialect, task, phrase)):
-            messages.append(self.adapter.user_turn(prompt, 0 if messages else len(study.images)))
+            messages.append(self.adapter.user_turn(prompt, 0) if messages else self.first_turn(prompt, study))
             steps.append(self.generate([*messages], study, max_new_tokens, on_text))
             messages.append(self.adapter.assistant_turn(steps[-1].text))
         out = self.structure(task, _merged(steps), study, phrase=phrase)
@@ -56,8 +56,12 @@ class CxrModel:
             out.labels = [Label(name) for name in parsers.parse_labels(out.reasoning or "")[0]]
         return out
 
+    def first_turn(self, prompt: str, study: Study) -> dict:
+        """The opening user turn: every image of the study (then the prior's) and what they are, then the question."""
+        return self.adapter.user_turn(_study_context(study) + prompt, len(study_images(study)))
+
     def generate(self, messages, study: Study, max_new_tokens=None, on_text=None) -> Generation:
-        images = [img.to_pil() for img in study.images]
+        images = [img.to_pil() for img in study_images(study)]
         messages = self._with_system(messages)
         return self.engine.generate(messages, images, max_new_tokens or self.profile.max_new_tokens, on_text)
 
@@ -102,11 +106,10 @@ class CxrModel:
     def classify(self, study: Study) -> ModelOutput:
         """A probability per CheXpert-14 label: the likelihood of "yes" to a per-label question, in one batch."""
         start = time.perf_counter()
-        images = [img.to_pil() for img in study.images]
+        images = [img.to_pil() for img in study_images(study)]
+        question = self.dialect.classify_question
         conversations = [
-            self._with_system([self.adapter.user_turn(self.dialect.classify_question.format(label=name.lower()),
-                                                      len(images))])
-            for name in CHEXPERT14
+            self._with_system([self.first_turn(question.format(label=name.lower()), study)]) for name in CHEXPERT14
         ]
         probs = self.engine.yes_probability(conversations, [images] * len(conversations))
         probabilities = {name: round(p, 4) for name, p in zip(CHEXPERT14, probs, strict=True)}
@@ -121,6 +124,27 @@ class CxrModel:
             timings=Timings(self.load_s, None, time.perf_counter() - start, None),
             warnings=[w for img in study.images for w in img.warnings],
         )
+
+
+def study_images(study: Study) -> list[XrayImage]:
+    return study.images + (study.prior.images if study.prior else [])
+
+
+def _study_context(study: Study) -> str:
+    """Plain words about a multi-view study and its prior, for families with no native prior input.
+
+    Nothing is said when there is one image and no prior, so single-image prompts stay exactly the dialect's.
+    The model is never told of a prior it was not given.
+    """
+    parts = []
+    if len(study.images) > 1:
+        views = ", ".join(img.view_position or "unknown view" for img in study.images)
+        parts.append(f"Current study: {len(study.images)} views ({views}).")
+    if study.prior and study.prior.images:
+        parts.append(f"The last {len(study.prior.images)} image(s) are the prior study, for comparison.")
+    if study.prior_report:
+        parts.append(f"Prior report: {study.prior_report.strip()}")
+    return " ".join(parts) + ("\n" if parts else "")
 
 
 def _label_list(answer: str, after: str) -> str:
