@@ -166,3 +166,17 @@ def test_export_sr_format_returns_dicom_bytes(tmp_path):
     write_synthetic_cr(tmp_path / "cr.dcm")
     data = export(_output((240, 300), BOXES), "sr", source=tmp_path / "cr.dcm")
     assert isinstance(data, bytes) and data[128:132] == b"DICM"
+
+
+def test_report_with_no_findings_still_exports_a_no_finding_group():
+    from io import BytesIO
+
+    import pydicom
+
+    from cxrlm.export.dicom_sr import sr_bytes, to_dicom_sr
+    from cxrlm.types import ModelOutput
+
+    sr = to_dicom_sr(ModelOutput(task="report", model="m", raw_text="", image_size=(100, 100)))
+    ds = pydicom.dcmread(BytesIO(sr_bytes(sr)))
+    assert ds.CompletionFlag == "PARTIAL" and ds.VerificationFlag == "UNVERIFIED"
+    assert "No Finding" in str(ds.ContentSequence)

@@ -257,7 +257,9 @@ def _png(plt, fig) -> bytes:
 
 def _samples_html(rows: Sequence[dict]) -> str:
     model_rows = [r for r in rows if r["system"] == "model"]
-    ids = sorted({r["id"] for r in model_rows if r["task"] in ("ground", "report")})[:N_SAMPLES]
+    # items with boxes or text first: they show the most; then labelled-only items fill the grid
+    rich = sorted({r["id"] for r in model_rows if r["task"] in ("ground", "report")})
+    ids = (rich + sorted({r["id"] for r in model_rows} - set(rich)))[:N_SAMPLES]
     if not ids:
         return ""
     cards = [card for card in (_sample_card(i, [r for r in model_rows if r["id"] == i]) for i in ids) if card]
@@ -278,6 +280,11 @@ def _sample_card(item_id: str, rows: Sequence[dict]) -> str:
         if r["task"] == "report":
             parts.append(f"<p><b>reference:</b> {e(r['reference']['text'])}</p>")
             parts.append(f"<p><b>predicted:</b> {e(r['prediction']['text'] or '(empty)')}</p>")
+        elif r["task"] == "classify":
+            truth = [n for n, v in r["reference"]["labels"].items() if v == 1]
+            said = [n for n, p in r["prediction"]["probabilities"].items() if p is not None and p >= 0.5]
+            parts.append(f"<p><b>labels:</b> {e(', '.join(truth) or 'none positive')}</p>")
+            parts.append(f"<p><b>predicted (p &ge; 0.5):</b> {e(', '.join(said) or 'none')}</p>")
         elif r["task"] == "ground":
             parts.append(f"<p><b>{e(r['phrase'] or '')}:</b> {len(r['prediction']['boxes'])} predicted box(es)</p>")
     return "".join(parts) + "</div>"

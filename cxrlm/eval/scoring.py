@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -193,13 +194,27 @@ def _micro_auroc(truth: np.ndarray, score: np.ndarray) -> float:
 
 
 def _ce_matrices(refs: list[str], hyps: list[str], labeler: Callable | None) -> tuple[np.ndarray, np.ndarray]:
-    if labeler is None:
-        from cxrlm.data.labeler import label_reports
+    label = labeler or _label_with_project_labeler
+    return labels.ce_positive_matrix(_label_unique(label, refs)), labels.ce_positive_matrix(_label_unique(label, hyps))
 
-        def labeler(texts):
-            return label_reports(texts, vocab="chexpert14")
 
-    return labels.ce_positive_matrix(labeler(refs)), labels.ce_positive_matrix(labeler(hyps))
+def _label_unique(labeler: Callable, texts: list[str]) -> list[dict]:
+    """Label each distinct text once (a constant baseline repeats one report for every item)."""
+    unique = list(dict.fromkeys(texts))
+    by_text = dict(zip(unique, labeler(unique)))
+    return [by_text[t] for t in texts]
+
+
+def _label_with_project_labeler(texts: list[str]) -> list[dict]:
+    return [_label_one(t) for t in texts]
+
+
+@lru_cache(maxsize=100_000)
+def _label_one(text: str) -> dict:
+    """The references are labelled again for every system compared: cache by text (rows are only read)."""
+    from cxrlm.data.labeler import label_reports
+
+    return label_reports([text], vocab="chexpert14")[0]
 
 
 def _report_extras(rows: Sequence[dict], result: TaskScores, meteor: bool) -> None:

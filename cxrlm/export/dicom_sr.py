@@ -64,11 +64,12 @@ def to_dicom_sr(
                            structured_text=structured_text)
     reference = read_reference(Path(source)) if source else None
     anchor = _anonymous_anchor()
-    groups = _roi_groups(report, reference) + _finding_groups(report, reference)
+    # TID 1500 needs at least one group: a report with no positive finding says so as a "No Finding" group.
+    groups = _roi_groups(report, reference) + _finding_groups(report, reference) or [_no_finding_group(reference)]
     content = hd.sr.MeasurementReport(
         observation_context=_observation_context(report.model),
         procedure_reported=_code("413815006", "SCT", "Chest imaging (procedure)"),
-        imaging_measurements=groups or None,
+        imaging_measurements=groups,
     )
     sr = hd.sr.ComprehensiveSR(
         evidence=[anchor] + ([reference] if reference is not None else []),
@@ -221,6 +222,17 @@ def _finding_groups(report: StructuredReport, reference: pydicom.Dataset | None)
             source_images=sources,
         ))
     return groups
+
+
+def _no_finding_group(reference: pydicom.Dataset | None):
+    import highdicom as hd
+
+    sources = [hd.sr.SourceImageForMeasurementGroup.from_source_image(reference)] if reference else None
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier="No Finding"),
+        finding_type=label_concept("No Finding"),
+        source_images=sources,
+    )
 
 
 def sr_bytes(sr: pydicom.Dataset) -> bytes:
