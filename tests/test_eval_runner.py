@@ -26,7 +26,7 @@ def test_run_folder_holds_every_output(oracle_run):
     out, _ = oracle_run
     for name in ("predictions.jsonl", "metrics.json", "report.md", "report.html", "run.json"):
         assert (out / name).is_file(), name
-    saved = json.loads((out / "metrics.json").read_text())
+    saved = json.loads((out / "metrics.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
     assert set(saved["tasks"]) == {"report", "classify", "ground"}
     for task in saved["tasks"].values():
         for entry in task.values():

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import platform
 import random
 import sys
@@ -309,11 +310,25 @@ def run_eval(model, config: EvalConfig, labeler: Callable | None = None) -> dict
         if not items[task]
     ]
     metrics["notes"] = notes + empty + metrics["notes"]
+    metrics = json_safe(metrics)
     (config.out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False), encoding="utf-8")
     from cxrlm.eval.render import write_reports
 
     write_reports(config.out_dir, metrics, rows)
     return metrics
+
+
+def json_safe(value):
+    """NaN and infinities (undefined metrics) become null: metrics.json stays strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, np.generic):
+        return json_safe(value.item())
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def score_run(rows: Sequence[dict], config: EvalConfig, labeler: Callable | None = None) -> dict:
