@@ -210,3 +210,27 @@ def test_get_reward_errors_are_one_line():
         R.get_reward("formatt")
     with pytest.raises(ConfigError, match="no setting 'max_len'"):
         R.get_reward("length", max_len=3)
+
+
+# ---------------------------------------------------------------- short answers
+
+
+def test_answer_match_yes_no_and_text():
+    texts = ["<think> r </think><answer> Yes. </answer>", "<answer>no</answer>", "<answer>Left lower lobe</answer>",
+             "<answer>right</answer>", ""]
+    out = R.answer_match_reward(texts, answer=["yes", "Yes", "left lower lobe.", "left", "yes"],
+                                task=["classify", "classify", "vqa", "vqa", "classify"])
+    assert out == [1.0, 0.0, 1.0, 0.0, 0.0]
+
+
+def test_answer_match_skips_other_tasks_and_missing_answers():
+    assert R.answer_match_reward(["<answer>yes</answer>"] * 2, answer=["yes", None], task=["reason", "vqa"]) == [
+        None, None
+    ]
+
+
+def test_box_reward_uses_the_recorded_image_size():
+    ref = [{"label": "x", "xyxy": [20, 20, 100, 80]}]
+    out = R.box_iou_reward(["<answer> [20, 20, 100, 80] </answer>"], boxes=[ref], images=[[]], image_size=[[200, 100]],
+                           task=["ground"])
+    assert out == [1.0]

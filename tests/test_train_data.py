@@ -6,7 +6,7 @@ import pytest
 from train_samples import write_grpo, write_png, write_sft
 
 from cxrlm.errors import InputError
-from cxrlm.train.data import GRPO_COLUMNS, SFT_COLUMNS, ImageLoadingCollator, load_dataset, read_jsonl
+from cxrlm.train.data import GRPO_COLUMNS, SFT_COLUMNS, ImageLoadingCollator, read_dataset, read_jsonl
 
 
 def test_reads_sft_rows_with_absolute_image_paths(tmp_path):
@@ -16,7 +16,7 @@ def test_reads_sft_rows_with_absolute_image_paths(tmp_path):
 
 
 def test_grpo_rows_keep_their_ground_truth_columns(tmp_path):
-    dataset = load_dataset(write_grpo(tmp_path, n=3), GRPO_COLUMNS)
+    dataset = read_dataset(write_grpo(tmp_path, n=3), GRPO_COLUMNS)
     assert dataset["task"] == ["reason", "ground", "report"]
     assert dataset[0]["labels"] == ["Cardiomegaly"] and dataset[1]["boxes"][0]["xyxy_norm"] == [0.1, 0.2, 0.5, 0.8]
 

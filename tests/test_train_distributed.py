@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-
 from train_samples import write_sft
 
 pytestmark = pytest.mark.slow
@@ -36,7 +35,7 @@ def test_two_process_sft(tiny_checkpoint, tmp_path):
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
                str(runner), f"model={tiny_checkpoint}", f"train_file={write_sft(tmp_path, n=4)}",
                f"output_dir={out}", "max_steps=2", "per_device_train_batch_size=1", "save_steps=1000"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=180, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     (state,) = out.glob("checkpoint-*/trainer_state.json")
     history = [h for h in json.loads(state.read_text())["log_history"] if "loss" in h]

@@ -8,7 +8,9 @@ from pathlib import Path
 
 REASON_PROMPT = "Find abnormalities and support devices."
 GROUND_PROMPT = "Locate the right lung on this chest X-ray. Answer with a bounding box [x1, y1, x2, y2]."
-REPORT_PROMPT = "Write the findings and impression of a radiology report for this chest X-ray."
+# Prompts of very different lengths in one GRPO batch: TRL must pad the image-token map as it pads the tokens.
+REPORT_PROMPT = ("Write the findings and impression of a radiology report for this chest X-ray. Describe the lungs, "
+                 "pleura, heart, mediastinum, bones and support devices, then give a one-line impression.")
 
 
 def write_png(path: Path, seed: int, size=(64, 56)) -> str:
@@ -34,11 +36,13 @@ def write_sft(folder: Path, n: int = 4) -> Path:
     return _write(folder / "sft.jsonl", rows)
 
 
-def write_grpo(folder: Path, n: int = 4) -> Path:
-    """Rows cycle through reason, ground and report tasks, with their ground-truth columns."""
+def write_grpo(folder: Path, n: int = 4, size=(224, 224)) -> Path:
+    """Rows cycle through reason, ground and report tasks, with their ground-truth columns.
+
+    224 px images give 64 image tokens: enough that a misaligned image-token map crosses the padding."""
     rows = []
     for i in range(n):
-        image = write_png(folder / f"grpo{i}.png", 100 + i)
+        image = write_png(folder / f"grpo{i}.png", 100 + i, size=size)
         task = ("reason", "ground", "report")[i % 3]
         text = {"reason": REASON_PROMPT, "ground": GROUND_PROMPT, "report": REPORT_PROMPT}[task]
         rows.append({

@@ -16,6 +16,9 @@ def _common(parser: argparse.ArgumentParser, several_images: bool = True) -> Non
     parser.add_argument("--model", help="checkpoint folder (default: $CXRLM_MODEL, else the shipped cxrlm-tiny)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 (default: auto)")
     parser.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU), bf16, fp16, fp32")
+    parser.add_argument("--engine", choices=("hf", "fast", "remote"), default="hf",
+                        help="hf (plain transformers), fast (static KV cache, CUDA graphs), or remote (--model is an "
+                             "OpenAI-compatible server URL such as http://host:8000/v1; a URL picks it by itself)")
     parser.add_argument("--json", action="store_true", help="print the JSON output schema instead of text")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="cap on generated tokens per answer")
     parser.add_argument("--view", default=None, help="view position when the file does not say (PA, AP, LL)")
@@ -59,7 +62,7 @@ def _load(args):
     views = [args.view] * len(args.images) if args.view else None
     study = load_study(args.images, view_positions=views)  # read inputs first: a bad file fails fast
     return load_model(args.model, device=args.device, dtype=args.dtype,
-                      trust_remote_code=args.trust_remote_code), study
+                      trust_remote_code=args.trust_remote_code, engine=args.engine), study
 
 
 def run_report(args) -> int:

@@ -47,5 +47,7 @@ def build_tiny(args: argparse.Namespace) -> int:
         raise ConfigError(f"{out} exists and is not empty: choose a new folder")
     build = BUILDERS.get(args.family, build_tiny_checkpoint)
     build(out, seed=args.seed)
+    # Random weights never say "stop": cap answers so a demo run takes seconds, not the profile's 2,048 tokens.
+    (out / "cxrlm.json").write_text('{"max_new_tokens": 48}\n')
     print(f"wrote a random-weight {args.family} test checkpoint to {out} (its answers are meaningless)")
     return 0

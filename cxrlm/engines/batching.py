@@ -36,6 +36,7 @@ class Request:
 class FastGeneration(Generation):
     """A Generation with the serving timings: queueing before the prefill and time to the first token."""
 
+    token_ids: list[int] | None = None  # the new tokens, eos included when the model stopped on it
     queue_s: float = 0.0
     first_token_s: float = 0.0  # from submit to the first token
 

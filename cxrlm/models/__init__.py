@@ -52,12 +52,27 @@ def resolve_dtype(dtype: str, device: str):
     return names[dtype]
 
 
+ENGINES = ("hf", "fast", "remote")
+
+
 def load_model(
-    path: str | Path | None = None, *, device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False
+    path: str | Path | None = None, *, device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False,
+    engine: str = "hf", **engine_options,
 ):
-    """Load a checkpoint folder. `trust_remote_code` lets a checkpoint with no built-in family run its own Python."""
+    """Load a checkpoint folder. `trust_remote_code` lets a checkpoint with no built-in family run its own Python.
+
+    engine: "hf" (plain transformers), "fast" (static KV cache, continuous batching; options: max_batch, max_len,
+    cuda_graphs) or "remote" (`path` is an OpenAI-compatible server URL such as http://host:8000/v1; an http(s)
+    URL picks it by itself; options: model_name, profile, api_key, max_concurrency, timeout_s, retries).
+    """
     from cxrlm.models.base import CxrModel
 
+    if engine not in ENGINES:
+        raise ModelLoadError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
+    if engine == "remote" or str(path or "").startswith(("http://", "https://")):
+        return _load_remote(str(path or ""), **engine_options)
+    if engine == "hf" and engine_options:
+        raise ModelLoadError(f"engine options {', '.join(engine_options)} apply to the fast or remote engine only")
     model_dir = Path(path) if path else default_model_dir()
     if not model_dir.is_dir():
         raise ModelLoadError(f"model folder {model_dir} does not exist: pass --model DIR with a checkpoint folder")
@@ -68,8 +83,41 @@ def load_model(
         _check_remote_code(model_dir, trust_remote_code)
     device = resolve_device(device)
     start = time.perf_counter()
-    engine = _load_engine(model_dir, profile, device, resolve_dtype(dtype, device))
-    return CxrModel(model_dir.name, profile, engine, load_s=time.perf_counter() - start)
+    backend = _load_engine(model_dir, profile, device, resolve_dtype(dtype, device))
+    if engine == "fast":
+        from cxrlm.engines.fast import FastEngine
+
+        backend = FastEngine(backend.model, backend.processor, backend.device, **engine_options)
+    return CxrModel(model_dir.name, profile, backend, load_s=time.perf_counter() - start)
+
+
+def _load_remote(url: str, profile: str = "nv-reason-cxr", **options):
+    """A CxrModel whose engine is a remote server; `profile` names the prompts and box format of what it serves."""
+    from cxrlm.engines.remote import RemoteEngine
+    from cxrlm.models.base import CxrModel
+    from cxrlm.models.profiles import PROFILES
+
+    if profile not in PROFILES:
+        raise ModelLoadError(f"unknown profile {profile!r} for the remote model; known: {', '.join(PROFILES)}")
+    if not url.startswith(("http://", "https://")):
+        raise ModelLoadError(f"engine 'remote' needs a server URL such as http://host:8000/v1, not {url!r}")
+    start = time.perf_counter()
+    if PROFILES[profile].box_format == "pixels":  # boxes in pixels of the model's input: send that frame exactly
+        options.setdefault("input_frame", _qwen_frame(PROFILES[profile]))
+    engine = RemoteEngine(url, **options)
+    return CxrModel(engine.model_name, PROFILES[profile], engine, load_s=time.perf_counter() - start)
+
+
+def _qwen_frame(profile: ModelProfile):
+    """(width, height) -> the size Qwen2-VL's processor resizes to under the profile's pixel budget."""
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
+    def frame(width: int, height: int) -> tuple[int, int]:
+        rows, cols = smart_resize(height, width, factor=28, min_pixels=profile.min_pixels,
+                                  max_pixels=profile.max_pixels)
+        return cols, rows
+
+    return frame
 
 
 def _check_remote_code(model_dir: Path, trust_remote_code: bool) -> None:

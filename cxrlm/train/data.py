@@ -56,7 +56,7 @@ def _resolve(folder: Path, image: str, where: str) -> Path:
     return image_path
 
 
-def load_dataset(path: str | Path, required: tuple[str, ...], max_samples: int | None = None):
+def read_dataset(path: str | Path, required: tuple[str, ...], max_samples: int | None = None):
     from datasets import Dataset
 
     return Dataset.from_list(read_jsonl(path, required, max_samples))

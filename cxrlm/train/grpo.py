@@ -13,7 +13,7 @@ from pathlib import Path
 from cxrlm.errors import ConfigError
 from cxrlm.train import build
 from cxrlm.train.config import GRPORecipe
-from cxrlm.train.data import GRPO_COLUMNS, ImageLoadingCollator, load_dataset
+from cxrlm.train.data import GRPO_COLUMNS, ImageLoadingCollator, read_dataset
 from cxrlm.train.rewards import get_reward
 
 
@@ -39,15 +39,32 @@ def vllm_arguments(recipe: GRPORecipe) -> dict:
     }
 
 
+VISION_TOKEN_FIELDS = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
+
+
+def generation_arguments(recipe: GRPORecipe, model) -> dict:
+    """Keep image placeholder tokens out of sampled completions: a completion holding one makes the model's
+    multimodal position ids disagree with its pixel inputs in the loss pass (an undertrained model samples them)."""
+    if recipe.use_vllm:  # vLLM's sampler takes no bad_words_ids; its models do not sample these tokens in practice
+        return {}
+    ids = [getattr(model.config, name, None) for name in VISION_TOKEN_FIELDS]
+    return {"generation_kwargs": {"bad_words_ids": [[i] for i in ids if i is not None]}}
+
+
 def main(recipe: GRPORecipe) -> Path:
     from trl import GRPOConfig, GRPOTrainer
 
-    train_dataset = load_dataset(recipe.train_file, GRPO_COLUMNS, recipe.max_samples)
+    train_dataset = read_dataset(recipe.train_file, GRPO_COLUMNS, recipe.max_samples)
     model, processor = build.load_for_training(recipe)
+    # TRL left-pads prompts for generation but rebuilds the multimodal inputs of the loss pass (mm_token_type_ids)
+    # with the processor's own padding side; Qwen tokenizers pad right, which shifts the image-token map against
+    # the tokens when prompts differ in length (wrong M-RoPE positions, or a shape error). Pad left everywhere.
+    processor.tokenizer.padding_side = "left"
     try:
         args = GRPOConfig(
             **build.trainer_arguments(recipe),
             **vllm_arguments(recipe),
+            **generation_arguments(recipe, model),
             remove_unused_columns=False,  # the rewards read the ground-truth columns
             num_generations=recipe.num_generations,
             max_completion_length=recipe.max_completion_length,

@@ -24,6 +24,7 @@ from cxrlm.prompts import parsers
 LABEL_TASKS = ("reason",)
 BOX_TASKS = ("ground",)
 REPORT_TASKS = ("report",)
+ANSWER_TASKS = ("classify", "vqa")
 
 # Exactly one reasoning block, then exactly one answer block, nothing else around them.
 _NO_TAG = r"((?:(?!</?think>|</?answer>).)*)"
@@ -214,12 +215,15 @@ def _reference_boxes(boxes, size: tuple[int, int] | None) -> list[list[float]] |
 
 
 def _box_score(metric: Callable[[list, list], float], tasks, box_format: str, completions, columns) -> list:
-    references, images = columns.get("boxes"), columns.get("images")
+    references, images, sizes = columns.get("boxes"), columns.get("images"), columns.get("image_size")
 
     def score(i: int, text: str) -> float | None:
         if references is None or references[i] is None:
             return None
-        size = _image_size(images[i]) if images is not None else None
+        if sizes is not None and sizes[i]:  # the instruction builder records (width, height)
+            size = tuple(sizes[i])
+        else:
+            size = _image_size(images[i]) if images is not None else None
         reference = _reference_boxes(references[i], size)
         if reference is None:
             return None
@@ -275,6 +279,30 @@ def report_ce_f1_reward(completions, tasks: Sequence[str] | None = REPORT_TASKS,
     return out
 
 
+# ---------------------------------------------------------------- short answers
+
+
+def _normalise_answer(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
+def answer_match_reward(completions, tasks: Sequence[str] | None = ANSWER_TASKS, **columns) -> list[float | None]:
+    """1 when the answer matches the `answer` column: yes/no by meaning (`parsers.parse_yes_no`), other answers
+    by normalised text (case, punctuation and spacing ignored); else 0."""
+    references = columns.get("answer")
+
+    def score(i: int, text: str) -> float | None:
+        if references is None or not references[i]:
+            return None
+        answer = parsers.split_reasoning(text).answer
+        expected = parsers.parse_yes_no(references[i])
+        if expected is not None:
+            return float(parsers.parse_yes_no(answer) == expected)
+        return float(bool(answer) and _normalise_answer(answer) == _normalise_answer(references[i]))
+
+    return _scored(completions, columns, tasks, score)
+
+
 # ---------------------------------------------------------------- registry
 
 REWARDS: dict[str, Reward] = {
@@ -287,6 +315,7 @@ REWARDS: dict[str, Reward] = {
     "box_iou": box_iou_reward,
     "box_f1": box_f1_reward,
     "report_ce_f1": report_ce_f1_reward,
+    "answer_match": answer_match_reward,
 }
 
 

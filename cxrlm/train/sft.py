@@ -13,14 +13,14 @@ from pathlib import Path
 from cxrlm.errors import ConfigError
 from cxrlm.train import build
 from cxrlm.train.config import SFTRecipe
-from cxrlm.train.data import SFT_COLUMNS, ImageLoadingCollator, load_dataset
+from cxrlm.train.data import SFT_COLUMNS, ImageLoadingCollator, read_dataset
 
 
 def main(recipe: SFTRecipe) -> Path:
     from trl import SFTConfig, SFTTrainer
 
-    train_dataset = load_dataset(recipe.train_file, SFT_COLUMNS, recipe.max_samples)
-    eval_dataset = load_dataset(recipe.eval_file, SFT_COLUMNS) if recipe.eval_file else None
+    train_dataset = read_dataset(recipe.train_file, SFT_COLUMNS, recipe.max_samples)
+    eval_dataset = read_dataset(recipe.eval_file, SFT_COLUMNS) if recipe.eval_file else None
     model, processor = build.load_for_training(recipe)
     try:
         args = SFTConfig(

@@ -1,0 +1,373 @@
+"""The fast engine: one HF prefill per request, then batched decoding from a preallocated KV cache.
+
+Each request is prefilled alone by the Hugging Face model (vision encoder + prompt, exactly as `hf` does), its keys
+and values are copied into a slot of a static cache ([slots, kv_heads, max_len, head_dim] per layer), and a
+scheduler thread decodes every running request together, one token per step: requests join and leave at token
+boundaries (continuous batching). The decode step calls the family's own decoder (`language_model`) with a cache
+object that writes each row at its own position and a mask that shows each row only its own tokens, so every
+supported family (Qwen2.5-VL, Qwen3-VL, LLaVA-OneVision, Gemma 3) decodes with its own layers and M-RoPE offsets.
+On CUDA the decode step of each batch-size bucket is captured once as a CUDA graph at start-up; nothing is
+compiled on the request path. On CPU the same code runs eagerly.
+
+Not here: batched prefill, paged attention, speculative decoding (each would be the next speed-up), and beam search.
+"""
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+
+from cxrlm.engines.batching import FastGeneration, Handle, Request, TextStream, make_generator, pick_tokens
+from cxrlm.engines.hf import HFEngine, _input_size
+from cxrlm.errors import CxrlmError
+
+log = logging.getLogger(__name__)
+
+BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+class SlotCache:
+    """Per-layer key/value tensors, one row (slot) per running request; the decoder writes through `update`.
+
+    Duck-types the part of transformers' Cache that attention layers call during a one-token decode step:
+    row i's new key goes to position `positions[i]`, and the layer attends over the whole (masked) buffer.
+    """
+
+    def __init__(self, layers: int, slots: int, kv_heads: int, max_len: int, head_dim: int, dtype, device):
+        import torch
+
+        shape = (slots, kv_heads, max_len, head_dim)
+        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
+        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
+        self.rows = torch.arange(slots, device=device)
+        self.positions = torch.zeros(slots, dtype=torch.long, device=device)
+        self.max_len = max_len
+
+    def update(self, key_states, value_states, layer_idx: int, *args, **kwargs):
+        rows = key_states.shape[0]
+        keys, values = self.keys[layer_idx][:rows], self.values[layer_idx][:rows]
+        keys[self.rows[:rows], :, self.positions[:rows]] = key_states[:, :, -1]
+        values[self.rows[:rows], :, self.positions[:rows]] = value_states[:, :, -1]
+        return keys, values
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.max_len  # decode passes explicit positions and masks; this only sizes fallbacks
+
+    def load(self, slot: int, prefill_cache, length: int) -> None:
+        """Copy a batch-1 prefill cache (transformers DynamicCache) into `slot`, right-aligned at `length`.
+
+        A sliding-window layer keeps only its last window-1 tokens; they belong at the end, and the mask hides
+        the positions before them.
+        """
+        for layer, cached in enumerate(prefill_cache.layers):
+            n = cached.keys.shape[-2]
+            self.keys[layer][slot, :, length - n:length] = cached.keys[0]
+            self.values[layer][slot, :, length - n:length] = cached.values[0]
+
+    def move(self, source: int, target: int, length: int) -> None:
+        for keys, values in zip(self.keys, self.values, strict=True):
+            keys[target, :, :length] = keys[source, :, :length]
+            values[target, :, :length] = values[source, :, :length]
+
+
+@dataclass
+class _Running:
+    """A request in a slot: its stream, sampler state and how many of its tokens the cache holds."""
+
+    request: Request
+    handle: Handle
+    stream: TextStream
+    generator: object
+    length: int  # tokens in the cache; the next one is written here
+    rope_delta: int  # M-RoPE: the text position of cache index i is i + rope_delta (0 for 1-D RoPE families)
+    last_token: int
+    submitted: float
+    admitted: float
+    first_token: float
+    preprocess_s: float
+    input_size: tuple[int, int] | None
+
+
+class FastEngine(HFEngine):
+    """HFEngine's interface plus `submit(request) -> Handle` for many concurrent requests.
+
+    max_batch: slots in the KV cache (running requests); max_len: positions per slot (prompt + new tokens);
+    cuda_graphs: capture the decode step per batch bucket (default: on CUDA only).
+    """
+
+    def __init__(self, model, processor, device: str, max_batch: int | None = None, max_len: int | None = None,
+                 cuda_graphs: bool | None = None):
+        import torch
+
+        super().__init__(model, processor, device)
+        on_cuda = device.startswith("cuda")
+        self.text_config = model.config.get_text_config()
+        self.max_batch = max_batch or (64 if on_cuda else 8)
+        self.max_len = max_len or min(self.text_config.max_position_embeddings, 4096 if on_cuda else 2048)
+        self.buckets = tuple(b for b in BUCKETS if b < self.max_batch) + (self.max_batch,)
+        self.decoder = getattr(model.model, "language_model", None) or model.get_decoder()
+        self.lm_head = model.get_output_embeddings()
+        self.eos = _eos_ids(model.generation_config)
+        self.repetition_penalty = float(getattr(model.generation_config, "repetition_penalty", None) or 1.0)
+        self.cache = SlotCache(self.text_config.num_hidden_layers, self.max_batch, self.text_config.num_key_value_heads,
+                               self.max_len, _head_dim(self.text_config), model.dtype, device)
+        self.input_ids = torch.zeros(self.max_batch, dtype=torch.long, device=device)
+        self.rope_deltas = torch.zeros(self.max_batch, dtype=torch.long, device=device)
+        self.seen = (torch.zeros(self.max_batch, self.lm_head.weight.shape[0], dtype=torch.bool, device=device)
+                     if self.repetition_penalty != 1.0 else None)
+        self.graphs = {}
+        self.lock = threading.Lock()  # one forward at a time: the scheduler's steps and yes_probability
+        self.pending: queue.Queue = queue.Queue()
+        self.running: list[_Running] = []
+        self.thread = None
+        self.closed = False
+        if cuda_graphs if cuda_graphs is not None else on_cuda:
+            self.capture_graphs()
+
+    # --- public API ------------------------------------------------------------------------------------------
+
+    def submit(self, request: Request) -> Handle:
+        """Queue a request; it joins the running batch at the next token boundary. Thread-safe."""
+        if self.closed:
+            raise RuntimeError("the engine is closed")
+        handle = Handle()
+        self.pending.put((request, handle, time.perf_counter()))
+        self._start()
+        return handle
+
+    def generate(self, messages, images, max_new_tokens, on_text=None, temperature=0.0) -> FastGeneration:
+        config = self.model.generation_config
+        sampled = {"top_p": config.top_p or 1.0, "top_k": config.top_k or 0} if temperature > 0 else {}
+        request = Request(messages, list(images), max_new_tokens, temperature, on_text=on_text, **sampled)
+        return self.submit(request).result()
+
+    def yes_probability(self, conversations, images) -> list[float]:
+        with self.lock:
+            return super().yes_probability(conversations, images)
+
+    def close(self) -> None:
+        self.closed = True
+        self.pending.put(None)
+        if self.thread is not None:
+            self.thread.join(30)
+
+    # --- the decode step -------------------------------------------------------------------------------------
+
+    def capture_graphs(self) -> None:
+        """Record the decode step of every bucket as a CUDA graph (start-up cost, a second or so per bucket)."""
+        import torch
+
+        pool = torch.cuda.graph_pool_handle()
+        with self.lock, torch.inference_mode():
+            for rows in sorted(self.buckets, reverse=True):  # largest first, so smaller ones reuse its memory
+                try:
+                    self.graphs[rows] = _capture(lambda r=rows: self._decode(r), pool)
+                except Exception as err:  # noqa: BLE001 - a family whose decode cannot be captured still works, eagerly
+                    log.warning("CUDA graph capture failed for batch %d (%s); decoding eagerly", rows, err)
+                    self.graphs.clear()
+                    return
+
+    def _decode(self, rows: int):
+        """Logits [rows, vocab] for the tokens in `input_ids[:rows]` at cache positions `cache.positions[:rows]`."""
+        positions = self.cache.positions[:rows]
+        hidden = self.decoder(
+            input_ids=self.input_ids[:rows, None],
+            position_ids=(positions + self.rope_deltas[:rows])[:, None],
+            attention_mask=self._mask(positions),
+            past_key_values=self.cache,
+            use_cache=True,
+        ).last_hidden_state
+        logits = self.lm_head(hidden[:, -1])
+        cap = getattr(self.text_config, "final_logit_softcapping", None)
+        return torch_tanh_cap(logits, cap) if cap else logits
+
+    def _mask(self, positions):
+        """Each row sees its own cache up to its position (and, in sliding layers, only the last window)."""
+        import torch
+
+        keys = torch.arange(self.max_len, device=positions.device)[None, :]
+        full = keys <= positions[:, None]
+        masks = {"full_attention": self._as_attention_mask(full)}
+        if "sliding_attention" in (getattr(self.text_config, "layer_types", None) or ()):
+            window = full & (keys > positions[:, None] - self.text_config.sliding_window)
+            masks["sliding_attention"] = self._as_attention_mask(window)
+            return masks
+        return masks["full_attention"]  # a 4D mask: every family's mask builder returns it as it is
+
+    def _as_attention_mask(self, allowed):
+        import torch
+
+        allowed = allowed[:, None, None, :]
+        if self.decoder.config._attn_implementation == "sdpa":
+            return allowed
+        return torch.zeros(allowed.shape, dtype=self.model.dtype, device=allowed.device).masked_fill(
+            ~allowed, torch.finfo(self.model.dtype).min)  # eager attention adds the mask to the scores
+
+    # --- the scheduler ---------------------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        with self.lock:
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._loop, name="cxrlm-fast-engine", daemon=True)
+                self.thread.start()
+
+    def _loop(self) -> None:
+        import torch
+
+        with torch.inference_mode():
+            while not self.closed:
+                self._admit(block=not self.running)
+                if self.running:
+                    self._step()
+        for run in self.running:
+            run.handle.set_exception(RuntimeError("the engine was closed"))
+
+    def _admit(self, block: bool) -> None:
+        """Prefill waiting requests into free slots (waiting for one when nothing runs)."""
+        while len(self.running) < self.max_batch:
+            try:
+                item = self.pending.get(timeout=0.5) if block else self.pending.get_nowait()
+            except queue.Empty:
+                return
+            if item is None:
+                return
+            block = False
+            request, handle, submitted = item
+            if not handle.set_running_or_notify_cancel():
+                continue
+            try:
+                self._prefill(request, handle, submitted)
+            except Exception as err:  # noqa: BLE001 - the request's caller gets it from its future
+                handle.set_exception(err)
+
+    def _prefill(self, request: Request, handle: Handle, submitted: float) -> None:
+        admitted = time.perf_counter()
+        inputs = self._inputs([request.messages], [request.images])
+        prompt = inputs["input_ids"][0]
+        length = prompt.numel()
+        if length + request.max_new_tokens > self.max_len:
+            raise CxrlmError(f"the prompt ({length} tokens) plus max_new_tokens ({request.max_new_tokens}) does not "
+                             f"fit the fast engine's {self.max_len}-token cache: ask for fewer new tokens, or load "
+                             "the engine with a larger max_len")
+        prepared = time.perf_counter()
+        slot = len(self.running)
+        with self.lock:
+            out = self.model(**inputs, use_cache=True, logits_to_keep=1)
+            self.cache.load(slot, out.past_key_values, length)
+            deltas = getattr(self.model.model, "rope_deltas", None)  # set by this prefill (Qwen-VL M-RoPE)
+        if self.seen is not None:
+            self.seen[slot] = False
+            self.seen[slot, prompt] = True
+        run = _Running(request, handle, TextStream(self.processor.tokenizer, request.on_text),
+                       make_generator(request.seed, self.device), length,
+                       int(deltas.flatten()[0]) if deltas is not None else 0, -1, submitted, admitted, 0.0,
+                       prepared - admitted, _input_size(inputs, self.processor))
+        self.running.append(run)
+        self._advance([run], out.logits[:, -1], [slot])
+
+    def _step(self) -> None:
+        count = len(self.running)
+        rows = next(b for b in self.buckets if b >= count)
+        self.input_ids[:rows] = 0
+        self.cache.positions[:rows] = 0  # padding rows write into their own free slot, at position 0
+        self.input_ids[:count] = _tensor([r.last_token for r in self.running], self.input_ids)
+        self.cache.positions[:count] = _tensor([r.length for r in self.running], self.input_ids)
+        self.rope_deltas[:count] = _tensor([r.rope_delta for r in self.running], self.input_ids)
+        try:
+            with self.lock:
+                logits = self.graphs[rows]() if rows in self.graphs else self._decode(rows)
+            for run in self.running:
+                run.length += 1
+            self._advance(list(self.running), logits[:count], list(range(count)))
+        except Exception as err:
+            log.exception("decode step failed; failing the %d running requests", count)
+            for run in self.running:
+                run.handle.set_exception(err)
+            self.running.clear()
+
+    def _advance(self, runs: list[_Running], logits, slots: list[int]) -> None:
+        """Pick each run's next token, stream it, and retire the runs that are done (highest slot first)."""
+        seen = self.seen[slots] if self.seen is not None else None
+        tokens = pick_tokens(logits, [r.request for r in runs], [r.generator for r in runs], seen,
+                             self.repetition_penalty).tolist()
+        now = time.perf_counter()
+        done = []
+        for run, slot, token in zip(runs, slots, tokens, strict=True):
+            run.last_token = token
+            run.first_token = run.first_token or now
+            if self.seen is not None:
+                self.seen[slot, token] = True
+            try:
+                run.stream.push(token)
+            except Exception as err:  # noqa: BLE001 - a failing on_text callback ends its own request only
+                run.handle.set_exception(err)
+                done.append(slot)
+                continue
+            finished = (token in self.eos or len(run.stream.tokens) >= run.request.max_new_tokens
+                        or run.handle.stop_requested)
+            if finished:
+                done.append(slot)
+        for slot in sorted(done, reverse=True):
+            self._retire(slot)
+
+    def _retire(self, slot: int) -> None:
+        run = self.running[slot]
+        last = len(self.running) - 1
+        if slot != last:  # keep running requests in slots 0..n-1, so a bucket is a prefix of the cache
+            moved = self.running[last]
+            self.cache.move(last, slot, moved.length)
+            if self.seen is not None:
+                self.seen[slot] = self.seen[last]
+            self.running[slot] = moved
+        self.running.pop()
+        if run.handle.done():
+            return
+        now = time.perf_counter()
+        run.handle.set_result(FastGeneration(
+            text=run.stream.finish(), new_tokens=len(run.stream.tokens), preprocess_s=run.preprocess_s,
+            generate_s=now - run.admitted - run.preprocess_s, input_size=run.input_size, token_ids=run.stream.tokens,
+            queue_s=run.admitted - run.submitted, first_token_s=run.first_token - run.submitted,
+        ))
+
+
+def _capture(step, pool):
+    """Warm a step up on a side stream, record it as a CUDA graph, return a replay function giving its output."""
+    import torch
+
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(2):
+            step()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, pool=pool):
+        output = step()
+
+    def replay():
+        graph.replay()
+        return output
+
+    return replay
+
+
+def torch_tanh_cap(logits, cap: float):
+    import torch
+
+    return torch.tanh(logits / cap) * cap
+
+
+def _tensor(values: list[int], like):
+    import torch
+
+    return torch.tensor(values, dtype=like.dtype).to(like.device, non_blocking=True)
+
+
+def _eos_ids(generation_config) -> set[int]:
+    eos = generation_config.eos_token_id
+    return set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+
+
+def _head_dim(text_config) -> int:
+    return getattr(text_config, "head_dim", None) or text_config.hidden_size // text_config.num_attention_heads
