@@ -87,6 +87,16 @@ def test_concurrent_requests_joining_late_match_hf(engines):
     assert [h.result(timeout=60).token_ids for h in handles] == expected
 
 
+def test_sliding_window_layers_match_past_the_window(engines):
+    """Gemma 3's sliding layers (window 64 here): a prompt longer than the window, and an answer that crosses it."""
+    model, hf, fast = engines
+    if "sliding_attention" not in (getattr(fast.text_config, "layer_types", None) or ()):
+        pytest.skip("no sliding-window layers in this family")
+    for text, new_tokens in (("short", 90), ("lobe left right " * 30, 30)):
+        messages, image = _messages(model, text), _image(size=(100, 100))
+        assert fast.generate(messages, [image], new_tokens).token_ids == _reference(hf, messages, image, new_tokens)
+
+
 def test_streamed_pieces_add_up_to_the_text(engines):
     model, _, fast = engines
     pieces = []

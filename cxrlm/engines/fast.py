@@ -43,10 +43,11 @@ class SlotCache:
         self.rows = torch.arange(slots, device=device)
         self.positions = torch.zeros(slots, dtype=torch.long, device=device)
         self.max_len = max_len
+        self.span = max_len  # a step attends over positions [0, span): the longest running sequence, rounded up
 
     def update(self, key_states, value_states, layer_idx: int, *args, **kwargs):
         rows = key_states.shape[0]
-        keys, values = self.keys[layer_idx][:rows], self.values[layer_idx][:rows]
+        keys, values = self.keys[layer_idx][:rows, :, :self.span], self.values[layer_idx][:rows, :, :self.span]
         keys[self.rows[:rows], :, self.positions[:rows]] = key_states[:, :, -1]
         values[self.rows[:rows], :, self.positions[:rows]] = value_states[:, :, -1]
         return keys, values
@@ -106,6 +107,8 @@ class FastEngine(HFEngine):
         self.max_batch = max_batch or (64 if on_cuda else 8)
         self.max_len = max_len or min(self.text_config.max_position_embeddings, 4096 if on_cuda else 2048)
         self.buckets = tuple(b for b in BUCKETS if b < self.max_batch) + (self.max_batch,)
+        # Attention reads the cache up to a span, not all of max_len: powers of two from 256, then max_len.
+        self.spans = tuple(2**k for k in range(8, 20) if 2**k < self.max_len) + (self.max_len,)
         self.decoder = getattr(model.model, "language_model", None) or model.get_decoder()
         self.lm_head = model.get_output_embeddings()
         self.eos = _eos_ids(model.generation_config)
@@ -160,21 +163,23 @@ class FastEngine(HFEngine):
 
         pool = torch.cuda.graph_pool_handle()
         with self.lock, torch.inference_mode():
-            for rows in sorted(self.buckets, reverse=True):  # largest first, so smaller ones reuse its memory
-                try:
-                    self.graphs[rows] = _capture(lambda r=rows: self._decode(r), pool)
+            for rows, span in sorted(((r, s) for r in self.buckets for s in self.spans), reverse=True):
+                try:  # largest first, so the smaller graphs reuse its memory
+                    self.graphs[rows, span] = _capture(lambda r=rows, s=span: self._decode(r, s), pool)
                 except Exception as err:  # noqa: BLE001 - a family whose decode cannot be captured still works, eagerly
                     log.warning("CUDA graph capture failed for batch %d (%s); decoding eagerly", rows, err)
                     self.graphs.clear()
                     return
 
-    def _decode(self, rows: int):
-        """Logits [rows, vocab] for the tokens in `input_ids[:rows]` at cache positions `cache.positions[:rows]`."""
+    def _decode(self, rows: int, span: int):
+        """Logits [rows, vocab] for the tokens in `input_ids[:rows]` at cache positions `cache.positions[:rows]`,
+        attending over the first `span` positions of each row."""
+        self.cache.span = span
         positions = self.cache.positions[:rows]
         hidden = self.decoder(
             input_ids=self.input_ids[:rows, None],
             position_ids=(positions + self.rope_deltas[:rows])[:, None],
-            attention_mask=self._mask(positions),
+            attention_mask=self._mask(positions, span),
             past_key_values=self.cache,
             use_cache=True,
         ).last_hidden_state
@@ -182,11 +187,11 @@ class FastEngine(HFEngine):
         cap = getattr(self.text_config, "final_logit_softcapping", None)
         return torch_tanh_cap(logits, cap) if cap else logits
 
-    def _mask(self, positions):
+    def _mask(self, positions, span: int):
         """Each row sees its own cache up to its position (and, in sliding layers, only the last window)."""
         import torch
 
-        keys = torch.arange(self.max_len, device=positions.device)[None, :]
+        keys = torch.arange(span, device=positions.device)[None, :]
         full = keys <= positions[:, None]
         masks = {"full_attention": self._as_attention_mask(full)}
         if "sliding_attention" in (getattr(self.text_config, "layer_types", None) or ()):
@@ -269,6 +274,7 @@ class FastEngine(HFEngine):
     def _step(self) -> None:
         count = len(self.running)
         rows = next(b for b in self.buckets if b >= count)
+        span = next(s for s in self.spans if s > max(r.length for r in self.running))
         self.input_ids[:rows] = 0
         self.cache.positions[:rows] = 0  # padding rows write into their own free slot, at position 0
         self.input_ids[:count] = _tensor([r.last_token for r in self.running], self.input_ids)
@@ -276,7 +282,8 @@ class FastEngine(HFEngine):
         self.rope_deltas[:count] = _tensor([r.rope_delta for r in self.running], self.input_ids)
         try:
             with self.lock:
-                logits = self.graphs[rows]() if rows in self.graphs else self._decode(rows)
+                graph = self.graphs.get((rows, span))
+                logits = graph() if graph else self._decode(rows, span)
             for run in self.running:
                 run.length += 1
             self._advance(list(self.running), logits[:count], list(range(count)))

@@ -9,22 +9,12 @@ profile asks for 0-1 fractions in the prompt and parses norm1.
 from pathlib import Path
 
 from cxrlm.engines.hf import HFEngine
+from cxrlm.models.hf_common import assistant_turn, load_engine
+from cxrlm.models.hf_common import text_first_turn as user_turn  # Gemma's template folds a system prompt in here
 from cxrlm.models.profiles import ModelProfile
+
+__all__ = ["assistant_turn", "load", "user_turn"]
 
 
 def load(model_dir: Path, profile: ModelProfile, device: str, dtype) -> HFEngine:
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    processor = AutoProcessor.from_pretrained(model_dir, local_files_only=True)
-    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=dtype, local_files_only=True)
-    model.to(device).eval()
-    return HFEngine(model, processor, device)
-
-
-def user_turn(text: str, n_images: int) -> dict:
-    """Text then images, as in MedGemma's model card; Gemma's template folds a system prompt into this turn."""
-    return {"role": "user", "content": [{"type": "text", "text": text}] + [{"type": "image"}] * n_images}
-
-
-def assistant_turn(text: str) -> dict:
-    return {"role": "assistant", "content": [{"type": "text", "text": text}]}
+    return load_engine(model_dir, device, dtype)

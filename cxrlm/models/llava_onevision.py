@@ -8,22 +8,12 @@ never sees a crop: fractions of its input are fractions of the original image (p
 from pathlib import Path
 
 from cxrlm.engines.hf import HFEngine
+from cxrlm.models.hf_common import assistant_turn, load_engine
+from cxrlm.models.hf_common import images_first_turn as user_turn  # "<image>\n" then the question, as RadVLM
 from cxrlm.models.profiles import ModelProfile
+
+__all__ = ["assistant_turn", "load", "user_turn"]
 
 
 def load(model_dir: Path, profile: ModelProfile, device: str, dtype) -> HFEngine:
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    processor = AutoProcessor.from_pretrained(model_dir, local_files_only=True)
-    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=dtype, local_files_only=True)
-    model.to(device).eval()
-    return HFEngine(model, processor, device)
-
-
-def user_turn(text: str, n_images: int) -> dict:
-    """Images first, as RadVLM was trained ("<image>\\n" then the question); only the first turn carries them."""
-    return {"role": "user", "content": [{"type": "image"}] * n_images + [{"type": "text", "text": text}]}
-
-
-def assistant_turn(text: str) -> dict:
-    return {"role": "assistant", "content": [{"type": "text", "text": text}]}
+    return load_engine(model_dir, device, dtype)

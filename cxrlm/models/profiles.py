@@ -10,7 +10,6 @@ from pathlib import Path
 
 from cxrlm.errors import ModelLoadError
 
-
 BOX_FORMATS = ("pixels", "norm1", "int100", "int1000", "auto")  # see cxrlm.prompts.parsers.parse_boxes
 BOX_FRAMES = ("image", "square_pad", "center_crop")  # see cxrlm.models.frames.view_region
 

@@ -13,8 +13,12 @@ checkpoint that pads or crops.
 from pathlib import Path
 
 from cxrlm.engines.hf import HFEngine
+from cxrlm.models.hf_common import assistant_turn
+from cxrlm.models.hf_common import images_first_turn as user_turn  # flattened to strings by the engine
 from cxrlm.models.profiles import ModelProfile
 from cxrlm.prompts.templates import DIALECTS
+
+__all__ = ["RemoteCodeEngine", "assistant_turn", "flatten", "load", "user_turn"]
 
 # How a plain-text turn names its images, per dialect; a dialect not listed gets the bare "<image>" marker.
 IMAGE_TEXT = {"m4cxr": "radiology image: <image> "}
@@ -55,10 +59,3 @@ def load(model_dir: Path, profile: ModelProfile, device: str, dtype) -> RemoteCo
     image_text = IMAGE_TEXT.get(DIALECTS[profile.dialect].name, "<image> ")
     return RemoteCodeEngine(model, processor, device, image_text)
 
-
-def user_turn(text: str, n_images: int) -> dict:
-    return {"role": "user", "content": [{"type": "image"}] * n_images + [{"type": "text", "text": text}]}
-
-
-def assistant_turn(text: str) -> dict:
-    return {"role": "assistant", "content": [{"type": "text", "text": text}]}

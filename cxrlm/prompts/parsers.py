@@ -10,15 +10,15 @@ from dataclasses import dataclass, field
 from cxrlm.pathologies import normalize_label
 from cxrlm.types import Box
 
-_THINK = re.compile(r"<think>(.*?)(?:</think>|$)", re.S | re.I)
-_ANSWER = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.S | re.I)
-_TAG = re.compile(r"</?(?:think|answer)>", re.I)
+_THINK = re.compile(r"<think>(.*?)(?:</think>|$)", re.DOTALL | re.IGNORECASE)
+_ANSWER = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.DOTALL | re.IGNORECASE)
+_TAG = re.compile(r"</?(?:think|answer)>", re.IGNORECASE)
 _NUMBER = r"-?\d+(?:\.\d+)?"
 _BOX = re.compile(rf"\[\s*({_NUMBER})\s*,\s*({_NUMBER})\s*,\s*({_NUMBER})\s*,\s*({_NUMBER})\s*\]")
 _BOX_LABEL = re.compile(r'"label"\s*:\s*"([^"]*)"')
-_SECTION = re.compile(r"^\s*(findings|impression)\s*:\s*", re.I | re.M)
-_LIST_SPLIT = re.compile(r"[,;\n]|\band\b", re.I)
-_LIST_ITEM = re.compile(r"^\s*(?:\d+[.)]|[-*\u2022])\s*(.+)$", re.M)
+_SECTION = re.compile(r"^\s*(findings|impression)\s*:\s*", re.IGNORECASE | re.MULTILINE)
+_LIST_SPLIT = re.compile(r"[,;\n]|\band\b", re.IGNORECASE)
+_LIST_ITEM = re.compile(r"^\s*(?:\d+[.)]|[-*\u2022])\s*(.+)$", re.MULTILINE)
 
 
 @dataclass
@@ -144,7 +144,7 @@ def parse_list(text: str) -> list[str]:
 
 
 def parse_yes_no(text: str) -> bool | None:
-    word = re.match(r"\W*(yes|no|true|false|present|absent)\b", text.strip(), re.I)
+    word = re.match(r"\W*(yes|no|true|false|present|absent)\b", text.strip(), re.IGNORECASE)
     if not word:
         return None
     return word.group(1).lower() in ("yes", "true", "present")
