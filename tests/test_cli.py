@@ -100,3 +100,46 @@ def test_bad_inputs_give_one_line_errors(tmp_path, png, tiny_checkpoint):
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: "), (case, result.stderr)
         assert "Traceback" not in result.stderr, case
+
+
+def test_frontal_lateral_and_prior_study_with_prompts_shown(tmp_path, png, tiny_checkpoint, capsys):
+    lateral, prior = tmp_path / "lateral.png", tmp_path / "prior.png"
+    lateral.write_bytes(png.read_bytes())
+    prior.write_bytes(png.read_bytes())
+    prior_report = tmp_path / "prior.txt"
+    prior_report.write_text("Small left pleural effusion.")
+    args = ["report", str(png), str(lateral), "--view", "PA", "--prior", str(prior), "--prior-report",
+            str(prior_report), "--model", str(tiny_checkpoint), "--max-new-tokens", "3", "--show-prompt", "--json"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    first_prompt = captured.err.split("prompt> ")[1]
+    assert first_prompt.count("<image>") == 3  # two current views, then the prior
+    assert "Current study: 2 views" in first_prompt and "Prior report: Small left pleural effusion." in first_prompt
+    assert json.loads(captured.out)["task"] == "report"
+
+
+def test_single_image_prompt_is_exactly_the_dialect_and_mentions_no_prior(png, tiny_checkpoint, capsys):
+    assert main(["report", str(png), "--model", str(tiny_checkpoint), "--max-new-tokens", "2", "--show-prompt"]) == 0
+    first_prompt = capsys.readouterr().err.split("prompt> ")[1].strip()
+    assert first_prompt == "<image>Find abnormalities and support devices."
+
+
+@pytest.mark.parametrize("fmt", ["fhir", "md", "sr"])
+def test_report_exports(fmt, tmp_path, png, tiny_checkpoint, capsys):
+    out_file = tmp_path / f"report.{fmt}"
+    assert main(["report", str(png), "--model", str(tiny_checkpoint), "--max-new-tokens", "2", "--export", fmt,
+                 "--out", str(out_file)]) == 0
+    data = out_file.read_bytes()
+    if fmt == "fhir":
+        assert json.loads(data)["status"] == "preliminary"
+    elif fmt == "md":
+        assert data.decode().startswith("> **Research and education use only.")
+    else:
+        import pydicom
+
+        assert pydicom.dcmread(out_file).VerificationFlag == "UNVERIFIED"
+
+
+def test_sr_export_needs_an_output_file(png, tiny_checkpoint):
+    result = run_cli("report", png, "--model", tiny_checkpoint, "--export", "sr")
+    assert result.returncode == 2 and "add --out" in result.stderr

@@ -201,3 +201,20 @@ def test_qwen3_vl_prompt_has_no_default_system_message(family_models):
     text = model.engine.processor.apply_chat_template([model.adapter.user_turn("Hi", 1)],
                                                       add_generation_prompt=True, tokenize=False)
     assert text.startswith("<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Hi")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_runs_every_verb_through_the_cli(family_checkpoints, family, tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from cxrlm.cli import main
+
+    image = tmp_path / "cxr.png"
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (200, 160), dtype=np.uint8)).save(image)
+    model = str(family_checkpoints[family])
+    for verb, extra in (("report", []), ("classify", []), ("ground", ["left lung"])):
+        assert main([verb, str(image), *extra, "--model", model, "--json", "--max-new-tokens", "3"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        jsonschema.validate(out, output_schema())
+        assert out["task"] == verb and out["model"] == f"tiny-{family}"

@@ -6,7 +6,7 @@ scheduler thread decodes every running request together, one token per step: req
 boundaries (continuous batching). The decode step calls the family's own decoder (`language_model`) with a cache
 object that writes each row at its own position and a mask that shows each row only its own tokens, so every
 supported family (Qwen2.5-VL, Qwen3-VL, LLaVA-OneVision, Gemma 3) decodes with its own layers and M-RoPE offsets.
-On CUDA the decode step of each batch-size bucket is captured once as a CUDA graph at start-up; nothing is
+On CUDA the decode step of each (batch bucket, attention span) is captured once as a CUDA graph at start-up; nothing is
 compiled on the request path. On CPU the same code runs eagerly.
 
 Not here: batched prefill, paged attention, speculative decoding (each would be the next speed-up), and beam search.
