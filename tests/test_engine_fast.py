@@ -134,7 +134,7 @@ def test_seeded_sampling_repeats_and_differs_from_another_seed(qwen):
     assert ask(1) != ask(2)
 
 
-def test_prompt_longer_than_the_cache_fails_that_request_only(qwen):
+def test_prompt_longer_than_the_cache_is_refused_at_submit(qwen):
     model, fast = qwen
     with pytest.raises(CxrlmError, match="does not fit"):
         fast.generate(_messages(model, PROMPTS[0]), [_image(size=(64, 64))], 500)

@@ -185,3 +185,9 @@ def test_cli_eval_and_compare(manifest, oracle_run, tmp_path, monkeypatch, capsy
     assert capsys.readouterr().err.startswith("error: manifest")
     assert cli.main(["eval"]) == 2
     assert "needs --manifest" in capsys.readouterr().err
+
+
+def test_baselines_never_train_on_evaluated_images(manifest, tmp_path):
+    # --split all evaluates the train records too: the baselines must drop them, or nearest-neighbour finds itself.
+    metrics = run_eval(OracleModel(manifest), EvalConfig(manifest, tmp_path, split=None, **FAST))
+    assert any("left out of the baselines" in note for note in metrics["notes"])

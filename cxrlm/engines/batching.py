@@ -37,8 +37,8 @@ class FastGeneration(Generation):
     """A Generation with the serving timings: queueing before the prefill and time to the first token."""
 
     token_ids: list[int] | None = None  # the new tokens, eos included when the model stopped on it
-    queue_s: float = 0.0
-    first_token_s: float = 0.0  # from submit to the first token
+    queue_s: float = 0.0  # waiting for a free slot, after preprocessing
+    first_token_s: float = 0.0  # from submit to the first token, preprocessing included
 
 
 class Handle(Future):

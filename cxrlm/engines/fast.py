@@ -121,6 +121,8 @@ class FastEngine(HFEngine):
                      if self.repetition_penalty != 1.0 else None)
         self.graphs = {}
         self.lock = threading.Lock()  # one forward at a time: the scheduler's steps and yes_probability
+        self.preprocess_lock = threading.Lock()  # HF fast tokenizers raise "Already borrowed" when shared by threads
+        self.start_lock = threading.Lock()
         self.pending: queue.Queue = queue.Queue()
         self.running: list[_Running] = []
         self.thread = None
@@ -131,11 +133,23 @@ class FastEngine(HFEngine):
     # --- public API ------------------------------------------------------------------------------------------
 
     def submit(self, request: Request) -> Handle:
-        """Queue a request; it joins the running batch at the next token boundary. Thread-safe."""
+        """Queue a request; it joins the running batch at the next token boundary. Thread-safe.
+
+        The chat template and image processing run here, in the caller's thread, so the scheduler only decodes;
+        a request that cannot fit the cache raises CxrlmError here.
+        """
         if self.closed:
             raise RuntimeError("the engine is closed")
+        submitted = time.perf_counter()
+        with self.preprocess_lock:
+            inputs = self._inputs([request.messages], [request.images])
+        length = inputs["input_ids"].shape[1]
+        if length + request.max_new_tokens > self.max_len:
+            raise CxrlmError(f"the prompt ({length} tokens) plus max_new_tokens ({request.max_new_tokens}) does not "
+                             f"fit the fast engine's {self.max_len}-token cache: ask for fewer new tokens, or load "
+                             "the engine with a larger max_len")
         handle = Handle()
-        self.pending.put((request, handle, time.perf_counter()))
+        self.pending.put((request, handle, inputs, submitted, time.perf_counter() - submitted))
         self._start()
         return handle
 
@@ -146,7 +160,7 @@ class FastEngine(HFEngine):
         return self.submit(request).result()
 
     def yes_probability(self, conversations, images) -> list[float]:
-        with self.lock:
+        with self.preprocess_lock, self.lock:
             return super().yes_probability(conversations, images)
 
     def close(self) -> None:
@@ -212,7 +226,7 @@ class FastEngine(HFEngine):
     # --- the scheduler ---------------------------------------------------------------------------------------
 
     def _start(self) -> None:
-        with self.lock:
+        with self.start_lock:
             if self.thread is None:
                 self.thread = threading.Thread(target=self._loop, name="cxrlm-fast-engine", daemon=True)
                 self.thread.start()
@@ -238,24 +252,18 @@ class FastEngine(HFEngine):
             if item is None:
                 return
             block = False
-            request, handle, submitted = item
+            request, handle, inputs, submitted, preprocess_s = item
             if not handle.set_running_or_notify_cancel():
                 continue
             try:
-                self._prefill(request, handle, submitted)
+                self._prefill(request, handle, inputs, submitted, preprocess_s)
             except Exception as err:  # noqa: BLE001 - the request's caller gets it from its future
                 handle.set_exception(err)
 
-    def _prefill(self, request: Request, handle: Handle, submitted: float) -> None:
+    def _prefill(self, request: Request, handle: Handle, inputs, submitted: float, preprocess_s: float) -> None:
         admitted = time.perf_counter()
-        inputs = self._inputs([request.messages], [request.images])
         prompt = inputs["input_ids"][0]
         length = prompt.numel()
-        if length + request.max_new_tokens > self.max_len:
-            raise CxrlmError(f"the prompt ({length} tokens) plus max_new_tokens ({request.max_new_tokens}) does not "
-                             f"fit the fast engine's {self.max_len}-token cache: ask for fewer new tokens, or load "
-                             "the engine with a larger max_len")
-        prepared = time.perf_counter()
         slot = len(self.running)
         with self.lock:
             out = self.model(**inputs, use_cache=True, logits_to_keep=1)
@@ -267,7 +275,7 @@ class FastEngine(HFEngine):
         run = _Running(request, handle, TextStream(self.processor.tokenizer, request.on_text),
                        make_generator(request.seed, self.device), length,
                        int(deltas.flatten()[0]) if deltas is not None else 0, -1, submitted, admitted, 0.0,
-                       prepared - admitted, _input_size(inputs, self.processor))
+                       preprocess_s, _input_size(inputs, self.processor))
         self.running.append(run)
         self._advance([run], out.logits[:, -1], [slot])
 
@@ -333,8 +341,8 @@ class FastEngine(HFEngine):
         now = time.perf_counter()
         run.handle.set_result(FastGeneration(
             text=run.stream.finish(), new_tokens=len(run.stream.tokens), preprocess_s=run.preprocess_s,
-            generate_s=now - run.admitted - run.preprocess_s, input_size=run.input_size, token_ids=run.stream.tokens,
-            queue_s=run.admitted - run.submitted, first_token_s=run.first_token - run.submitted,
+            generate_s=now - run.admitted, input_size=run.input_size, token_ids=run.stream.tokens,
+            queue_s=run.admitted - run.submitted - run.preprocess_s, first_token_s=run.first_token - run.submitted,
         ))
 
 

@@ -289,7 +289,7 @@ def run_eval(model, config: EvalConfig, labeler: Callable | None = None) -> dict
 
     systems, notes = [(MODEL, model)], []
     if config.baselines:
-        baselines, notes = _baselines(config, records)
+        baselines, notes = _baselines(config, records, test)
         systems += [(f"baseline:{b.name}", b) for b in baselines]
     log = PredictionLog(config.out_dir / "predictions.jsonl")
     try:
@@ -367,12 +367,18 @@ def _add_model_metrics(out: dict, rows: Sequence[dict]) -> None:
     out["notes"] += [f"report: {n}" for n in notes]
 
 
-def _baselines(config: EvalConfig, records: Sequence) -> tuple[list, list[str]]:
+def _baselines(config: EvalConfig, records: Sequence, test: Sequence) -> tuple[list, list[str]]:
     if config.train_manifest is not None:
         train = [r for r in read_records(config.train_manifest) if r.split in (None, "train")]
     else:
         train = [r for r in records if r.split == "train"]
+    # A baseline must never see an evaluated image (e.g. --split all): nearest-neighbour would find the item itself.
+    evaluated = {r.image_path for r in test}
+    leaked = [r for r in train if r.image_path in evaluated]
+    train = [r for r in train if r.image_path not in evaluated]
     baselines, notes = build_baselines(train, lambda r: _load_image(r.image_path), progress=config.progress)
+    if leaked:
+        notes.insert(0, f"{len(leaked)} evaluated images were left out of the baselines' training records")
     if not train:
         notes.insert(0, "no training records (split 'train'): only the constant baseline runs; pass --train-manifest")
     return baselines, notes
