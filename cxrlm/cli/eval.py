@@ -7,6 +7,8 @@ See docs/EVALUATION.md for the metrics, the baselines and the run folder's files
 import argparse
 import sys
 
+from cxrlm.cli.model_options import add_model_options, load_model_from_args
+
 TASKS = ("report", "classify", "ground")
 
 
@@ -16,7 +18,7 @@ def register(subparsers) -> None:
         help="evaluate a model on a manifest: metrics with 95%% CIs, baselines, Markdown/HTML report",
         description="Evaluate a model on a manifest, or compare two runs: `cxrlm eval compare RUN_A RUN_B`.",
     )
-    parser.add_argument("--model", help="checkpoint folder (default: $CXRLM_MODEL, else the shipped cxrlm-tiny)")
+    add_model_options(parser)
     parser.add_argument("--manifest", help="manifest JSONL (from `cxrlm data build`)")
     parser.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated subset of {','.join(TASKS)}")
     parser.add_argument("--out", help="run folder; rerunning with the same folder resumes")
@@ -26,8 +28,6 @@ def register(subparsers) -> None:
     parser.add_argument("--limit", type=int, help="score a seeded random subset of N records")
     parser.add_argument("--seed", type=int, default=0, help="seed for --limit, the bootstrap and the model (default 0)")
     parser.add_argument("--max-new-tokens", type=int, help="cap on generated tokens per answer")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 (default: auto)")
-    parser.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU), bf16, fp16, fp32")
     parser.add_argument(
         "--batch-size", type=int, default=8, help="items read (and predicted, if the model batches) together"
     )
@@ -83,9 +83,7 @@ def run_eval(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         progress=not args.quiet,
     )
-    from cxrlm.models import load_model
-
-    model = load_model(args.model, device=args.device, dtype=args.dtype)
+    model = load_model_from_args(args)
     metrics = run(model, config)
     _print_summary(metrics, config.out_dir)
     return 0

@@ -6,6 +6,8 @@ Human-readable by default; `--json` prints the ModelOutput schema (docs/SCHEMA.m
 import argparse
 import sys
 
+from cxrlm.cli.model_options import add_model_options, load_model_from_args
+
 
 def _common(parser: argparse.ArgumentParser, several_images: bool = True) -> None:
     if several_images:
@@ -13,17 +15,10 @@ def _common(parser: argparse.ArgumentParser, several_images: bool = True) -> Non
                             help="PNG, JPEG, TIFF or DICOM; several views of one study may be given")
     else:
         parser.add_argument("images", nargs=1, metavar="IMAGE", help="PNG, JPEG, TIFF or DICOM")
-    parser.add_argument("--model", help="checkpoint folder (default: $CXRLM_MODEL, else the shipped cxrlm-tiny)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 (default: auto)")
-    parser.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU), bf16, fp16, fp32")
-    parser.add_argument("--engine", choices=("hf", "fast", "remote"), default="hf",
-                        help="hf (plain transformers), fast (static KV cache, CUDA graphs), or remote (--model is an "
-                             "OpenAI-compatible server URL such as http://host:8000/v1; a URL picks it by itself)")
+    add_model_options(parser)
     parser.add_argument("--json", action="store_true", help="print the JSON output schema instead of text")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="cap on generated tokens per answer")
     parser.add_argument("--view", default=None, help="view position when the file does not say (PA, AP, LL)")
-    parser.add_argument("--trust-remote-code", action="store_true",
-                        help="let a checkpoint of no built-in family run its own Python code (off by default)")
 
 
 def register(subparsers) -> None:
@@ -53,7 +48,6 @@ def register(subparsers) -> None:
 
 def _load(args):
     from cxrlm.io import load_study
-    from cxrlm.models import load_model
 
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         from cxrlm.errors import ConfigError
@@ -61,8 +55,7 @@ def _load(args):
         raise ConfigError("--max-new-tokens must be at least 1")
     views = [args.view] * len(args.images) if args.view else None
     study = load_study(args.images, view_positions=views)  # read inputs first: a bad file fails fast
-    return load_model(args.model, device=args.device, dtype=args.dtype,
-                      trust_remote_code=args.trust_remote_code, engine=args.engine), study
+    return load_model_from_args(args), study
 
 
 def run_report(args) -> int:

@@ -7,6 +7,8 @@ import argparse
 import os
 from pathlib import Path
 
+from cxrlm.cli.model_options import add_model_options, load_model_from_args
+
 
 def default_data_dir() -> Path:
     return Path(os.environ.get("CXRLM_SERVE_DIR") or Path.home() / ".local" / "share" / "cxrlm" / "serve")
@@ -14,9 +16,7 @@ def default_data_dir() -> Path:
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("serve", help="OpenAI-compatible API, task endpoints and a web viewer")
-    parser.add_argument("--model", help="checkpoint folder (default: $CXRLM_MODEL)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 (default: auto)")
-    parser.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU), bf16, fp16, fp32")
+    add_model_options(parser)
     parser.add_argument("--host", default="127.0.0.1", help="listen address (beyond loopback needs API keys)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--db", help="sqlite:///PATH or postgresql://... (default: sqlite in --data-dir)")
@@ -64,9 +64,7 @@ def run_serve(args: argparse.Namespace) -> int:
     has_keys = store.has_keys()
     check_exposure(args.host, has_keys)  # before the (slow) model load
 
-    from cxrlm.models import load_model
-
-    model = load_model(args.model, device=args.device, dtype=args.dtype)
+    model = load_model_from_args(args)
     settings = ServeSettings(
         max_queue=args.max_queue, timeout_s=args.timeout, max_upload_bytes=int(args.max_upload_mb * 1_000_000),
         max_pixels=args.max_pixels, max_new_tokens=args.max_new_tokens, rate_per_minute=args.rate_limit,
