@@ -112,6 +112,17 @@ def test_yes_probability_is_hf_s(engines):
         hf.yes_probability(conversations, [[_image()]]))
 
 
+def test_predict_batch_through_the_fast_engine_equals_one_by_one_on_hf(engines):
+    from cxrlm.models.base import CxrModel
+    from cxrlm.types import XrayImage
+
+    model, _, fast = engines
+    images = [XrayImage(np.asarray(_image(i).convert("L"))) for i in range(3)]
+    batched = CxrModel(model.name, model.profile, fast).predict_batch(images, "reason", max_new_tokens=12)
+    one_by_one = [model.predict(image, "reason", max_new_tokens=12) for image in images]
+    assert [o.raw_text for o in batched] == [o.raw_text for o in one_by_one]
+
+
 @pytest.fixture(scope="module")
 def qwen(tmp_path_factory):
     from cxrlm.models import load_model

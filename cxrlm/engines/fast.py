@@ -97,6 +97,8 @@ class FastEngine(HFEngine):
     cuda_graphs: capture the decode step per batch bucket (default: on CUDA only).
     """
 
+    concurrent = True  # generate() from many threads: requests join the running batch
+
     def __init__(self, model, processor, device: str, max_batch: int | None = None, max_len: int | None = None,
                  cuda_graphs: bool | None = None):
         import torch

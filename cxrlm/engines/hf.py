@@ -19,6 +19,7 @@ class Generation:
 
 
 class HFEngine:
+    concurrent = False  # generate() may not be called from several threads at once
     def __init__(self, model, processor, device: str):
         self.model = model
         self.processor = processor

@@ -41,6 +41,8 @@ class _Retryable(Exception):
 class RemoteEngine:
     """base_url: the server's OpenAI root, e.g. http://gpu-host:8000/v1; model_name: the served model's id."""
 
+    concurrent = True  # generate() from many threads, up to max_concurrency requests in flight
+
     def __init__(self, base_url: str, model_name: str | None = None, api_key: str | None = None,
                  max_concurrency: int = 8, timeout_s: float = 300.0, retries: int = 4, backoff_s: float = 0.5,
                  input_frame: Callable[[int, int], tuple[int, int]] | None = None):

@@ -5,6 +5,7 @@ The family adapter formats messages, the engine produces text, the parsers turn 
 
 import importlib
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 
 from cxrlm.engines.hf import Generation
@@ -55,6 +56,16 @@ class CxrModel:
             out.reasoning = "\n".join(step.text.strip() for step in steps[:-1]) or None
             out.labels = [Label(name) for name in parsers.parse_labels(out.reasoning or "")[0]]
         return out
+
+    def predict_batch(self, images: list, task: str, *, phrases=None, max_new_tokens=None) -> list[ModelOutput]:
+        """`predict` for many studies; an engine that batches (fast, remote) gets them all at once from threads."""
+        phrases = phrases or [None] * len(images)
+        if not getattr(self.engine, "concurrent", False):
+            return [self.predict(img, task, phrase=p, max_new_tokens=max_new_tokens) for img, p in zip(images, phrases)]
+        with ThreadPoolExecutor(max_workers=len(images) or 1) as pool:
+            futures = [pool.submit(self.predict, img, task, phrase=p, max_new_tokens=max_new_tokens)
+                       for img, p in zip(images, phrases)]
+            return [f.result() for f in futures]
 
     def first_turn(self, prompt: str, study: Study) -> dict:
         """The opening user turn: every image of the study (then the prior's) and what they are, then the question."""
