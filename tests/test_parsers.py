@@ -171,3 +171,8 @@ def test_center_crop_coordinates_map_back_to_the_image():
     assert view_region("image", (240, 300)) is None
     with pytest.raises(ValueError):
         view_region("letterbox", (240, 300))
+
+
+def test_list_of_blank_text_is_empty():
+    assert parsers.parse_list("\n\n \n") == []
+    assert parsers.parse_list(" ., \n") == []

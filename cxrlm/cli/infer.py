@@ -55,11 +55,14 @@ def _load(args):
         raise ConfigError("--max-new-tokens must be at least 1")
     views = [args.view] * len(args.images) if args.view else None
     study = load_study(args.images, view_positions=views)  # read inputs first: a bad file fails fast
+    if getattr(args, "prior", None) or getattr(args, "prior_report", None):
+        _attach_prior(study, args)
     return load_model_from_args(args), study
 
 
 def run_report(args) -> int:
     from cxrlm.chat import Session
+    from cxrlm.prompts.parsers import parse_list
     from cxrlm.prompts.templates import task_prompt
 
     if args.export == "sr" and not args.out:
@@ -67,7 +70,6 @@ def run_report(args) -> int:
 
         raise ConfigError("--export sr writes a binary DICOM file: add --out REPORT.dcm")
     model, study = _load(args)
-    _attach_prior(study, args)
     session = Session(model, study, args.max_new_tokens)
     out = session.reason()
     report = session.ask(task_prompt(model.dialect, "report"), task="report")
@@ -79,6 +81,7 @@ def run_report(args) -> int:
     differentials = None
     if args.export in ("md", "fhir", "sr"):
         differentials = session.ask(task_prompt(model.dialect, "differentials")).raw_text
+        out.differentials = parse_list(differentials)
     if args.show_prompt:
         _show_prompts(session)
     if args.export:

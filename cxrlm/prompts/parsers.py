@@ -139,7 +139,7 @@ def parse_list(text: str) -> list[str]:
     body = _TAG.sub("", text)
     items = [m.group(1).strip() for m in _LIST_ITEM.finditer(body)]
     if not items:
-        items = [part.strip(" .") for part in body.split(",")]
+        items = [part.strip().strip(".").strip() for part in body.split(",")]
     return [item for item in items if item]
 
 
