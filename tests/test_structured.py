@@ -247,3 +247,17 @@ def test_as_structured_accepts_both_and_rejects_others():
     assert isinstance(as_structured(_output()), StructuredReport)
     with pytest.raises(TypeError):
         as_structured({"findings": "x"})
+
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(max_size=120), st.text(max_size=80), st.text(max_size=80))
+def test_any_model_text_gives_a_valid_structured_report(findings, impression, differentials):
+    from cxrlm.structured import build_structured_report
+    from cxrlm.types import ModelOutput
+
+    output = ModelOutput(task="report", model="m", raw_text=findings, findings=findings, impression=impression)
+    build_structured_report(output, differentials_text=differentials)  # validates against its schema
