@@ -3,6 +3,8 @@
 import jsonschema
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cxrlm.structured import (
     NO_COMPARISON,
@@ -248,9 +250,6 @@ def test_as_structured_accepts_both_and_rejects_others():
     with pytest.raises(TypeError):
         as_structured({"findings": "x"})
 
-
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 
 @settings(max_examples=60, deadline=None)
