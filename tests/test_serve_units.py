@@ -145,6 +145,16 @@ def test_worker_runs_one_job_at_a_time_and_refuses_when_full():
     assert not worker.alive
 
 
+def test_worker_with_threads_runs_jobs_together_for_a_batching_engine():
+    worker = ModelWorker(max_queue=4, threads=3)
+    barrier = threading.Barrier(3, timeout=5)  # passes only if three jobs run at the same time
+
+    futures = [worker.submit(Job(lambda job: barrier.wait(), 10)) for _ in range(3)]
+    assert sorted(f.result(5) for f in futures) == [0, 1, 2]
+    worker.stop(5)
+    assert not worker.alive
+
+
 def test_cancel_and_deadline_stop_a_job_at_its_next_text_piece():
     worker = ModelWorker(max_queue=2)
 

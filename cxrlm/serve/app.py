@@ -48,6 +48,7 @@ class ServeSettings:
     require_keys: bool = False
     cors_origins: tuple[str, ...] = ()
     shutdown_grace_s: float = 30.0
+    concurrency: int = 16  # requests run at once when the engine batches them itself (fast, remote); else 1
 
 
 class ApiError(Exception):
@@ -83,7 +84,8 @@ class GroundRequest(TaskRequest):
 
 def create_app(model, store: Store, settings: ServeSettings | None = None, worker: ModelWorker | None = None):
     settings = settings or ServeSettings()
-    worker = worker or ModelWorker(settings.max_queue)
+    threads = settings.concurrency if getattr(model.engine, "concurrent", False) else 1
+    worker = worker or ModelWorker(settings.max_queue, threads=threads)
     limiter = RateLimiter(settings.rate_per_minute)
 
     @asynccontextmanager

@@ -1,4 +1,5 @@
-"""One model, one thread: jobs wait in a bounded queue and run one at a time, so the model is never shared.
+"""One model behind a bounded queue. With the plain engine one thread runs jobs one at a time, so the model is never
+shared; an engine that batches concurrent requests itself (`engine.concurrent`: fast, remote) gets several threads.
 
 A job is a function of a `Job` (its cancel flag, deadline and text sink). Streaming models call `job.emit(text)`
 for every piece; `emit` raises `Cancelled` once the client has gone or the deadline has passed, which unwinds
@@ -54,21 +55,24 @@ class Job:
 
 
 class ModelWorker:
-    def __init__(self, max_queue: int = 8):
+    def __init__(self, max_queue: int = 8, threads: int = 1):
         self._jobs: queue.Queue[Job | None] = queue.Queue(maxsize=max_queue)
-        self._thread = threading.Thread(target=self._run, name="cxrlm-model", daemon=True)
-        self._busy = threading.Event()
+        self._threads = [threading.Thread(target=self._run, name=f"cxrlm-model-{i}", daemon=True)
+                         for i in range(threads)]
+        self._running = 0
+        self._lock = threading.Lock()
         self._mean_s = 5.0  # running mean of job time, for Retry-After
         self._stopping = False
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     @property
     def alive(self) -> bool:
-        return self._thread.is_alive() and not self._stopping
+        return all(t.is_alive() for t in self._threads) and not self._stopping
 
     @property
     def depth(self) -> int:
-        return self._jobs.qsize() + int(self._busy.is_set())
+        return self._jobs.qsize() + self._running
 
     def submit(self, job: Job) -> Future:
         if self._stopping:
@@ -89,14 +93,18 @@ class ModelWorker:
                 break
             if job is not None:
                 job.future.set_exception(Cancelled("cancelled"))
-        self._jobs.put(None)
-        self._thread.join(grace_s)
+        deadline = time.monotonic() + grace_s
+        for _ in self._threads:
+            self._jobs.put(None)
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def _run(self) -> None:
         while (job := self._jobs.get()) is not None:
             if not job.future.set_running_or_notify_cancel():
                 continue
-            self._busy.set()
+            with self._lock:
+                self._running += 1
             start = time.monotonic()
             try:
                 job.check()  # cancelled or expired while queued: do not start it
@@ -104,5 +112,6 @@ class ModelWorker:
             except BaseException as err:  # noqa: BLE001 - handed to the waiting request, which reports it
                 job.future.set_exception(err)
             finally:
-                self._busy.clear()
+                with self._lock:
+                    self._running -= 1
                 self._mean_s = 0.8 * self._mean_s + 0.2 * (time.monotonic() - start)
