@@ -162,7 +162,7 @@ def test_cli_eval_and_compare(manifest, oracle_run, tmp_path, monkeypatch, capsy
     from cxrlm import cli
 
     monkeypatch.setattr(cli, "VERB_MODULES", ("cxrlm.cli.eval",))
-    monkeypatch.setattr(cxrlm.models, "load_model", lambda path, device="auto", dtype="auto": DimModel())
+    monkeypatch.setattr(cxrlm.models, "load_model", lambda path, **options: DimModel())
     code = cli.main(
         [
             "eval",
