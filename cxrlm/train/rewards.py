@@ -282,23 +282,17 @@ def report_ce_f1_reward(completions, tasks: Sequence[str] | None = REPORT_TASKS,
 # ---------------------------------------------------------------- short answers
 
 
-def _normalise_answer(text: str) -> str:
-    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
-
-
 def answer_match_reward(completions, tasks: Sequence[str] | None = ANSWER_TASKS, **columns) -> list[float | None]:
-    """1 when the answer matches the `answer` column: yes/no by meaning (`parsers.parse_yes_no`), other answers
-    by normalised text (case, punctuation and spacing ignored); else 0."""
+    """1 when the answer matches the `answer` column as `cxrlm.metrics.vqa.answer_matches` scores VQA (yes/no by
+    meaning, other answers by normalised text); else 0."""
+    from cxrlm.metrics.vqa import answer_matches
+
     references = columns.get("answer")
 
     def score(i: int, text: str) -> float | None:
         if references is None or not references[i]:
             return None
-        answer = parsers.split_reasoning(text).answer
-        expected = parsers.parse_yes_no(references[i])
-        if expected is not None:
-            return float(parsers.parse_yes_no(answer) == expected)
-        return float(bool(answer) and _normalise_answer(answer) == _normalise_answer(references[i]))
+        return float(answer_matches(references[i], parsers.split_reasoning(text).answer))
 
     return _scored(completions, columns, tasks, score)
 

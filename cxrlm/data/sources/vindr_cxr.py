@@ -21,19 +21,12 @@ from pathlib import Path
 
 from cxrlm.data.manifest import ManifestRecord, empty_labels, make_box
 from cxrlm.data.sources.common import existing_image, read_csv, require_file
+from cxrlm.metrics.boxes import iou
 from cxrlm.pathologies import VINDR_TO_CHEXPERT
 
 IOU_THRESHOLD = 0.4
 SPLITS = ("train", "test")
 NO_FINDING = "No finding"
-
-
-def iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def fuse_boxes(boxes: list[tuple[str, list[float]]], threshold: float = IOU_THRESHOLD) -> list[tuple[list[float], int]]:
