@@ -94,20 +94,20 @@ def _input_size(inputs, processor) -> tuple[int, int] | None:
 
 
 class _CallbackStreamer:
-    """Decodes new tokens incrementally and hands complete text pieces to a callback."""
+    """transformers' streamer protocol (put/end) over the fast engine's TextStream; the first put is the prompt."""
 
     def __init__(self, tokenizer, on_text: Callable[[str], None]):
-        from transformers import TextStreamer
+        from cxrlm.engines.batching import TextStream  # batching imports this module
 
-        class Streamer(TextStreamer):
-            def on_finalized_text(self, text: str, stream_end: bool = False):
-                if text:
-                    on_text(text)
-
-        self._streamer = Streamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        self._stream = TextStream(tokenizer, on_text)
+        self._prompt_done = False
 
     def put(self, value):
-        self._streamer.put(value)
+        if not self._prompt_done:
+            self._prompt_done = True
+            return
+        for token in value.reshape(-1).tolist():
+            self._stream.push(token)
 
     def end(self):
-        self._streamer.end()
+        self._stream.finish()
