@@ -69,6 +69,23 @@ CHEXPERT_TO_NIH = {
 
 VOCABULARIES = {"chexpert14": CHEXPERT14, "nih14": NIH14}
 
+# What `classify` scores: CheXpert-14, then the NIH-14 names CheXpert lacks, so NIH data is scored in its own words.
+CLASSIFY_LABELS = (*CHEXPERT14, *(name for name in NIH14 if name not in CHEXPERT14))
+
+
+def label_phrase(name: str) -> str:
+    """How a label is asked about in a question: "Pleural_Thickening" -> "pleural thickening"."""
+    return name.replace("_", " ").lower()
+
+
+def reference_labels(labels: dict, source_labels: dict) -> dict[str, int | None]:
+    """A record's truth over CLASSIFY_LABELS: its CheXpert labels, and the NIH-only names from NIH source labels."""
+    out = {name: labels.get(name) for name in CHEXPERT14}
+    for name in CLASSIFY_LABELS[len(CHEXPERT14):]:
+        value = source_labels.get(name)
+        out[name] = int(value) if value in (0, 1) else None
+    return out
+
 # Free-text spellings that models and reports use for a canonical CheXpert label.
 CHEXPERT_ALIASES = {
     "no finding": "No Finding",

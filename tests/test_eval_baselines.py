@@ -5,7 +5,7 @@ import pytest
 
 from cxrlm.data.manifest import ManifestRecord
 from cxrlm.eval import baselines as BL
-from cxrlm.pathologies import CHEXPERT14
+from cxrlm.pathologies import CLASSIFY_LABELS
 from cxrlm.types import XrayImage
 
 
@@ -95,7 +95,7 @@ def test_constant_normal():
     report = BL.ConstantNormal().predict(image, "report")
     assert report.impression == BL.NORMAL_IMPRESSION and "lungs are clear" in report.findings
     probs = BL.ConstantNormal().predict(image, "classify").probabilities
-    assert probs["No Finding"] == 1.0 and sum(probs.values()) == 1.0 and set(probs) == set(CHEXPERT14)
+    assert probs["No Finding"] == 1.0 and sum(probs.values()) == 1.0 and set(probs) == set(CLASSIFY_LABELS)
 
 
 def test_build_baselines_without_training_data_says_why():

@@ -13,7 +13,7 @@ from cxrlm.models import load_model
 from cxrlm.models.base import CxrModel
 from cxrlm.models.profiles import PROFILES, resolve_profile
 from cxrlm.models.remote_code import IMAGE_TEXT, flatten
-from cxrlm.pathologies import CHEXPERT14
+from cxrlm.pathologies import CLASSIFY_LABELS
 from cxrlm.types import output_schema
 
 FAMILIES = {"llava_onevision": "radvlm", "gemma3": "medgemma", "qwen3_vl": "qwen3-vl"}
@@ -52,7 +52,7 @@ def test_every_family_and_task_returns_schema_valid_output(family_models, xray, 
     jsonschema.validate(json.loads(out.to_json()), output_schema())
     assert out.task == task and out.image_size == (240, 300) and out.model == f"tiny-{family}"
     if task == "classify":
-        assert list(out.probabilities) == list(CHEXPERT14)
+        assert list(out.probabilities) == list(CLASSIFY_LABELS)
         assert len(set(out.probabilities.values())) > 1  # the question really differs per label
     else:
         assert out.timings.new_tokens >= 1

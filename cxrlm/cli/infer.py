@@ -36,8 +36,11 @@ def register(subparsers) -> None:
     _common(chat)
     chat.set_defaults(run=run_chat)
 
-    classify = subparsers.add_parser("classify", help="a probability for each CheXpert-14 label")
+    classify = subparsers.add_parser("classify", help="a probability for each CheXpert-14 and NIH-14 label")
     _common(classify)
+    classify.add_argument("--labels", metavar="NAMES",
+                          help="comma-separated CheXpert or NIH names to score, e.g. 'Effusion,Pleural Effusion' "
+                               "(default: all CheXpert-14 and NIH-14 labels)")
     classify.set_defaults(run=run_classify)
 
     ground = subparsers.add_parser("ground", help="a bounding box for a phrase, e.g. 'right lung'")
@@ -134,9 +137,26 @@ def _write_export(out, study, differentials, args) -> None:
 
 
 def run_classify(args) -> int:
+    labels = _label_names(args.labels) if args.labels else None  # a bad name fails before the model loads
     model, study = _load(args)
-    _emit(model.predict(study, "classify"), args.json)
+    _emit(model.predict(study, "classify", labels=labels), args.json)
     return 0
+
+
+def _label_names(text: str) -> tuple[str, ...]:
+    from cxrlm.errors import InputError
+    from cxrlm.pathologies import CLASSIFY_LABELS, canonical_name
+
+    names = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        try:
+            names.append(canonical_name(item))
+        except KeyError:
+            raise InputError(f"--labels: {item!r} is not a CheXpert-14 or NIH-14 name; known: "
+                             f"{', '.join(CLASSIFY_LABELS)}") from None
+    if not names:
+        raise InputError("--labels is empty: name at least one label, e.g. --labels Cardiomegaly")
+    return tuple(dict.fromkeys(names))
 
 
 def run_ground(args) -> int:

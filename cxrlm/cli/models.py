@@ -1,6 +1,7 @@
-"""`cxrlm models`: list the default and known checkpoints; `cxrlm models tiny DIR`: build a random test checkpoint."""
+"""`cxrlm models`: list the default, $CXRLM_MODEL and $CXRLM_MODELS checkpoints and the profiles; `cxrlm models tiny DIR`: build a random test checkpoint."""
 
 import argparse
+from pathlib import Path
 
 
 def register(subparsers) -> None:
@@ -21,10 +22,15 @@ def list_models(args: argparse.Namespace) -> int:
     from cxrlm.models import DEFAULT_MODEL_DIR
     from cxrlm.models.profiles import PROFILES
 
-    shipped = (DEFAULT_MODEL_DIR / "config.json").is_file()
-    print(f"default: {DEFAULT_MODEL_DIR} ({'installed' if shipped else 'not installed'})")
+    print(f"default: {_describe(DEFAULT_MODEL_DIR)}")
     if os.environ.get("CXRLM_MODEL"):
-        print(f"$CXRLM_MODEL: {os.environ['CXRLM_MODEL']} (used when --model is not given)")
+        print(f"$CXRLM_MODEL (used when --model is not given): {_describe(Path(os.environ['CXRLM_MODEL']))}")
+    local = [d for root in filter(None, os.environ.get("CXRLM_MODELS", "").split(os.pathsep))
+             for d in _checkpoints(Path(root))]
+    if local:
+        print("local checkpoints ($CXRLM_MODELS):")
+        for folder in local:
+            print(f"  {_describe(folder)}")
     print("profiles (matched by config.json model_type, or named in the folder's cxrlm.json):")
     for p in PROFILES.values():
         print(f"  {p.name:<16} family={p.family} model_type={','.join(p.model_types)} dialect={p.dialect} "
@@ -32,9 +38,28 @@ def list_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_tiny(args: argparse.Namespace) -> int:
-    from pathlib import Path
+def _checkpoints(root: Path) -> list[Path]:
+    """`root` itself if it is a checkpoint folder, else its sub-folders that are."""
+    if (root / "config.json").is_file():
+        return [root]
+    return sorted(d for d in root.glob("*") if (d / "config.json").is_file()) if root.is_dir() else []
 
+
+def _describe(folder: Path) -> str:
+    from cxrlm.errors import CxrlmError
+    from cxrlm.models.profiles import resolve_profile
+
+    if not (folder / "config.json").is_file():
+        return f"{folder} (not installed)"
+    try:
+        profile = resolve_profile(folder).name
+    except CxrlmError as err:
+        profile = f"unusable: {err}"
+    size = sum(f.stat().st_size for f in folder.glob("*.safetensors")) / 1e6
+    return f"{folder} (profile {profile}, {size:.0f} MB of weights)"
+
+
+def build_tiny(args: argparse.Namespace) -> int:
     from cxrlm.errors import ConfigError
     from cxrlm.models.tiny import build_tiny_checkpoint
     from cxrlm.models.tiny_families import BUILDERS

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from cxrlm.pathologies import CHEXPERT14, normalize_label
+from cxrlm.pathologies import CLASSIFY_LABELS, normalize_label, reference_labels
 from cxrlm.types import Box, Label, ModelOutput, XrayImage
 
 NORMAL_FINDINGS = (
@@ -54,7 +54,7 @@ class ConstantNormal:
     def predict(self, image: XrayImage, task: str, *, phrase=None, max_new_tokens=None) -> ModelOutput:
         if task == "report":
             return _output(self.name, task, image, findings=NORMAL_FINDINGS, impression=NORMAL_IMPRESSION)
-        return _label_output(self.name, image, {n: float(n == "No Finding") for n in CHEXPERT14})
+        return _label_output(self.name, image, {n: float(n == "No Finding") for n in CLASSIFY_LABELS})
 
 
 class LabelPrior:
@@ -90,8 +90,9 @@ class NearestNeighbour:
             return _output(self.name, task, image, findings=report.get("findings"), impression=report.get("impression"))
         if task == "report":
             return _output(self.name, task, image)
-        labels = self.neighbour(image).labels
-        probs = {n: float(labels[n]) if labels.get(n) in (0, 1) else self.prevalence[n] for n in CHEXPERT14}
+        neighbour = self.neighbour(image)
+        labels = reference_labels(neighbour.labels, neighbour.source_labels)
+        probs = {n: float(labels[n]) if labels.get(n) in (0, 1) else self.prevalence[n] for n in CLASSIFY_LABELS}
         return _label_output(self.name, image, probs)
 
 
@@ -126,8 +127,9 @@ def thumbnail_embedding(pixels: np.ndarray) -> np.ndarray:
 def label_prevalence(records: Sequence) -> dict[str, float]:
     """Fraction positive among the records where each label is known (1 or 0); 0 where none is known."""
     out = {}
-    for name in CHEXPERT14:
-        known = [r.labels.get(name) for r in records if r.labels.get(name) in (0, 1)]
+    truth = [reference_labels(r.labels, r.source_labels) for r in records]
+    for name in CLASSIFY_LABELS:
+        known = [t[name] for t in truth if t[name] in (0, 1)]
         out[name] = float(np.mean(known)) if known else 0.0
     return out
 
@@ -153,7 +155,8 @@ def build_baselines(train_records: Sequence, load_image, progress: bool = True) 
     """The baselines the training records allow, and notes on those left out. `load_image(record) -> XrayImage`."""
     notes = []
     baselines: list = [ConstantNormal()]
-    labelled = [r for r in train_records if any(r.labels.get(n) in (0, 1) for n in CHEXPERT14)]
+    labelled = [r for r in train_records
+                if any(v in (0, 1) for v in reference_labels(r.labels, r.source_labels).values())]
     prevalence = label_prevalence(labelled)
     if labelled:
         baselines.append(LabelPrior(prevalence))

@@ -20,7 +20,7 @@ import numpy as np
 from cxrlm import DISCLAIMER
 from cxrlm.eval.scoring import TASKS, classify_matrices
 from cxrlm.metrics.labels import roc_curve
-from cxrlm.pathologies import CHEXPERT14
+from cxrlm.pathologies import CLASSIFY_LABELS
 
 N_SAMPLES = 6
 SAMPLE_WIDTH = 320
@@ -213,7 +213,7 @@ def _plots(metrics: dict, rows: Sequence[dict]) -> dict:
 def _roc_png(plt, rows: Sequence[dict]) -> bytes:
     truth, score = classify_matrices(rows)
     fig, ax = plt.subplots(figsize=(6.5, 5.5), dpi=90)
-    for j, name in enumerate(CHEXPERT14):
+    for j, name in enumerate(CLASSIFY_LABELS):
         fpr, tpr, _ = roc_curve(truth[:, j], score[:, j])
         if len(fpr):
             ax.plot(fpr, tpr, lw=1.2, label=name)
@@ -230,15 +230,15 @@ def _bars_png(plt, metrics: dict) -> bytes:
         if table:
             systems[name] = table
     fig, axes = plt.subplots(1, 2, figsize=(11, 5), dpi=90, sharey=True)
-    y = np.arange(len(CHEXPERT14))
+    y = np.arange(len(CLASSIFY_LABELS))
     height = 0.8 / max(len(systems), 1)
     for k, (system, table) in enumerate(systems.items()):
         for ax, key in zip(axes, ("auroc", "f1")):
-            values = [table.get(n, {}).get(key) for n in CHEXPERT14]
+            values = [table.get(n, {}).get(key) for n in CLASSIFY_LABELS]
             ax.barh(y + k * height, [v if v is not None else 0 for v in values], height, label=system)
     for ax, title in zip(axes, ("AUROC per label", "F1 per label (threshold 0.5)")):
         ax.set(title=title, xlim=(0, 1))
-        ax.set_yticks(y + 0.4 - height / 2, CHEXPERT14, fontsize=7)
+        ax.set_yticks(y + 0.4 - height / 2, CLASSIFY_LABELS, fontsize=7)
         ax.invert_yaxis()
     axes[1].legend(fontsize=7, loc="lower right")
     fig.tight_layout()

@@ -34,7 +34,7 @@ from cxrlm import DISCLAIMER, __version__
 from cxrlm.errors import ConfigError, InputError
 from cxrlm.eval import scoring
 from cxrlm.eval.baselines import build_baselines, report_text
-from cxrlm.pathologies import CHEXPERT14
+from cxrlm.pathologies import CLASSIFY_LABELS, reference_labels
 
 TASKS = scoring.TASKS
 MODEL = "model"  # the system name of the evaluated model in predictions.jsonl; baselines are "baseline:<name>"
@@ -122,8 +122,8 @@ def work_items(task: str, records: Sequence) -> list[WorkItem]:
         if task == "report" and report_text(record.report):
             reference = {"text": report_text(record.report), "synthetic": bool(record.report_is_synthetic)}
             items.append(WorkItem(task, rid, record, path, reference))
-        elif task == "classify" and any(record.labels.get(n) in (0, 1) for n in CHEXPERT14):
-            items.append(WorkItem(task, rid, record, path, {"labels": dict(record.labels)}))
+        elif task == "classify" and any(v in (0, 1) for v in reference_labels(record.labels, record.source_labels).values()):
+            items.append(WorkItem(task, rid, record, path, {"labels": reference_labels(record.labels, record.source_labels)}))
         elif task == "ground":
             for label in sorted({b["label"] for b in record.boxes}):
                 refs = [list(b["xyxy"]) for b in record.boxes if b["label"] == label]
@@ -193,7 +193,7 @@ def prediction_fields(task: str, output) -> dict:
         }
     if task == "classify":
         present = {label.name for label in output.labels if label.present}
-        probs = {n: output.probabilities.get(n) for n in CHEXPERT14}
+        probs = {n: output.probabilities.get(n) for n in CLASSIFY_LABELS}
         # a model that answered labels without scores: a named label counts as 1, an unnamed one as 0
         return {"probabilities": {n: float(p) if p is not None else float(n in present) for n, p in probs.items()}}
     return {"boxes": [{"label": b.label, "xyxy": list(b.xyxy), "score": b.score} for b in output.boxes]}

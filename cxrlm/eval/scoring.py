@@ -22,15 +22,16 @@ from functools import lru_cache
 import numpy as np
 
 from cxrlm.metrics import bootstrap, boxes, labels, text
-from cxrlm.pathologies import CHEXPERT14
+from cxrlm.pathologies import CLASSIFY_LABELS, NIH14
 
 TASKS = ("report", "classify", "ground")
 # The metrics a model is compared on against baselines and other runs, per task.
 PRIMARY = {
     "report": ("bleu4", "rouge_l", "cider_d", "ce_f1_micro_14", "ce_f1_micro_5"),
-    "classify": ("macro_auroc", "macro_f1"),
+    "classify": ("macro_auroc_nih", "macro_auroc", "macro_f1"),
     "ground": ("mean_iou", "hit_rate_50", "map50"),
 }
+MIN_POSITIVES = 10  # a label enters macro_auroc_nih with this many positive items
 CE_KEYS = ("ce_f1_micro_14", "ce_f1_macro_14", "ce_f1_micro_5", "ce_f1_macro_5")
 
 
@@ -65,7 +66,10 @@ def report_specs(rows: Sequence[dict], labeler: Callable | None = None) -> list[
 
 def classify_specs(rows: Sequence[dict]) -> list[MetricSpec]:
     truth, score = classify_matrices(rows)
-    return [
+    # The NIH-14 labels with at least MIN_POSITIVES positives here (the model card's rule), fixed before resampling.
+    nih = [j for j, name in enumerate(CLASSIFY_LABELS) if name in NIH14 and np.sum(truth[:, j] == 1) >= MIN_POSITIVES]
+    specs = [MetricSpec("macro_auroc_nih", labels.macro_auroc, (truth[:, nih], score[:, nih]))] if nih else []
+    return specs + [
         MetricSpec("macro_auroc", labels.macro_auroc, (truth, score)),
         MetricSpec("micro_auroc", _micro_auroc, (truth, score)),
         MetricSpec("macro_f1", labels.macro_f1, (truth, score)),
@@ -153,6 +157,7 @@ def compare_task(
             specs_a[name].fn, specs_a[name].columns, specs_b[name].columns, n_resamples=n_resamples, seed=seed
         ).to_dict()
         for name in wanted
+        if name in specs_a and name in specs_b  # macro_auroc_nih exists only where NIH labels are scored
     }
 
 
@@ -169,8 +174,8 @@ def item_key(row: dict) -> tuple[str, str | None]:
 
 
 def classify_matrices(rows: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
-    truth = labels.label_matrix([r["reference"]["labels"] for r in rows], CHEXPERT14)
-    score = labels.label_matrix([r["prediction"]["probabilities"] for r in rows], CHEXPERT14)
+    truth = labels.label_matrix([r["reference"]["labels"] for r in rows], CLASSIFY_LABELS)
+    score = labels.label_matrix([r["prediction"]["probabilities"] for r in rows], CLASSIFY_LABELS)
     return truth, score
 
 
@@ -238,8 +243,8 @@ def _report_extras(rows: Sequence[dict], result: TaskScores, meteor: bool) -> No
 
 def _classify_per_label(rows: Sequence[dict], n_resamples: int, seed: int) -> dict[str, dict]:
     truth, score = classify_matrices(rows)
-    table = labels.classification_metrics(truth, score, CHEXPERT14)["per_label"]
-    for j, name in enumerate(CHEXPERT14):
+    table = labels.classification_metrics(truth, score, CLASSIFY_LABELS)["per_label"]
+    for j, name in enumerate(CLASSIFY_LABELS):
         if table[name]["n"] and not math.isnan(table[name]["auroc"]):
             ci = bootstrap.bootstrap_ci(labels.auroc, truth[:, j], score[:, j], n_resamples=n_resamples, seed=seed)
             table[name]["auroc_ci"] = [ci.ci_low, ci.ci_high]

@@ -5,13 +5,13 @@ The family adapter formats messages, the engine produces text, the parsers turn 
 
 import importlib
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from cxrlm.engines.hf import Generation
 from cxrlm.models.frames import view_region
 from cxrlm.models.profiles import ModelProfile
-from cxrlm.pathologies import CHEXPERT14
+from cxrlm.pathologies import CHEXPERT14, CLASSIFY_LABELS, label_phrase
 from cxrlm.prompts import parsers
 from cxrlm.prompts.templates import DIALECTS, task_prompt
 from cxrlm.types import Label, ModelOutput, Study, Timings, XrayImage
@@ -38,10 +38,11 @@ class CxrModel:
         phrase: str | None = None,
         max_new_tokens: int | None = None,
         on_text: Callable[[str], None] | None = None,
+        labels: tuple[str, ...] | None = None,
     ) -> ModelOutput:
         study = image if isinstance(image, Study) else Study(images=[image])
         if task == "classify":
-            return self.classify(study)
+            return self.classify(study, labels or CLASSIFY_LABELS)
         if task not in ("reason", "report", "ground"):
             raise ValueError(f"unknown task {task!r}")
         # A dialect may ask earlier questions first, in the same conversation (M4CXR: findings, then the report).
@@ -114,22 +115,24 @@ class CxrModel:
             out.warnings.append("the model gave no box")
         return out
 
-    def classify(self, study: Study) -> ModelOutput:
-        """A probability per CheXpert-14 label: the likelihood of "yes" to a per-label question, in one batch."""
+    def classify(self, study: Study, labels: tuple[str, ...] = CLASSIFY_LABELS) -> ModelOutput:
+        """A probability per label (CheXpert-14 and the NIH-only names by default): the likelihood of "yes" to a
+        per-label question, in one batch."""
         start = time.perf_counter()
         images = [img.to_pil() for img in study_images(study)]
         question = self.dialect.classify_question
         conversations = [
-            self._with_system([self.first_turn(question.format(label=name.lower()), study)]) for name in CHEXPERT14
+            self._with_system([self.first_turn(question.format(label=label_phrase(name)), study)]) for name in labels
         ]
         probs = self.engine.yes_probability(conversations, [images] * len(conversations))
-        probabilities = {name: round(p, 4) for name, p in zip(CHEXPERT14, probs, strict=True)}
+        probabilities = {name: round(p, 4) for name, p in zip(labels, probs, strict=True)}
         image = study.images[0]
         return ModelOutput(
             task="classify",
             model=self.name,
             raw_text="",
-            labels=[Label(name, p, present=p >= 0.5) for name, p in probabilities.items()],
+            # `labels` stays in the schema's CheXpert-14 vocabulary; `probabilities` has every label asked about.
+            labels=[Label(name, p, present=p >= 0.5) for name, p in probabilities.items() if name in CHEXPERT14],
             probabilities=probabilities,
             image_size=image.size,
             timings=Timings(self.load_s, None, time.perf_counter() - start, None),

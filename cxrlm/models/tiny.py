@@ -64,6 +64,11 @@ SEED_CORPUS = (
     ", ".join(NIH14),
 )
 
+# Qwen2's pre-tokenizer: words, single digits (so box coordinates are spelled digit by digit), punctuation runs.
+QWEN2_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
 TINY_TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2)
 TINY_VISION = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, fullatt_block_indexes=[1])
@@ -80,11 +85,14 @@ def train_tokenizer(
     `special_tokens` starts with the pad/end-of-text token; other Qwen2-based families (LLaVA-OneVision, Qwen3-VL)
     pass their own list and chat template.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import Qwen2Tokenizer
 
     bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -105,14 +113,14 @@ def train_tokenizer(
     )
 
 
-def build_processor(tokenizer, min_pixels: int = 56 * 56, max_pixels: int = 448 * 448):
-    """Qwen2.5-VL processor. Visual tokens are about H*W/28^2, so `max_pixels` sets the image token budget."""
+def build_processor(tokenizer, min_pixels: int = 56 * 56, max_pixels: int = 448 * 448, patch_size: int = 14):
+    """Qwen2.5-VL processor. Visual tokens are about H*W/(2*patch_size)^2: `max_pixels` sets the token budget."""
     from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
 
     size = {"shortest_edge": min_pixels, "longest_edge": max_pixels}
     return Qwen2_5_VLProcessor(
-        image_processor=Qwen2VLImageProcessor(size=size),
-        video_processor=Qwen2VLVideoProcessor(size=size),
+        image_processor=Qwen2VLImageProcessor(size=size, patch_size=patch_size),
+        video_processor=Qwen2VLVideoProcessor(size=size, patch_size=patch_size),
         tokenizer=tokenizer,
         chat_template=CHAT_TEMPLATE,
     )
@@ -154,6 +162,7 @@ def build_tiny_checkpoint(
     text: dict | None = None,
     vision: dict | None = None,
     max_pixels: int = 448 * 448,
+    patch_size: int = 14,
     seed: int = 0,
 ) -> Path:
     """Write a random-weight Qwen2.5-VL checkpoint folder (the layout NV-Reason-CXR-3B ships) and return it."""
@@ -165,8 +174,8 @@ def build_tiny_checkpoint(
 
     out_dir = Path(out_dir)
     tokenizer = train_tokenizer(corpus, vocab_size)
-    processor = build_processor(tokenizer, max_pixels=max_pixels)
-    config = build_config(tokenizer, text, vision)
+    processor = build_processor(tokenizer, max_pixels=max_pixels, patch_size=patch_size)
+    config = build_config(tokenizer, text, {"patch_size": patch_size, **(vision or {})})
     torch.manual_seed(seed)
     model = Qwen2_5_VLForConditionalGeneration(config)
     model.generation_config = GenerationConfig(

@@ -42,7 +42,42 @@ def load_for_training(recipe: TrainRecipe):
         if visual is None:
             raise ConfigError(f"freeze_vision=true, but {model_dir} has no vision tower named `visual`")
         visual.requires_grad_(False)
+        if recipe.cache_vision:
+            cache_vision_tokens(visual)
     return model, processor
+
+
+def cache_vision_tokens(visual) -> None:
+    """Compute each image's tokens once: a frozen tower gives the same output for the same pixels, and SFT sees
+    each image in many rows (one per question). Keyed by a hash of the image's patches and grid; one process."""
+    import hashlib
+
+    import torch
+
+    cache, original, shape = {}, visual.forward, {}
+
+    def forward(hidden_states, grid_thw, **kwargs):
+        merge = visual.spatial_merge_size**2
+        pieces = hidden_states.split(grid_thw.prod(-1).tolist())
+        keys = [hashlib.blake2b(p.detach().float().cpu().numpy().tobytes() + bytes(str(g.tolist()), "ascii"),
+                                digest_size=16).digest() for p, g in zip(pieces, grid_thw)]
+        missing = [i for i, k in enumerate(keys) if k not in cache]
+        if missing or not shape:
+            with torch.no_grad():
+                out = original(torch.cat([pieces[i] for i in missing or [0]]), grid_thw=grid_thw[missing or [0]],
+                               **kwargs)
+            tokens = out if isinstance(out, torch.Tensor) else out.pooler_output
+            sizes = (grid_thw[missing or [0]].prod(-1) // merge).tolist()
+            cache.update({keys[i]: t for i, t in zip(missing or [0], tokens.split(sizes))})
+            shape["out"] = out
+        merged = torch.cat([cache[k] for k in keys])
+        out = shape["out"]
+        if isinstance(out, torch.Tensor):
+            return merged
+        out.pooler_output, out.last_hidden_state = merged, None
+        return out
+
+    visual.forward = forward
 
 
 def _four_bit_config(dtype):

@@ -29,6 +29,7 @@ class TrainRecipe:
     model: str = ""  # checkpoint folder to start from (Qwen2.5-VL layout, e.g. NV-Reason-CXR-3B or cxrlm-tiny)
     dtype: str = "auto"  # auto = bfloat16 on a GPU, float32 on CPU
     freeze_vision: bool = False  # keep the vision tower fixed (trains only the projector and language model)
+    cache_vision: bool = False  # with freeze_vision: compute each image's vision tokens once (single process)
     min_pixels: int = 56 * 56  # image token budget: Qwen2.5-VL spends about H*W/28^2 tokens per image
     max_pixels: int = 448 * 448
 
@@ -77,6 +78,7 @@ class TrainRecipe:
         _check(self.max_steps > 0 or self.num_train_epochs > 0, "set max_steps > 0 or num_train_epochs > 0")
         _check(self.per_device_train_batch_size >= 1, "per_device_train_batch_size must be >= 1")
         _check(self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps must be >= 1")
+        _check(self.freeze_vision or not self.cache_vision, "cache_vision needs freeze_vision=true")
         _check(0 < self.min_pixels <= self.max_pixels, "need 0 < min_pixels <= max_pixels")
         _check(self.max_samples is None or self.max_samples > 0, "max_samples must be > 0 (or null for all rows)")
         _check(not self.load_in_4bit or self.use_peft, "load_in_4bit (QLoRA) trains adapters only: set use_peft=true")

@@ -1,0 +1,302 @@
+"""The cxrlm-tiny recipe, end to end: data, tokenizer, architecture, encoder pretraining, SFT, GRPO.
+
+    python -m cxrlm.train.tiny_recipe --data ../shared/data --work runs/tiny-train --out weights/cxrlm-tiny
+
+Every stage is the project's own code: manifests from `cxrlm.data.sources` (patient-level split, 20% validation
+kept out of every stage), the instruction builder's synthetic `<think>` reviews and reports, `cxrlm.models.tiny`
+for the Qwen2.5-VL folder, `cxrlm.train.encoder` for the vision tower, then `cxrlm.train.sft` and
+`cxrlm.train.grpo` (TRL). The prompts are the nv-reason dialect's exact words, the ones `cxrlm` asks at inference.
+Augmented copies of the training images (random resized crop, brightness/contrast) are written under --work so
+the text stages see more than the 75 boxed lungs. Nothing from ../shared/data is copied into the repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from cxrlm.data.instructions import (
+    Context,
+    InstructionConfig,
+    Turn,
+    format_box,
+    load_templates,
+    messages,
+    reason_turn,
+    report_turn,
+)
+from cxrlm.data.manifest import ManifestRecord
+from cxrlm.pathologies import CHEXPERT14, CLASSIFY_LABELS, NIH14, label_phrase
+from cxrlm.prompts.templates import NV_REASON
+from cxrlm.train.encoder import BOX_LABELS, EncoderConfig, Item, augment, pretrain
+
+VAL_FRACTION = 0.2
+IMAGE_SIDE = 448  # the pixel budget: a 512 px radiograph becomes a 16 x 16 grid of 28 px patches, 64 tokens
+TEXT = dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2)
+VISION = dict(depth=4, hidden_size=192, intermediate_size=512, num_heads=3, patch_size=28,
+              window_size=IMAGE_SIDE, fullatt_block_indexes=[0, 1, 2, 3])
+VOCAB_SIZE = 4096
+PROFILE = {"profile": "nv-reason-cxr", "box_format": "int100", "min_pixels": 56 * 56,
+           "max_pixels": IMAGE_SIDE * IMAGE_SIDE, "max_new_tokens": 320}
+
+# ---------------------------------------------------------------- data
+
+
+def manifests(data: Path) -> list[ManifestRecord]:
+    from cxrlm.data.sources import build_records
+
+    records = []
+    for name in ("nih14", "covid-chestxray"):
+        records += build_records(name, data / name, val_fraction=VAL_FRACTION, test_fraction=0.0)
+    return [add_mask_boxes(r, data / "covid-chestxray") for r in records]
+
+
+def add_mask_boxes(record: ManifestRecord, root: Path) -> ManifestRecord:
+    """Lung boxes from `lung_masks/` (model-predicted masks) for covid images that have none: the two largest
+    blobs, the one on the image's left being the patient's right lung."""
+    from PIL import Image
+    from scipy import ndimage
+
+    mask_path = root / "lung_masks" / (Path(record.image or "").stem + ".png")
+    if record.dataset != "covid-chestxray" or record.boxes or not mask_path.is_file():
+        return record
+    mask = np.asarray(Image.open(mask_path).convert("L")) > 127
+    blobs, count = ndimage.label(mask)
+    if count < 2 or mask.shape != (record.height, record.width):
+        return record
+    sizes = ndimage.sum(mask, blobs, range(1, count + 1))
+    found = ndimage.find_objects(blobs)
+    two = sorted((found[i] for i in np.argsort(sizes)[-2:]), key=lambda s: s[1].start)
+    boxes = [{"label": label, "xyxy": [float(s[1].start), float(s[0].start), float(s[1].stop), float(s[0].stop)],
+              "kind": "anatomy", "source": "lung_masks (model-predicted)"} for label, s in zip(BOX_LABELS, two)]
+    return replace(record, boxes=boxes)
+
+
+def lung_boxes(record: ManifestRecord) -> np.ndarray:
+    """(2, 4) right/left lung boxes in 0-1, NaN unless the record has exactly one of each."""
+    found = {b["label"].lower(): b["xyxy"] for b in record.boxes if b["label"].lower() in BOX_LABELS}
+    if len(found) != 2 or not record.width:
+        return np.full((2, 4), np.nan, dtype=np.float32)
+    scale = np.array([record.width, record.height] * 2, dtype=np.float32)
+    return np.stack([np.asarray(found[name], dtype=np.float32) / scale for name in BOX_LABELS])
+
+
+def nih_labels(record: ManifestRecord) -> np.ndarray:
+    return np.array([float(record.source_labels[n]) if record.source_labels.get(n) in (0, 1) else np.nan
+                     for n in NIH14], dtype=np.float32)
+
+
+def encoder_items(records: list[ManifestRecord]) -> list[Item]:
+    """NIH images (labels) and covid images with both lungs boxed (boxes); other images teach nothing here."""
+    from PIL import Image
+
+    items = []
+    for r in records:
+        labels, boxes = nih_labels(r), lung_boxes(r)
+        if np.isnan(labels).all() and np.isnan(boxes).any():
+            continue
+        items.append(Item(np.asarray(Image.open(r.image_path).convert("L")), labels, boxes))
+    return items
+
+
+def augmented_records(records: list[ManifestRecord], folder: Path, copies: int, box_copies: int,
+                      seed: int) -> list[ManifestRecord]:
+    """The records plus augmented JPEGs of each, written under `folder`: `copies` per image, `box_copies` per
+    image with lung boxes (the boxes moved with the crop), since boxes are few and localisation needs variety."""
+    import torch
+
+    rng, generator = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = list(records)
+    for r in records:
+        item = Item(np.asarray(_open_gray(r.image_path)), nih_labels(r), lung_boxes(r))
+        for k in range(copies if np.isnan(item.boxes).any() else box_copies):
+            image, boxes = augment(item, rng, generator, jitter=0.15)
+            path = folder / f"{r.dataset}-{Path(r.image).stem}-{k}.jpg"
+            image.convert("L").save(path, quality=92)
+            width, height = image.size
+            moved = [] if np.isnan(boxes).any() else [
+                {"label": name, "xyxy": [float(v) for v in box * [width, height, width, height]], "kind": "anatomy"}
+                for name, box in zip(BOX_LABELS, boxes)]
+            out.append(replace(r, image=str(path.resolve()), root=None, width=width, height=height, boxes=moved))
+    return out
+
+
+def _open_gray(path):
+    from PIL import Image
+
+    return Image.open(path).convert("L")
+
+
+# ---------------------------------------------------------------- instruction rows
+
+
+def label_value(record: ManifestRecord, name: str) -> int | None:
+    """1/0 for a CheXpert or NIH label name, None when unknown (NIH names from `source_labels`)."""
+    if name in NIH14 and record.source_labels.get(name) in (0, 1):
+        return int(record.source_labels[name])
+    if name in CHEXPERT14 and record.labels.get(name) in (0, 1, -1):
+        return int(record.labels[name] != 0)
+    return None
+
+
+def sft_turns(record: ManifestRecord, rng: random.Random, templates: dict, questions: int) -> list[Turn]:
+    """Single-turn examples of one image, each asked exactly as `cxrlm` asks at inference."""
+    ctx = Context(record, rng, templates, InstructionConfig(box_format="int100"))
+    turns = []
+    reason = reason_turn(ctx)
+    if reason is not None:
+        turns.append(replace(reason, user=NV_REASON.reason))
+    report = report_turn(ctx)
+    if report is not None and rng.random() < 0.3:
+        turns.append(replace(report, user=NV_REASON.report))
+    known = [n for n in CLASSIFY_LABELS if label_value(record, n) is not None]
+    positives = [n for n in known if label_value(record, n) == 1]
+    asked = rng.sample(positives, min(len(positives), questions // 2))
+    asked += rng.sample([n for n in known if n not in asked], min(len(known) - len(asked), questions - len(asked)))
+    for name in asked:
+        answer = "Yes." if label_value(record, name) == 1 else "No."
+        turns.append(Turn("classify", NV_REASON.classify_question.format(label=label_phrase(name)), answer, False,
+                          answer))
+    for box in record.boxes:
+        if box["label"].lower() in BOX_LABELS:
+            answer = format_box(box["xyxy"], record.size, "int100")
+            turns.append(Turn("ground", NV_REASON.ground.format(phrase=box["label"].lower()), answer, False, answer))
+    return turns
+
+
+def write_sft(records: list[ManifestRecord], path: Path, questions: int, seed: int) -> int:
+    """One conversation per image: its examples as turns in a random order, so the image is encoded once and
+    every task is also seen as the first turn (which is how `cxrlm` asks at inference)."""
+    templates, rows = load_templates(), []
+    for r in records:
+        rng = random.Random(f"{seed}:{r.image}")
+        turns = sft_turns(r, rng, templates, questions)
+        rng.shuffle(turns)
+        if turns:
+            rows.append({"synthetic": any(t.synthetic for t in turns), "messages": messages(turns),
+                         "images": [str(r.image_path)]})
+    random.Random(seed).shuffle(rows)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return len(rows)
+
+
+def write_grpo(records: list[ManifestRecord], path: Path, seed: int) -> int:
+    """Reasoning prompts with their reference labels, for the format and label-F1 rewards."""
+    templates, rows = load_templates(), []
+    for r in records:
+        turn = reason_turn(Context(r, random.Random(f"{seed}:{r.image}"), templates, InstructionConfig()))
+        if turn is not None:
+            rows.append({"task": "reason", "prompt": messages([replace(turn, user=NV_REASON.reason)], False),
+                         "images": [str(r.image_path)], "answer": turn.answer, "labels": turn.labels})
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return len(rows)
+
+
+def corpus(data: Path, sft_file: Path) -> list[str]:
+    """Radiology text for the tokenizer: IU reports, covid case notes, and every prompt and answer of SFT."""
+    import csv
+
+    texts = []
+    with (data / "iu-xray-reports" / "reports_with_gold_labels.csv").open(newline="") as handle:
+        texts += [f"{row.get('findings') or ''}\n{row.get('impression') or ''}" for row in csv.DictReader(handle)]
+    with (data / "covid-chestxray" / "metadata.csv").open(newline="") as handle:
+        texts += [row.get("clinical_notes") or "" for row in csv.DictReader(handle)]
+    for line in sft_file.read_text().splitlines():
+        row = json.loads(line)
+        texts += [part["text"] for m in row["messages"] for part in m["content"] if part.get("text")]
+    return texts
+
+
+# ---------------------------------------------------------------- the stages
+
+
+def run(data: Path, work: Path, out: Path, args) -> dict:
+    from cxrlm.models.tiny import build_tiny_checkpoint
+    from cxrlm.train import grpo, sft
+    from cxrlm.train.config import GRPORecipe, SFTRecipe
+
+    start, stages = time.perf_counter(), {}
+    work.mkdir(parents=True, exist_ok=True)
+    records = manifests(data)
+    train = [r for r in records if r.split == "train"]
+    val = [r for r in records if r.split == "val"]
+
+    def stage(name):
+        stages[name] = round(time.perf_counter() - start)
+        print(f"[tiny] {name} done at {stages[name]} s", flush=True)
+
+    augmented = augmented_records(train, work / "images", args.copies, args.box_copies, args.seed)
+    n_sft = write_sft(augmented, work / "sft.jsonl", args.questions, args.seed)
+    n_grpo = write_grpo(train, work / "grpo.jsonl", args.seed)
+    stage(f"data ({len(train)} train images, {len(augmented)} with copies, {n_sft} SFT conversations, {n_grpo} GRPO prompts)")
+
+    init = work / "init"
+    shutil.rmtree(init, ignore_errors=True)
+    build_tiny_checkpoint(init, corpus(data, work / "sft.jsonl"), VOCAB_SIZE, TEXT, VISION,
+                          max_pixels=IMAGE_SIDE * IMAGE_SIDE, patch_size=VISION["patch_size"], seed=args.seed)
+    (init / "cxrlm.json").write_text(json.dumps(PROFILE, indent=2) + "\n")
+    stage("architecture and tokenizer")
+
+    encoder_log = pretrain(init, encoder_items(train), encoder_items(val),
+                           EncoderConfig(epochs=args.encoder_epochs, seed=args.seed))
+    stage("encoder pretraining")
+
+    sft_dir = sft.main(SFTRecipe(
+        model=str(init), train_file=str(work / "sft.jsonl"), output_dir=str(work / "sft"), freeze_vision=True,
+        cache_vision=True,
+        learning_rate=args.sft_lr, num_train_epochs=args.sft_epochs, per_device_train_batch_size=8,
+        warmup_steps=0.03, weight_decay=0.01, save_steps=10**9, logging_steps=25, seed=args.seed,
+        min_pixels=PROFILE["min_pixels"], max_pixels=PROFILE["max_pixels"]))
+    stage("SFT")
+
+    final = sft_dir
+    if args.grpo_steps > 0:
+        final = grpo.main(GRPORecipe(
+            model=str(sft_dir), train_file=str(work / "grpo.jsonl"), output_dir=str(work / "grpo"),
+            freeze_vision=True, learning_rate=args.grpo_lr, max_steps=args.grpo_steps, per_device_train_batch_size=8,
+            num_generations=4, max_completion_length=PROFILE["max_new_tokens"], rewards=["format", "label_f1"],
+            temperature=1.0, save_steps=10**9, logging_steps=5, seed=args.seed,
+            min_pixels=PROFILE["min_pixels"], max_pixels=PROFILE["max_pixels"]))
+        stage("GRPO")
+
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    for name in ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+                 "tokenizer_config.json", "processor_config.json", "chat_template.jinja", "cxrlm.json"):
+        if (Path(final) / name).is_file():
+            shutil.copy(Path(final) / name, out / name)
+    log = {"stages_s": stages, "encoder": encoder_log, "train_images": len(train), "val_images": len(val),
+           "sft_rows": n_sft, "grpo_prompts": n_grpo, "args": vars(args)}
+    (work / "training_log.json").write_text(json.dumps(log, indent=2, default=str) + "\n")
+    return log
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--work", type=Path, default=Path("runs/tiny-train"))
+    parser.add_argument("--out", type=Path, default=Path("weights/cxrlm-tiny"))
+    parser.add_argument("--copies", type=int, default=2, help="augmented copies of each training image")
+    parser.add_argument("--box-copies", type=int, default=8, help="augmented copies of each image with lung boxes")
+    parser.add_argument("--questions", type=int, default=6, help="yes/no label questions per image")
+    parser.add_argument("--encoder-epochs", type=int, default=12)
+    parser.add_argument("--sft-epochs", type=float, default=1.0)
+    parser.add_argument("--sft-lr", type=float, default=1e-3)
+    parser.add_argument("--grpo-steps", type=int, default=12)
+    parser.add_argument("--grpo-lr", type=float, default=1e-5)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    log = run(args.data, args.work, args.out, args)
+    print(json.dumps(log["stages_s"], indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""The cxrlm-tiny recipe's parts: encoder pretraining, mask boxes, instruction rows, the vision-token cache."""
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from cxrlm.data.instructions import load_templates
+from cxrlm.data.manifest import ManifestRecord, normal_labels
+from cxrlm.pathologies import CLASSIFY_LABELS, label_phrase
+from cxrlm.prompts.templates import NV_REASON
+from cxrlm.train import encoder, tiny_recipe
+from cxrlm.train.build import cache_vision_tokens
+
+SMALL_VISION = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=28, window_size=112,
+                    fullatt_block_indexes=[0, 1])
+
+
+@pytest.fixture(scope="module")
+def patch28_checkpoint(tmp_path_factory):
+    from cxrlm.models.tiny import build_tiny_checkpoint
+
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("p28") / "ckpt", vision=SMALL_VISION, patch_size=28,
+                                 max_pixels=112 * 112)
+
+
+def _visual(checkpoint):
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(checkpoint)
+    return model.model.visual, AutoProcessor.from_pretrained(checkpoint).image_processor
+
+
+def _images(n, size=(112, 96)):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    return [Image.fromarray(rng.integers(0, 256, size=size[::-1], dtype=np.uint8)).convert("RGB") for _ in range(n)]
+
+
+def test_linear_patch_embed_matches_the_conv(patch28_checkpoint):
+    visual, processor = _visual(patch28_checkpoint)
+    batch = processor(images=_images(2), return_tensors="pt")
+    with torch.no_grad():
+        conv = visual.patch_embed(batch["pixel_values"])
+        encoder.linear_patch_embed(visual)
+        linear = visual.patch_embed(batch["pixel_values"])
+    assert torch.allclose(conv, linear, atol=1e-4)
+
+
+def test_augment_moves_boxes_with_the_crop():
+    image = np.zeros((200, 100), dtype=np.uint8)
+    image[50:150, 20:60] = 255  # a bright "lung" where the box says
+    item = encoder.Item(image, np.full(14, np.nan, np.float32),
+                        np.array([[0.2, 0.25, 0.6, 0.75], [0.0, 0.0, 1.0, 1.0]], np.float32))
+    rng, gen = np.random.default_rng(1), torch.Generator().manual_seed(1)
+    for _ in range(5):
+        crop, boxes = encoder.augment(item, rng, gen, jitter=0.0)
+        pixels = np.asarray(crop.convert("L"))
+        h, w = pixels.shape
+        x1, y1, x2, y2 = (boxes[0] * [w, h, w, h]).round().astype(int)
+        inside = pixels[y1 + 2 : y2 - 2, x1 + 2 : x2 - 2]
+        assert inside.size and inside.min() == 255  # the moved box still covers the bright block
+        assert 0.8 * 100 - 1 <= w <= 100 and 0.8 * 200 - 1 <= h <= 200
+
+
+def test_pretrain_runs_and_writes_the_tower_back(patch28_checkpoint, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(patch28_checkpoint, ckpt)
+    before = load_file(ckpt / "model.safetensors")
+    rng = np.random.default_rng(0)
+    labels = np.where(rng.random((6, 14)) < 0.5, 1.0, 0.0).astype(np.float32)
+    boxes = np.array([[0.1, 0.1, 0.45, 0.9], [0.55, 0.1, 0.9, 0.9]], np.float32)
+    items = [encoder.Item(rng.integers(0, 256, (120, 110), dtype=np.uint8), labels[i],
+                          boxes if i % 2 else np.full((2, 4), np.nan, np.float32)) for i in range(6)]
+    log = encoder.pretrain(ckpt, items, items, encoder.EncoderConfig(epochs=2, batch_size=3, min_positives=1))
+    assert [e["epoch"] for e in log["epochs"]] == [1, 2]
+    assert 0.0 <= log["epochs"][-1]["lung_iou"] <= 1.0
+    after = load_file(ckpt / "model.safetensors")
+    changed = [k for k in before if "visual" in k and not torch.equal(before[k], after[k])]
+    assert changed and all(torch.equal(before[k], after[k]) for k in before if "visual" not in k)
+    assert "patch_embed.proj.weight" in " ".join(after)  # saved in the checkpoint's own layout
+
+
+def test_cached_vision_tokens_equal_the_tower_and_are_computed_once(patch28_checkpoint):
+    visual, processor = _visual(patch28_checkpoint)
+    visual.requires_grad_(False)
+    images = _images(3)
+    batch = processor(images=images, return_tensors="pt")
+    with torch.no_grad():
+        plain = visual(batch["pixel_values"], grid_thw=batch["image_grid_thw"]).pooler_output
+    calls = []
+    original = visual.forward
+    visual.forward = lambda *a, **k: calls.append(1) or original(*a, **k)
+    cache_vision_tokens(visual)
+    first = visual(batch["pixel_values"], grid_thw=batch["image_grid_thw"]).pooler_output
+    again = processor(images=[images[2], images[0]], return_tensors="pt")
+    second = visual(again["pixel_values"], grid_thw=again["image_grid_thw"]).pooler_output
+    assert torch.allclose(first, plain, atol=1e-5)
+    per_image = plain.shape[0] // 3
+    assert torch.allclose(second, torch.cat([plain[2 * per_image :], plain[:per_image]]), atol=1e-5)
+    assert len(calls) == 1  # the second batch came from the cache
+
+
+def test_mask_boxes_split_two_blobs_into_right_and_left_lung(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "lung_masks").mkdir()
+    mask = np.zeros((100, 120), dtype=np.uint8)
+    mask[10:90, 10:50] = 255  # image left = patient's right lung
+    mask[15:85, 70:110] = 255
+    mask[0:2, 0:2] = 255  # a speck, ignored
+    Image.fromarray(mask).save(tmp_path / "lung_masks" / "a.png")
+    record = ManifestRecord("covid-chestxray", "a", "p", image="images/a.jpg", width=120, height=100)
+    boxes = tiny_recipe.add_mask_boxes(record, tmp_path).boxes
+    assert [b["label"] for b in boxes] == ["right lung", "left lung"]
+    assert boxes[0]["xyxy"] == [10.0, 10.0, 50.0, 90.0] and boxes[1]["xyxy"] == [70.0, 15.0, 110.0, 85.0]
+    boxed = ManifestRecord("covid-chestxray", "a", "p", image="images/a.jpg", width=120, height=100,
+                           boxes=[{"label": "right lung", "xyxy": [1, 1, 5, 5], "kind": "anatomy"}])
+    assert tiny_recipe.add_mask_boxes(boxed, tmp_path).boxes == boxed.boxes  # reader boxes win
+    wrong_size = ManifestRecord("covid-chestxray", "a", "p", image="images/a.jpg", width=60, height=50)
+    assert tiny_recipe.add_mask_boxes(wrong_size, tmp_path).boxes == []
+
+
+def test_sft_turns_ask_exactly_what_inference_asks():
+    labels = normal_labels()
+    labels.update({"No Finding": 0, "Cardiomegaly": 1})
+    record = ManifestRecord("nih14", "s", "p", image="x.jpg", width=512, height=512, labels=labels,
+                            source_labels={"Cardiomegaly": 1, "Effusion": 0, "Infiltration": 1},
+                            boxes=[{"label": "right lung", "xyxy": [51.2, 0, 256, 512], "kind": "anatomy"}])
+    turns = tiny_recipe.sft_turns(record, random.Random(0), load_templates(), questions=4)
+    by_task = {t.task: t for t in turns}
+    assert by_task["reason"].user == NV_REASON.reason and by_task["reason"].synthetic
+    assert by_task["reason"].assistant.startswith("<think>") and "<answer>Cardiomegaly</answer>" in by_task["reason"].assistant
+    questions = [t for t in turns if t.task == "classify"]
+    assert len(questions) == 4
+    for t in questions:
+        name = next(n for n in CLASSIFY_LABELS if NV_REASON.classify_question.format(label=label_phrase(n)) == t.user)
+        assert t.assistant == ("Yes." if tiny_recipe.label_value(record, name) == 1 else "No.")
+    assert sum(t.assistant == "Yes." for t in questions) == 2  # both known positives are asked about
+    assert by_task["ground"].user == NV_REASON.ground.format(phrase="right lung")
+    assert by_task["ground"].assistant == "[10, 0, 50, 100]"
+
+
+def test_write_sft_makes_one_conversation_per_image(tmp_path):
+    labels = normal_labels()
+    records = [ManifestRecord("nih14", f"s{i}", f"p{i}", image=f"/abs/{i}.jpg", labels=labels) for i in range(3)]
+    assert tiny_recipe.write_sft(records, tmp_path / "sft.jsonl", questions=2, seed=0) == 3
+    rows = [json.loads(line) for line in (tmp_path / "sft.jsonl").read_text().splitlines()]
+    assert all(row["messages"][0]["content"][0]["type"] == "image" for row in rows)
+    assert all(sum(m["role"] == "assistant" for m in row["messages"]) >= 2 for row in rows)
