@@ -54,28 +54,25 @@ def cache_vision_tokens(visual) -> None:
 
     import torch
 
-    cache, original, shape = {}, visual.forward, {}
+    cache, original, template = {}, visual.forward, []
 
     def forward(hidden_states, grid_thw, **kwargs):
-        merge = visual.spatial_merge_size**2
         pieces = hidden_states.split(grid_thw.prod(-1).tolist())
         keys = [hashlib.blake2b(p.detach().float().cpu().numpy().tobytes() + bytes(str(g.tolist()), "ascii"),
                                 digest_size=16).digest() for p, g in zip(pieces, grid_thw)]
-        missing = [i for i, k in enumerate(keys) if k not in cache]
-        if missing or not shape:
+        todo = [i for i, k in enumerate(keys) if k not in cache]
+        if todo:
             with torch.no_grad():
-                out = original(torch.cat([pieces[i] for i in missing or [0]]), grid_thw=grid_thw[missing or [0]],
-                               **kwargs)
+                out = original(torch.cat([pieces[i] for i in todo]), grid_thw=grid_thw[todo], **kwargs)
             tokens = out if isinstance(out, torch.Tensor) else out.pooler_output
-            sizes = (grid_thw[missing or [0]].prod(-1) // merge).tolist()
-            cache.update({keys[i]: t for i, t in zip(missing or [0], tokens.split(sizes))})
-            shape["out"] = out
+            sizes = (grid_thw[todo].prod(-1) // visual.spatial_merge_size**2).tolist()
+            cache.update({keys[i]: t for i, t in zip(todo, tokens.split(sizes))})
+            template[:] = [out]  # the output type this transformers version returns, reused for cached batches
         merged = torch.cat([cache[k] for k in keys])
-        out = shape["out"]
-        if isinstance(out, torch.Tensor):
+        if isinstance(template[0], torch.Tensor):
             return merged
-        out.pooler_output, out.last_hidden_state = merged, None
-        return out
+        template[0].pooler_output, template[0].last_hidden_state = merged, None
+        return template[0]
 
     visual.forward = forward
 

@@ -21,9 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cxrlm.eval.cnn_baselines import crop_boxes, random_crops
+from cxrlm.eval.cnn_baselines import classification_scores, crop_boxes, random_crops
 from cxrlm.metrics.boxes import iou
-from cxrlm.metrics.labels import auroc
 from cxrlm.pathologies import NIH14
 
 BOX_LABELS = ("right lung", "left lung")
@@ -140,12 +139,10 @@ def evaluate(visual, head, image_processor, items: list[Item], min_positives: in
             predicted.append(boxes.numpy())
     visual.train()
     scores, predicted = np.concatenate(scores), np.concatenate(predicted)
-    truth = np.stack([it.labels for it in items])
-    aurocs = [auroc(truth[:, j], scores[:, j]) for j in range(len(NIH14)) if np.nansum(truth[:, j] == 1) >= min_positives]
-    aurocs = [a for a in aurocs if not math.isnan(a)]
+    macro = classification_scores(np.stack([it.labels for it in items]), scores, min_positives)["macro_auroc"]
     ious = [iou(list(t), list(p)) for it, ps in zip(items, predicted) if not np.isnan(it.boxes).any()
             for t, p in zip(it.boxes, ps)]
-    return {"macro_auroc": float(np.mean(aurocs)) if aurocs else None, "lung_iou": float(np.mean(ious)) if ious else None}
+    return {"macro_auroc": macro, "lung_iou": float(np.mean(ious)) if ious else None}
 
 
 def pretrain(model_dir: str | Path, train: list[Item], val: list[Item], config: EncoderConfig) -> dict:

@@ -16,6 +16,7 @@ import argparse
 import json
 import random
 import shutil
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -33,6 +34,8 @@ from cxrlm.data.instructions import (
     report_turn,
 )
 from cxrlm.data.manifest import ManifestRecord
+from cxrlm.errors import CxrlmError
+from cxrlm.eval.cnn_baselines import nih_targets, norm_boxes
 from cxrlm.pathologies import CHEXPERT14, CLASSIFY_LABELS, NIH14, label_phrase
 from cxrlm.prompts.templates import NV_REASON
 from cxrlm.train.encoder import BOX_LABELS, EncoderConfig, Item, augment, pretrain
@@ -81,28 +84,18 @@ def add_mask_boxes(record: ManifestRecord, root: Path) -> ManifestRecord:
 
 def lung_boxes(record: ManifestRecord) -> np.ndarray:
     """(2, 4) right/left lung boxes in 0-1, NaN unless the record has exactly one of each."""
-    found = {b["label"].lower(): b["xyxy"] for b in record.boxes if b["label"].lower() in BOX_LABELS}
-    if len(found) != 2 or not record.width:
-        return np.full((2, 4), np.nan, dtype=np.float32)
-    scale = np.array([record.width, record.height] * 2, dtype=np.float32)
-    return np.stack([np.asarray(found[name], dtype=np.float32) / scale for name in BOX_LABELS])
-
-
-def nih_labels(record: ManifestRecord) -> np.ndarray:
-    return np.array([float(record.source_labels[n]) if record.source_labels.get(n) in (0, 1) else np.nan
-                     for n in NIH14], dtype=np.float32)
+    boxes = norm_boxes(record, BOX_LABELS)
+    return np.full((2, 4), np.nan, dtype=np.float32) if boxes is None else boxes
 
 
 def encoder_items(records: list[ManifestRecord]) -> list[Item]:
     """NIH images (labels) and covid images with both lungs boxed (boxes); other images teach nothing here."""
-    from PIL import Image
-
     items = []
     for r in records:
-        labels, boxes = nih_labels(r), lung_boxes(r)
+        labels, boxes = nih_targets([r])[0], lung_boxes(r)
         if np.isnan(labels).all() and np.isnan(boxes).any():
             continue
-        items.append(Item(np.asarray(Image.open(r.image_path).convert("L")), labels, boxes))
+        items.append(Item(np.asarray(_open_gray(r.image_path)), labels, boxes))
     return items
 
 
@@ -116,7 +109,7 @@ def augmented_records(records: list[ManifestRecord], folder: Path, copies: int, 
     folder.mkdir(parents=True, exist_ok=True)
     out = list(records)
     for r in records:
-        item = Item(np.asarray(_open_gray(r.image_path)), nih_labels(r), lung_boxes(r))
+        item = Item(np.asarray(_open_gray(r.image_path)), nih_targets([r])[0], lung_boxes(r))
         for k in range(copies if np.isnan(item.boxes).any() else box_copies):
             image, boxes = augment(item, rng, generator, jitter=0.15)
             path = folder / f"{r.dataset}-{Path(r.image).stem}-{k}.jpg"
@@ -279,7 +272,7 @@ def run(data: Path, work: Path, out: Path, args) -> dict:
     return log
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
     parser.add_argument("--work", type=Path, default=Path("runs/tiny-train"))
@@ -294,9 +287,14 @@ def main(argv=None) -> None:
     parser.add_argument("--grpo-lr", type=float, default=1e-5)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    log = run(args.data, args.work, args.out, args)
+    try:
+        log = run(args.data, args.work, args.out, args)
+    except CxrlmError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
     print(json.dumps(log["stages_s"], indent=2))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
