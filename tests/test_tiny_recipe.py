@@ -66,6 +66,30 @@ def test_augment_moves_boxes_with_the_crop():
         assert 0.8 * 100 - 1 <= w <= 100 and 0.8 * 200 - 1 <= h <= 200
 
 
+def test_mirror_keeps_the_right_lung_on_the_image_left():
+    image = np.zeros((100, 100), dtype=np.uint8)
+    image[20:80, 10:40] = 255  # only the image-left lung is bright
+    item = encoder.Item(image, np.full(14, np.nan, np.float32),
+                        np.array([[0.1, 0.2, 0.4, 0.8], [0.6, 0.2, 0.9, 0.8]], np.float32))
+    rng, gen = np.random.default_rng(0), torch.Generator().manual_seed(0)
+    crop, boxes = encoder.augment(item, rng, gen, jitter=0.0, flip=1.0)
+    pixels = np.asarray(crop.convert("L"))
+    h, w = pixels.shape
+    assert boxes[0][2] <= 0.5 <= boxes[1][0]  # box 0, the "right lung", is still on the image's left
+    x1, y1, x2, y2 = (boxes[1] * [w, h, w, h]).round().astype(int)
+    assert pixels[y1 + 2 : y2 - 2, x1 + 2 : x2 - 2].min() == 255  # the bright lung moved to the right, with its box
+
+
+def test_loss_reads_the_mean_token_and_every_token():
+    labels = torch.tensor([[1.0, float("nan")]])
+    boxes = torch.tensor([[[0.1, 0.1, 0.4, 0.9], [0.6, 0.1, 0.9, 0.9]]])
+    right = (torch.tensor([[9.0, 0.0]] * 3), boxes[0].expand(3, 2, 4))  # mean row + 2 tokens, all correct
+    wrong_token = (torch.tensor([[9.0, 0.0], [9.0, 0.0], [-9.0, 0.0]]), boxes[0].expand(3, 2, 4))
+    assert encoder.loss_fn([right], labels, boxes, 5.0, 1.0) < 1e-3
+    assert encoder.loss_fn([wrong_token], labels, boxes, 5.0, 1.0) > 1.0  # one token alone is wrong
+    assert encoder.loss_fn([wrong_token], labels, boxes, 5.0, 0.0) < 1e-3
+
+
 def test_pretrain_runs_and_writes_the_tower_back(patch28_checkpoint, tmp_path):
     import shutil
 
@@ -146,6 +170,8 @@ def test_sft_turns_ask_exactly_what_inference_asks():
     assert sum(t.assistant == "Yes." for t in questions) == 2  # both known positives are asked about
     assert by_task["ground"].user == NV_REASON.ground.format(phrase="right lung")
     assert by_task["ground"].assistant == "[10, 0, 50, 100]"
+    short = tiny_recipe.sft_turns(record, random.Random(0), load_templates(), questions=4, texts=False)
+    assert {t.task for t in short} == {"classify", "ground"}  # augmented copies: no review, no report
 
 
 def test_write_sft_makes_one_conversation_per_image(tmp_path):
@@ -155,3 +181,33 @@ def test_write_sft_makes_one_conversation_per_image(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "sft.jsonl").read_text().splitlines()]
     assert all(row["messages"][0]["content"][0]["type"] == "image" for row in rows)
     assert all(sum(m["role"] == "assistant" for m in row["messages"]) >= 2 for row in rows)
+
+
+def test_teacher_boxes_fill_unboxed_images_where_the_ensemble_agrees(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from cxrlm.eval import cnn_baselines
+
+    def record(name, boxed, split="train"):
+        Image.fromarray(np.zeros((40, 50), np.uint8)).save(tmp_path / f"{name}.png")
+        boxes = [{"label": "right lung", "xyxy": [5, 4, 20, 36], "kind": "anatomy"},
+                 {"label": "left lung", "xyxy": [30, 4, 45, 36], "kind": "anatomy"}] if boxed else []
+        return ManifestRecord("covid-chestxray", name, name, image=str(tmp_path / f"{name}.png"), width=50,
+                              height=40, boxes=boxes, split=split)
+
+    train = [record("boxed1", True), record("boxed2", True), record("agree", False), record("disagree", False)]
+    val = [record("val", True, "val")]
+    def logit(p):
+        return np.log(np.array([p]) / (1 - np.array([p])))
+
+    good = logit([0.1, 0.1, 0.4, 0.9, 0.6, 0.1, 0.9, 0.9])
+    off = logit([0.5, 0.5, 0.6, 0.6, 0.6, 0.1, 0.9, 0.9])  # this member puts the right lung elsewhere
+    outputs = iter([np.concatenate([good, good, good]), np.concatenate([good, off, good])])  # per seed: agree, disagree, val
+    monkeypatch.setattr(cnn_baselines, "train_net", lambda *a, **k: (None, (0.0, 1.0)))
+    monkeypatch.setattr(cnn_baselines, "predict", lambda net, pixels, norm: next(outputs))
+    boxes, val_iou = tiny_recipe.teacher_boxes(train, val, seeds=2)
+    assert list(boxes) == [train[2].image]  # boxed images keep theirs; the disagreeing one gets none
+    np.testing.assert_allclose(boxes[train[2].image], [[0.1, 0.1, 0.4, 0.9], [0.6, 0.1, 0.9, 0.9]], atol=1e-5)
+    assert 0.5 < val_iou <= 1.0
+    items = tiny_recipe.encoder_items(train, boxes)
+    assert len(items) == 3 and not np.isnan(items[2].boxes).any()  # the disagreeing image teaches nothing

@@ -45,6 +45,8 @@ class EncoderConfig:
     weight_decay: float = 0.05
     box_weight: float = 5.0
     jitter: float = 0.15  # brightness and contrast change, as a fraction
+    flip: float = 0.5  # probability of a mirror image (boxes swapped with it)
+    token_weight: float = 1.0  # the heads also read each token alone, so every token carries the answer
     min_positives: int = 10  # a label enters the validation macro AUROC with this many positives
     seed: int = 0
 
@@ -53,8 +55,9 @@ def heads(dim: int):
     import torch
 
     class Heads(torch.nn.Module):
-        """Both heads read the mean token: the tower must put what the language model will need (labels, and where
-        the lungs are) into its tokens' values, since attention passes values on, not positions."""
+        """Both heads read the mean token, and every token on its own: the tower must put what the language model
+        will need (labels, and where the lungs are) into its tokens' values, since attention passes values on, not
+        positions, and into every token, so that whatever a question attends to can answer it."""
 
         def __init__(self):
             super().__init__()
@@ -63,9 +66,10 @@ def heads(dim: int):
                                              torch.nn.Linear(dim, 4 * len(BOX_LABELS)))
 
         def forward(self, tokens):
-            """tokens (n, dim) of one image -> (14,) logits, (boxes, 4) in 0-1."""
-            pooled = tokens.mean(0)
-            return self.labels(pooled), torch.sigmoid(self.boxes(pooled)).view(len(BOX_LABELS), 4)
+            """tokens (n, dim) of one image -> (n + 1, 14) logits, (n + 1, boxes, 4) in 0-1: row 0 reads the mean
+            token, the others each token alone."""
+            rows = torch.cat([tokens.mean(0, keepdim=True), tokens])
+            return self.labels(rows), torch.sigmoid(self.boxes(rows)).view(len(rows), len(BOX_LABELS), 4)
 
     return Heads()
 
@@ -85,8 +89,10 @@ def linear_patch_embed(visual) -> None:
     visual.patch_embed.forward = forward
 
 
-def augment(item: Item, rng: np.random.Generator, generator, jitter: float):
-    """(PIL RGB image, boxes) after a random resized crop (80-100% of each side) and brightness/contrast jitter."""
+def augment(item: Item, rng: np.random.Generator, generator, jitter: float, flip: float = 0.0):
+    """(PIL RGB image, boxes) after a random resized crop (80-100% of each side), brightness/contrast jitter and,
+    with probability `flip`, a mirror image. Mirroring swaps the boxes, so the lung on the image's left is still
+    the "right lung": the names follow the film's convention, which is what a reader is asked about."""
     from PIL import Image
 
     window = random_crops(1, generator)[0]
@@ -98,30 +104,40 @@ def augment(item: Item, rng: np.random.Generator, generator, jitter: float):
     crop = ((crop - crop.mean()) * contrast + crop.mean() + brightness).clip(0, 255).astype(np.uint8)
     actual = np.array([[x0 / w, y0 / h, (x1 - x0) / w, (y1 - y0) / h]], dtype=np.float32)
     boxes = crop_boxes(item.boxes[None], actual)[0] if not np.isnan(item.boxes).any() else item.boxes
+    if rng.random() < flip:
+        crop = np.ascontiguousarray(crop[:, ::-1])
+        boxes = np.stack([1 - boxes[:, 2], boxes[:, 1], 1 - boxes[:, 0], boxes[:, 3]], axis=1)[::-1].copy()
     return Image.fromarray(crop).convert("RGB"), boxes
 
 
 def forward(visual, head, image_processor, images):
-    """Logits (n, 14) and boxes (n, 2, 4) for a list of PIL images."""
-    import torch
-
+    """Per image, logits (n + 1, 14) and boxes (n + 1, 2, 4) for a list of PIL images (row 0: the mean token)."""
     batch = image_processor(images=images, return_tensors="pt")
     tokens = visual(batch["pixel_values"], grid_thw=batch["image_grid_thw"]).pooler_output
     sizes = (batch["image_grid_thw"].prod(-1) // visual.spatial_merge_size**2).tolist()
-    logits, boxes = zip(*(head(t) for t in tokens.split(sizes)))
-    return torch.stack(logits), torch.stack(boxes)
+    return [head(t) for t in tokens.split(sizes)]
 
 
-def loss_fn(logits, boxes, items_labels, items_boxes, box_weight: float):
+def loss_fn(outputs, items_labels, items_boxes, box_weight: float, token_weight: float):
+    """Label BCE (known labels only) plus box smooth-L1 (boxed images only), on the mean token and, weighted by
+    `token_weight`, on each token."""
     import torch
     import torch.nn.functional as F
 
-    known = ~torch.isnan(items_labels)
-    loss = F.binary_cross_entropy_with_logits(logits[known], items_labels[known]) if known.any() else logits.sum() * 0
-    boxed = ~torch.isnan(items_boxes).any(-1).any(-1)
-    if boxed.any():
-        loss = loss + box_weight * F.smooth_l1_loss(boxes[boxed], items_boxes[boxed], beta=0.05)
-    return loss
+    def one(logits, boxes, labels, targets):
+        known = ~torch.isnan(labels)
+        loss = F.binary_cross_entropy_with_logits(logits[known], labels[known]) if known.any() else logits.sum() * 0
+        boxed = ~torch.isnan(targets).any(-1).any(-1)
+        if boxed.any():
+            loss = loss + box_weight * F.smooth_l1_loss(boxes[boxed], targets[boxed], beta=0.05)
+        return loss
+
+    pooled = one(torch.stack([o[0][0] for o in outputs]), torch.stack([o[1][0] for o in outputs]),
+                 items_labels, items_boxes)
+    counts = torch.tensor([len(o[0]) - 1 for o in outputs])
+    per_token = one(torch.cat([o[0][1:] for o in outputs]), torch.cat([o[1][1:] for o in outputs]),
+                    items_labels.repeat_interleave(counts, 0), items_boxes.repeat_interleave(counts, 0))
+    return pooled + token_weight * per_token
 
 
 def evaluate(visual, head, image_processor, items: list[Item], min_positives: int) -> dict:
@@ -134,9 +150,9 @@ def evaluate(visual, head, image_processor, items: list[Item], min_positives: in
     with torch.no_grad():
         for start in range(0, len(items), 32):
             chunk = [Image.fromarray(it.image).convert("RGB") for it in items[start : start + 32]]
-            logits, boxes = forward(visual, head, image_processor, chunk)
-            scores.append(logits.numpy())
-            predicted.append(boxes.numpy())
+            outputs = forward(visual, head, image_processor, chunk)
+            scores.append(np.stack([o[0][0].numpy() for o in outputs]))
+            predicted.append(np.stack([o[1][0].numpy() for o in outputs]))
     visual.train()
     scores, predicted = np.concatenate(scores), np.concatenate(predicted)
     macro = classification_scores(np.stack([it.labels for it in items]), scores, min_positives)["macro_auroc"]
@@ -166,10 +182,11 @@ def pretrain(model_dir: str | Path, train: list[Item], val: list[Item], config: 
         order = rng.permutation(len(train))
         for first in range(0, len(order), config.batch_size):
             batch = [train[i] for i in order[first : first + config.batch_size]]
-            images, boxes = zip(*(augment(it, rng, generator, config.jitter) for it in batch))
-            logits, predicted = forward(visual, head, image_processor, list(images))
-            loss = loss_fn(logits, predicted, torch.from_numpy(np.stack([it.labels for it in batch])),
-                           torch.from_numpy(np.stack(boxes).astype(np.float32)), config.box_weight)
+            images, boxes = zip(*(augment(it, rng, generator, config.jitter, config.flip) for it in batch))
+            outputs = forward(visual, head, image_processor, list(images))
+            loss = loss_fn(outputs, torch.from_numpy(np.stack([it.labels for it in batch])),
+                           torch.from_numpy(np.stack(boxes).astype(np.float32)), config.box_weight,
+                           config.token_weight)
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)

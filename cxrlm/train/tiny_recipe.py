@@ -88,11 +88,42 @@ def lung_boxes(record: ManifestRecord) -> np.ndarray:
     return np.full((2, 4), np.nan, dtype=np.float32) if boxes is None else boxes
 
 
-def encoder_items(records: list[ManifestRecord]) -> list[Item]:
-    """NIH images (labels) and covid images with both lungs boxed (boxes); other images teach nothing here."""
+def teacher_boxes(train: list[ManifestRecord], val: list[ManifestRecord], seeds: int,
+                  epochs: int = 30, size: int = 128) -> tuple[dict[str, np.ndarray], float]:
+    """Lung boxes for the training images that have none, predicted by an ensemble of ResNet-18 regressors trained
+    from scratch on those that have both (cxrlm.eval.cnn_baselines' regressor): the vision tower then learns where
+    the lungs are from every training image, not only the boxed ones. Images on which the ensemble disagrees
+    (a member's box under IoU 0.8 with the ensemble's mean box) get none. Returns {image: (2, 4) boxes in 0-1}
+    and the ensemble's mean IoU on the validation images with boxes (reported, never used to choose anything)."""
+    from cxrlm.eval.cnn_baselines import box_loss, load_pixels, predict, train_net
+    from cxrlm.metrics.boxes import iou
+
+    boxed = [r for r in train if not np.isnan(lung_boxes(r)).any()]
+    rest = [r for r in train if np.isnan(lung_boxes(r)).any()]
+    checked = [r for r in val if not np.isnan(lung_boxes(r)).any()]
+    pixels, targets = load_pixels(boxed, size), np.stack([lung_boxes(r) for r in boxed])
+    inputs = load_pixels(rest + checked, size)
+    members = []
+    for seed in range(seeds):
+        net, norm = train_net(pixels, targets, box_loss, outputs=8, epochs=epochs, size=size, seed=seed, boxes=True)
+        members.append(1 / (1 + np.exp(-predict(net, inputs, norm).reshape(-1, 2, 4))))
+    members = np.stack(members)  # (seeds, images, 2, 4)
+    mean = members.mean(0)
+    agreement = [min(iou(list(m[i, k]), list(mean[i, k])) for m in members for k in range(2))
+                 for i in range(len(rest))]
+    boxes = {r.image: mean[i] for i, r in enumerate(rest) if agreement[i] >= 0.8}
+    val_iou = [iou(list(lung_boxes(r)[k]), list(mean[len(rest) + i][k])) for i, r in enumerate(checked) for k in range(2)]
+    return boxes, float(np.mean(val_iou)) if val_iou else float("nan")
+
+
+def encoder_items(records: list[ManifestRecord], extra_boxes: dict[str, np.ndarray] | None = None) -> list[Item]:
+    """NIH images (labels) and images with both lungs boxed, by readers, masks or `extra_boxes`; other images
+    teach nothing here."""
     items = []
     for r in records:
         labels, boxes = nih_targets([r])[0], lung_boxes(r)
+        if np.isnan(boxes).any() and r.image in (extra_boxes or {}):
+            boxes = extra_boxes[r.image].astype(np.float32)
         if np.isnan(labels).all() and np.isnan(boxes).any():
             continue
         items.append(Item(np.asarray(_open_gray(r.image_path)), labels, boxes))
@@ -101,17 +132,17 @@ def encoder_items(records: list[ManifestRecord]) -> list[Item]:
 
 def augmented_records(records: list[ManifestRecord], folder: Path, copies: int, box_copies: int,
                       seed: int) -> list[ManifestRecord]:
-    """The records plus augmented JPEGs of each, written under `folder`: `copies` per image, `box_copies` per
-    image with lung boxes (the boxes moved with the crop), since boxes are few and localisation needs variety."""
+    """Augmented JPEGs of the records, written under `folder`: `copies` per image, `box_copies` per image with
+    lung boxes (the boxes moved with the crop and mirror), since boxes are few and localisation needs variety."""
     import torch
 
     rng, generator = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
     folder.mkdir(parents=True, exist_ok=True)
-    out = list(records)
+    out = []
     for r in records:
         item = Item(np.asarray(_open_gray(r.image_path)), nih_targets([r])[0], lung_boxes(r))
         for k in range(copies if np.isnan(item.boxes).any() else box_copies):
-            image, boxes = augment(item, rng, generator, jitter=0.15)
+            image, boxes = augment(item, rng, generator, jitter=0.15, flip=0.5)
             path = folder / f"{r.dataset}-{Path(r.image).stem}-{k}.jpg"
             image.convert("L").save(path, quality=92)
             width, height = image.size
@@ -140,14 +171,16 @@ def label_value(record: ManifestRecord, name: str) -> int | None:
     return None
 
 
-def sft_turns(record: ManifestRecord, rng: random.Random, templates: dict, questions: int) -> list[Turn]:
-    """Single-turn examples of one image, each asked exactly as `cxrlm` asks at inference."""
+def sft_turns(record: ManifestRecord, rng: random.Random, templates: dict, questions: int,
+              texts: bool = True) -> list[Turn]:
+    """Single-turn examples of one image, each asked exactly as `cxrlm` asks at inference. Without `texts`, only
+    the short answers (labels, boxes): augmented copies teach reading the image, not the review's wording."""
     ctx = Context(record, rng, templates, InstructionConfig(box_format="int100"))
     turns = []
-    reason = reason_turn(ctx)
+    reason = reason_turn(ctx) if texts else None
     if reason is not None:
         turns.append(replace(reason, user=NV_REASON.reason))
-    report = report_turn(ctx)
+    report = report_turn(ctx) if texts else None
     if report is not None and rng.random() < 0.3:
         turns.append(replace(report, user=NV_REASON.report))
     known = [n for n in CLASSIFY_LABELS if label_value(record, n) is not None]
@@ -165,13 +198,15 @@ def sft_turns(record: ManifestRecord, rng: random.Random, templates: dict, quest
     return turns
 
 
-def write_sft(records: list[ManifestRecord], path: Path, questions: int, seed: int) -> int:
+def write_sft(records: list[ManifestRecord], path: Path, questions: int, seed: int,
+              copies: list[ManifestRecord] = ()) -> int:
     """One conversation per image: its examples as turns in a random order, so the image is encoded once and
-    every task is also seen as the first turn (which is how `cxrlm` asks at inference)."""
+    every task is also seen as the first turn (which is how `cxrlm` asks at inference). Augmented `copies` get
+    the short answers only."""
     templates, rows = load_templates(), []
-    for r in records:
+    for r, texts in [*((r, True) for r in records), *((r, False) for r in copies)]:
         rng = random.Random(f"{seed}:{r.image}")
-        turns = sft_turns(r, rng, templates, questions)
+        turns = sft_turns(r, rng, templates, questions, texts)
         rng.shuffle(turns)
         if turns:
             rows.append({"synthetic": any(t.synthetic for t in turns), "messages": messages(turns),
@@ -226,10 +261,10 @@ def run(data: Path, work: Path, out: Path, args) -> dict:
         stages[name] = round(time.perf_counter() - start)
         print(f"[tiny] {name} done at {stages[name]} s", flush=True)
 
-    augmented = augmented_records(train, work / "images", args.copies, args.box_copies, args.seed)
-    n_sft = write_sft(augmented, work / "sft.jsonl", args.questions, args.seed)
+    copies = augmented_records(train, work / "images", args.copies, args.box_copies, args.seed)
+    n_sft = write_sft(train, work / "sft.jsonl", args.questions, args.seed, copies)
     n_grpo = write_grpo(train, work / "grpo.jsonl", args.seed)
-    stage(f"data ({len(train)} train images, {len(augmented)} with copies, {n_sft} SFT conversations, {n_grpo} GRPO prompts)")
+    stage(f"data ({len(train)} train images, {len(train) + len(copies)} with copies, {n_sft} SFT conversations, {n_grpo} GRPO prompts)")
 
     init = work / "init"
     shutil.rmtree(init, ignore_errors=True)
@@ -238,8 +273,12 @@ def run(data: Path, work: Path, out: Path, args) -> dict:
     (init / "cxrlm.json").write_text(json.dumps(PROFILE, indent=2) + "\n")
     stage("architecture and tokenizer")
 
-    encoder_log = pretrain(init, encoder_items(train), encoder_items(val),
+    extra, teacher_iou = teacher_boxes(train, val, args.teachers) if args.teachers else ({}, None)
+    stage(f"teacher boxes ({len(extra)} images; the ensemble's validation lung IoU {teacher_iou})")
+
+    encoder_log = pretrain(init, encoder_items(train, extra), encoder_items(val),
                            EncoderConfig(epochs=args.encoder_epochs, seed=args.seed))
+    encoder_log["teacher"] = {"images": len(extra), "val_lung_iou": teacher_iou}
     stage("encoder pretraining")
 
     sft_dir = sft.main(SFTRecipe(
@@ -279,9 +318,10 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path("weights/cxrlm-tiny"))
     parser.add_argument("--copies", type=int, default=2, help="augmented copies of each training image")
     parser.add_argument("--box-copies", type=int, default=8, help="augmented copies of each image with lung boxes")
-    parser.add_argument("--questions", type=int, default=6, help="yes/no label questions per image")
-    parser.add_argument("--encoder-epochs", type=int, default=12)
-    parser.add_argument("--sft-epochs", type=float, default=1.0)
+    parser.add_argument("--questions", type=int, default=10, help="yes/no label questions per image")
+    parser.add_argument("--teachers", type=int, default=0, help="ResNet-18 box teachers (0: no teacher boxes)")
+    parser.add_argument("--encoder-epochs", type=int, default=20)
+    parser.add_argument("--sft-epochs", type=float, default=1.5)
     parser.add_argument("--sft-lr", type=float, default=1e-3)
     parser.add_argument("--grpo-steps", type=int, default=12)
     parser.add_argument("--grpo-lr", type=float, default=1e-5)
