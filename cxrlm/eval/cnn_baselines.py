@@ -35,6 +35,7 @@ import numpy as np
 
 from cxrlm.errors import CxrlmError, InputError
 from cxrlm.eval.baselines import _box_key, mean_boxes
+from cxrlm.eval.scoring import MIN_POSITIVES
 from cxrlm.metrics.boxes import iou
 from cxrlm.metrics.labels import auroc
 from cxrlm.pathologies import NIH14
@@ -359,7 +360,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--size", type=int, default=224, help="square input side in pixels")
     parser.add_argument("--splits", default="val", help="comma-separated splits to score (default val)")
-    parser.add_argument("--min-positives", type=int, default=10, help="classify: label needs this many positives")
+    parser.add_argument("--min-positives", type=int, default=MIN_POSITIVES,
+                        help="classify: label needs this many positives")
     parser.add_argument("--out", required=True, type=Path, help="results JSON")
     return parser.parse_args(argv)
 

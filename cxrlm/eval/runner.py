@@ -119,11 +119,12 @@ def work_items(task: str, records: Sequence) -> list[WorkItem]:
     items = []
     for record in records:
         path, rid = record.image_path, record_id(record)
+        truth = reference_labels(record.labels, record.source_labels)
         if task == "report" and report_text(record.report):
             reference = {"text": report_text(record.report), "synthetic": bool(record.report_is_synthetic)}
             items.append(WorkItem(task, rid, record, path, reference))
-        elif task == "classify" and any(v in (0, 1) for v in reference_labels(record.labels, record.source_labels).values()):
-            items.append(WorkItem(task, rid, record, path, {"labels": reference_labels(record.labels, record.source_labels)}))
+        elif task == "classify" and any(v in (0, 1) for v in truth.values()):
+            items.append(WorkItem(task, rid, record, path, {"labels": truth}))
         elif task == "ground":
             for label in sorted({b["label"] for b in record.boxes}):
                 refs = [list(b["xyxy"]) for b in record.boxes if b["label"] == label]

@@ -2,12 +2,12 @@
 
 A vision tower trained from scratch only through the language model's text loss learns slowly from a few hundred
 images (a 10M-parameter Qwen2.5-VL taught lung boxes as text that way stayed at mean IoU 0.72, near the mean-box
-baseline). Here the tower gets direct supervision first: an NIH-14 multi-label head and a lung-box regressor, both on its mean
-token. Reading the mean token matters: a head that supplied token positions itself (a soft-argmax over the grid)
-trained a tower whose tokens did not say where the lungs are, and the language model, which receives token values
-and not positions, then read boxes worse than the mean box (IoU 0.645 vs 0.700). Images get a random resized crop, which moves the boxes with it, and a
-brightness/contrast jitter, then pass through the checkpoint's own processor, so the tower sees what inference
-gives it. The heads are thrown away; the tower is written back into the checkpoint for SFT (`freeze_vision`).
+baseline). Here the tower gets direct supervision first: an NIH-14 multi-label head and a lung-box regressor, both
+reading its mean token and each token alone. Reading token values matters: a head that supplied token positions
+itself (a soft-argmax over the grid) trained a tower whose tokens did not say where the lungs are, and the language
+model, which receives token values and not positions, then read boxes worse than the mean box (IoU 0.645 vs 0.700).
+Images get a random resized crop, which moves the boxes with it, a brightness/contrast jitter and a mirror image,
+then pass through the checkpoint's own processor, so the tower sees what inference gives it. The heads are thrown away; the tower is written back into the checkpoint for SFT (`freeze_vision`).
 
 Not here: which images and boxes (cxrlm.train.tiny_recipe builds them), the text stages (sft.py, grpo.py).
 """
@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from cxrlm.eval.cnn_baselines import classification_scores, crop_boxes, random_crops
+from cxrlm.eval.scoring import MIN_POSITIVES
 from cxrlm.metrics.boxes import iou
 from cxrlm.pathologies import NIH14
 
@@ -47,7 +48,7 @@ class EncoderConfig:
     jitter: float = 0.15  # brightness and contrast change, as a fraction
     flip: float = 0.5  # probability of a mirror image (boxes swapped with it)
     token_weight: float = 1.0  # the heads also read each token alone, so every token carries the answer
-    min_positives: int = 10  # a label enters the validation macro AUROC with this many positives
+    min_positives: int = MIN_POSITIVES  # a label enters the validation macro AUROC with this many positives
     seed: int = 0
 
 

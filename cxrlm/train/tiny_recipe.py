@@ -112,7 +112,8 @@ def teacher_boxes(train: list[ManifestRecord], val: list[ManifestRecord], seeds:
     agreement = [min(iou(list(m[i, k]), list(mean[i, k])) for m in members for k in range(2))
                  for i in range(len(rest))]
     boxes = {r.image: mean[i] for i, r in enumerate(rest) if agreement[i] >= 0.8}
-    val_iou = [iou(list(lung_boxes(r)[k]), list(mean[len(rest) + i][k])) for i, r in enumerate(checked) for k in range(2)]
+    val_iou = [iou(list(lung_boxes(r)[k]), list(mean[len(rest) + i][k]))
+               for i, r in enumerate(checked) for k in range(2)]
     return boxes, float(np.mean(val_iou)) if val_iou else float("nan")
 
 
@@ -327,6 +328,8 @@ def main(argv=None) -> int:
     parser.add_argument("--grpo-lr", type=float, default=1e-5)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.teachers < 0:
+        parser.error("--teachers must be 0 (no teacher boxes) or more")
     try:
         log = run(args.data, args.work, args.out, args)
     except CxrlmError as err:
