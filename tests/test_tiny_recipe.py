@@ -66,6 +66,20 @@ def test_augment_moves_boxes_with_the_crop():
         assert 0.8 * 100 - 1 <= w <= 100 and 0.8 * 200 - 1 <= h <= 200
 
 
+def test_augmentation_depends_on_seed_epoch_and_index_only():
+    rng = np.random.default_rng(0)
+    items = [encoder.Item(rng.integers(0, 256, (60, 50), dtype=np.uint8), np.zeros(14, np.float32),
+                          np.array([[0.1, 0.2, 0.4, 0.8], [0.6, 0.2, 0.9, 0.8]], np.float32)) for _ in range(4)]
+    config = encoder.EncoderConfig(seed=3)
+    first, again = encoder.Augmented(items, config, epoch=0), encoder.Augmented(items, config, epoch=0)
+    assert np.array_equal(np.asarray(first[2][0]), np.asarray(again[2][0]))
+    assert not np.array_equal(np.asarray(first[2][0]), np.asarray(encoder.Augmented(items, config, 1)[2][0]))
+    # worker processes draw the same images as the main process
+    loader = torch.utils.data.DataLoader(first, batch_size=None, num_workers=2)
+    for (image, _, boxes), (alone, _, alone_boxes) in zip(loader, (first[i] for i in range(4))):
+        assert np.array_equal(np.asarray(image), np.asarray(alone)) and np.array_equal(boxes, alone_boxes)
+
+
 def test_mirror_keeps_the_right_lung_on_the_image_left():
     image = np.zeros((100, 100), dtype=np.uint8)
     image[20:80, 10:40] = 255  # only the image-left lung is bright
@@ -104,7 +118,7 @@ def test_pretrain_runs_and_writes_the_tower_back(patch28_checkpoint, tmp_path):
     items = [encoder.Item(rng.integers(0, 256, (120, 110), dtype=np.uint8), labels[i],
                           boxes if i % 2 else np.full((2, 4), np.nan, np.float32)) for i in range(6)]
     log = encoder.pretrain(ckpt, items, items, encoder.EncoderConfig(epochs=2, batch_size=3, min_positives=1))
-    assert [e["epoch"] for e in log["epochs"]] == [1, 2]
+    assert [e["epoch"] for e in log["epochs"]] == [2]  # checked every 5 epochs and at the last
     assert 0.0 <= log["epochs"][-1]["lung_iou"] <= 1.0
     after = load_file(ckpt / "model.safetensors")
     changed = [k for k in before if "visual" in k and not torch.equal(before[k], after[k])]
@@ -209,5 +223,9 @@ def test_teacher_boxes_fill_unboxed_images_where_the_ensemble_agrees(tmp_path, m
     assert list(boxes) == [train[2].image]  # boxed images keep theirs; the disagreeing one gets none
     np.testing.assert_allclose(boxes[train[2].image], [[0.1, 0.1, 0.4, 0.9], [0.6, 0.1, 0.9, 0.9]], atol=1e-5)
     assert 0.5 < val_iou <= 1.0
-    items = tiny_recipe.encoder_items(train, boxes)
+    taught = tiny_recipe.with_teacher_boxes(train, boxes)
+    assert taught[0].boxes == train[0].boxes and taught[3].boxes == []
+    assert [b["source"] for b in taught[2].boxes] == ["ResNet-18 teachers (model-predicted)"] * 2
+    np.testing.assert_allclose(taught[2].boxes[0]["xyxy"], [5, 4, 20, 36], atol=1e-3)  # back in pixels
+    items = tiny_recipe.encoder_items(taught)
     assert len(items) == 3 and not np.isnan(items[2].boxes).any()  # the disagreeing image teaches nothing

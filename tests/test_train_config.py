@@ -54,6 +54,7 @@ def test_overrides_win_over_the_file(tmp_path):
     (["max_steps=ten"], "'max_steps' must be int"),
     (["use_peft=maybe"], "'use_peft' must be bool"),
     (["learning_rate=0"], "learning_rate must be > 0"),
+    (["dataloader_num_workers=-1"], "dataloader_num_workers must be >= 0"),
     (["dtype=fp8"], "dtype must be one of"),
     (["load_in_4bit=true"], "set use_peft=true"),
     (["max_length=0"], "max_length must be > 0"),

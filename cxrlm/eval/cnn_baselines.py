@@ -161,6 +161,13 @@ def set_determinism(seed: int) -> None:
 # ---------------------------------------------------------------- training
 
 
+def _device():
+    """The GPU when there is one (the baselines are quoted from CPU runs; a GPU run differs in floating-point order)."""
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def train_net(
     pixels: np.ndarray, targets: np.ndarray, loss_fn, *, outputs: int, epochs: int, size: int, seed: int, boxes: bool
 ):
@@ -169,7 +176,8 @@ def train_net(
 
     set_determinism(seed)
     generator = torch.Generator().manual_seed(seed)
-    net = build_resnet18(outputs)
+    device = _device()
+    net = build_resnet18(outputs).to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=LEARNING_RATE)
     images = torch.from_numpy(pixels[:, None])
     mean, std = float(pixels.mean()), float(pixels.std()) or 1.0
@@ -183,7 +191,7 @@ def train_net(
             windows = random_crops(len(batch), generator)
             x = (crop_images(images[batch], windows, size) - mean) / std
             y = crop_boxes(targets[batch], windows).reshape(len(batch), -1) if boxes else targets[batch]
-            loss = loss_fn(net(x), torch.from_numpy(np.ascontiguousarray(y)))
+            loss = loss_fn(net(x.to(device)), torch.from_numpy(np.ascontiguousarray(y)).to(device))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -196,9 +204,10 @@ def predict(net, pixels: np.ndarray, norm: tuple[float, float]) -> np.ndarray:
 
     net.eval()
     mean, std = norm
+    device = next(net.parameters()).device
     with torch.no_grad():
         chunks = [
-            net((torch.from_numpy(pixels[i : i + BATCH_SIZE, None]) - mean) / std)
+            net(((torch.from_numpy(pixels[i : i + BATCH_SIZE, None]) - mean) / std).to(device)).cpu()
             for i in range(0, len(pixels), BATCH_SIZE)
         ]
     return torch.cat(chunks).numpy() if chunks else np.zeros((0, 0), dtype=np.float32)

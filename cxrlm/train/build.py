@@ -138,7 +138,7 @@ def trainer_arguments(recipe: TrainRecipe) -> dict:
         # Without a GPU, say so: accelerate only sets up CPU (gloo) process groups under torchrun when told.
         use_cpu=not torch.cuda.is_available(),
         disable_tqdm=True,  # ProgressCallback prints one line per log step instead
-        dataloader_num_workers=0,
+        dataloader_num_workers=recipe.dataloader_num_workers,
     )
 
 

@@ -37,6 +37,7 @@ class TrainRecipe:
     train_file: str = ""
     eval_file: str | None = None
     max_samples: int | None = None  # use only the first N rows (smoke tests, quick sweeps)
+    dataloader_num_workers: int = 0  # processes that decode images and build batches
 
     # --- optimisation
     learning_rate: float = 1e-5
@@ -77,6 +78,7 @@ class TrainRecipe:
         _check(self.learning_rate > 0, "learning_rate must be > 0")
         _check(self.max_steps > 0 or self.num_train_epochs > 0, "set max_steps > 0 or num_train_epochs > 0")
         _check(self.per_device_train_batch_size >= 1, "per_device_train_batch_size must be >= 1")
+        _check(self.dataloader_num_workers >= 0, "dataloader_num_workers must be >= 0")
         _check(self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps must be >= 1")
         _check(self.freeze_vision or not self.cache_vision, "cache_vision needs freeze_vision=true")
         _check(0 < self.min_pixels <= self.max_pixels, "need 0 < min_pixels <= max_pixels")

@@ -7,7 +7,10 @@ reading its mean token and each token alone. Reading token values matters: a hea
 itself (a soft-argmax over the grid) trained a tower whose tokens did not say where the lungs are, and the language
 model, which receives token values and not positions, then read boxes worse than the mean box (IoU 0.645 vs 0.700).
 Images get a random resized crop, which moves the boxes with it, a brightness/contrast jitter and a mirror image,
-then pass through the checkpoint's own processor, so the tower sees what inference gives it. The heads are thrown away; the tower is written back into the checkpoint for SFT (`freeze_vision`).
+then pass through the checkpoint's own processor, so the tower sees what inference gives it. Each image's
+augmentation is seeded by (seed, epoch, index), so a run is the same with or without DataLoader workers (used on a
+GPU, where preparing images is the bottleneck). The heads are thrown away; the tower is written back into the
+checkpoint for SFT (`freeze_vision`).
 
 Not here: which images and boxes (cxrlm.train.tiny_recipe builds them), the text stages (sft.py, grpo.py).
 """
@@ -15,6 +18,7 @@ Not here: which images and boxes (cxrlm.train.tiny_recipe builds them), the text
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +53,7 @@ class EncoderConfig:
     flip: float = 0.5  # probability of a mirror image (boxes swapped with it)
     token_weight: float = 1.0  # the heads also read each token alone, so every token carries the answer
     min_positives: int = MIN_POSITIVES  # a label enters the validation macro AUROC with this many positives
+    eval_every: int = 5  # epochs between validation checks (and the last epoch)
     seed: int = 0
 
 
@@ -111,11 +116,38 @@ def augment(item: Item, rng: np.random.Generator, generator, jitter: float, flip
     return Image.fromarray(crop).convert("RGB"), boxes
 
 
-def forward(visual, head, image_processor, images):
-    """Per image, logits (n + 1, 14) and boxes (n + 1, 2, 4) for a list of PIL images (row 0: the mean token)."""
-    batch = image_processor(images=images, return_tensors="pt")
-    tokens = visual(batch["pixel_values"], grid_thw=batch["image_grid_thw"]).pooler_output
-    sizes = (batch["image_grid_thw"].prod(-1) // visual.spatial_merge_size**2).tolist()
+def loader_workers() -> int:
+    """DataLoader processes: on a GPU the CPU prepares the batches (crops, processor, chat template) and is the
+    bottleneck, so spread that over most cores; on a CPU the training itself needs them."""
+    import torch
+
+    return max(1, (os.cpu_count() or 2) - 2) if torch.cuda.is_available() else 0
+
+
+class Augmented:
+    """The training items of one epoch, augmented; a map-style dataset for torch's DataLoader."""
+
+    def __init__(self, items: list[Item], config: EncoderConfig, epoch: int):
+        self.items, self.config, self.epoch = items, config, epoch
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, index: int):
+        import torch
+
+        rng = np.random.default_rng((self.config.seed, self.epoch, index))
+        generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        image, boxes = augment(self.items[index], rng, generator, self.config.jitter, self.config.flip)
+        return image, self.items[index].labels, boxes
+
+
+def forward(visual, head, batch):
+    """Per image, logits (n + 1, 14) and boxes (n + 1, 2, 4) for a processor batch (row 0: the mean token)."""
+    device = next(visual.parameters()).device
+    grid = batch["image_grid_thw"].to(device)
+    tokens = visual(batch["pixel_values"].to(device), grid_thw=grid).pooler_output
+    sizes = (grid.prod(-1) // visual.spatial_merge_size**2).tolist()
     return [head(t) for t in tokens.split(sizes)]
 
 
@@ -135,7 +167,7 @@ def loss_fn(outputs, items_labels, items_boxes, box_weight: float, token_weight:
 
     pooled = one(torch.stack([o[0][0] for o in outputs]), torch.stack([o[1][0] for o in outputs]),
                  items_labels, items_boxes)
-    counts = torch.tensor([len(o[0]) - 1 for o in outputs])
+    counts = torch.tensor([len(o[0]) - 1 for o in outputs], device=items_labels.device)
     per_token = one(torch.cat([o[0][1:] for o in outputs]), torch.cat([o[1][1:] for o in outputs]),
                     items_labels.repeat_interleave(counts, 0), items_boxes.repeat_interleave(counts, 0))
     return pooled + token_weight * per_token
@@ -151,9 +183,9 @@ def evaluate(visual, head, image_processor, items: list[Item], min_positives: in
     with torch.no_grad():
         for start in range(0, len(items), 32):
             chunk = [Image.fromarray(it.image).convert("RGB") for it in items[start : start + 32]]
-            outputs = forward(visual, head, image_processor, chunk)
-            scores.append(np.stack([o[0][0].numpy() for o in outputs]))
-            predicted.append(np.stack([o[1][0].numpy() for o in outputs]))
+            outputs = forward(visual, head, image_processor(images=chunk, return_tensors="pt"))
+            scores.append(np.stack([o[0][0].cpu().numpy() for o in outputs]))
+            predicted.append(np.stack([o[1][0].cpu().numpy() for o in outputs]))
     visual.train()
     scores, predicted = np.concatenate(scores), np.concatenate(predicted)
     macro = classification_scores(np.stack([it.labels for it in items]), scores, min_positives)["macro_auroc"]
@@ -168,35 +200,43 @@ def pretrain(model_dir: str | Path, train: list[Item], val: list[Item], config: 
     from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
     torch.manual_seed(config.seed)
-    rng, generator = np.random.default_rng(config.seed), torch.Generator().manual_seed(config.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32)
     image_processor = AutoProcessor.from_pretrained(model_dir).image_processor
-    visual = model.model.visual
+    visual = model.model.visual.to(device)
     linear_patch_embed(visual)
-    head = heads(model.config.vision_config.out_hidden_size)
+    head = heads(model.config.vision_config.out_hidden_size).to(device)
     params = [*visual.parameters(), *head.parameters()]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     steps = config.epochs * math.ceil(len(train) / config.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.learning_rate, total_steps=steps, pct_start=0.1)
+    workers = loader_workers()
+
+    def collate(samples):
+        images, labels, boxes = zip(*samples)
+        return (image_processor(images=list(images), return_tensors="pt"),
+                torch.from_numpy(np.stack(labels)), torch.from_numpy(np.stack(boxes).astype(np.float32)))
+
     log, start = [], time.perf_counter()
     for epoch in range(config.epochs):
-        order = rng.permutation(len(train))
-        for first in range(0, len(order), config.batch_size):
-            batch = [train[i] for i in order[first : first + config.batch_size]]
-            images, boxes = zip(*(augment(it, rng, generator, config.jitter, config.flip) for it in batch))
-            outputs = forward(visual, head, image_processor, list(images))
-            loss = loss_fn(outputs, torch.from_numpy(np.stack([it.labels for it in batch])),
-                           torch.from_numpy(np.stack(boxes).astype(np.float32)), config.box_weight,
-                           config.token_weight)
+        order = torch.Generator().manual_seed(config.seed * 1000 + epoch)
+        loader = torch.utils.data.DataLoader(Augmented(train, config, epoch), batch_size=config.batch_size,
+                                             shuffle=True, generator=order, num_workers=workers, collate_fn=collate)
+        for batch, labels, boxes in loader:
+            outputs = forward(visual, head, batch)
+            loss = loss_fn(outputs, labels.to(device), boxes.to(device), config.box_weight, config.token_weight)
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             schedule.step()
+        if (epoch + 1) % config.eval_every and epoch + 1 < config.epochs:
+            continue
         scores = evaluate(visual, head, image_processor, val, config.min_positives)
         log.append({"epoch": epoch + 1, "loss": round(loss.item(), 4), **scores})
         print(f"encoder epoch {epoch + 1}/{config.epochs} loss {loss.item():.4f} val macro AUROC "
               f"{scores['macro_auroc']} lung IoU {scores['lung_iou']} | {time.perf_counter() - start:.0f} s", flush=True)
+    visual.to("cpu")
     del visual.patch_embed.forward  # back to the module's own Conv3d forward before saving
     model.save_pretrained(model_dir, safe_serialization=True)
     return {"epochs": log, "seconds": round(time.perf_counter() - start)}

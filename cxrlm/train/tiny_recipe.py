@@ -6,8 +6,10 @@ Every stage is the project's own code: manifests from `cxrlm.data.sources` (pati
 kept out of every stage), the instruction builder's synthetic `<think>` reviews and reports, `cxrlm.models.tiny`
 for the Qwen2.5-VL folder, `cxrlm.train.encoder` for the vision tower, then `cxrlm.train.sft` and
 `cxrlm.train.grpo` (TRL). The prompts are the nv-reason dialect's exact words, the ones `cxrlm` asks at inference.
-Augmented copies of the training images (random resized crop, brightness/contrast) are written under --work so
-the text stages see more than the 75 boxed lungs. Nothing from ../shared/data is copied into the repository.
+Lung boxes for the training images that readers did not box come from the model-predicted `lung_masks/` and from
+an ensemble of ResNet-18 teachers; augmented copies of the training images (random resized crop, brightness/contrast,
+mirror) are written under --work, so the text stages see more than the 75 reader-boxed lungs. The same command runs
+on a CPU or, when one is visible, a GPU. Nothing from ../shared/data is copied into the repository.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from cxrlm.errors import CxrlmError
 from cxrlm.eval.cnn_baselines import nih_targets, norm_boxes
 from cxrlm.pathologies import CHEXPERT14, CLASSIFY_LABELS, NIH14, label_phrase
 from cxrlm.prompts.templates import NV_REASON
-from cxrlm.train.encoder import BOX_LABELS, EncoderConfig, Item, augment, pretrain
+from cxrlm.train.encoder import BOX_LABELS, EncoderConfig, Item, augment, loader_workers, pretrain
 
 VAL_FRACTION = 0.2
 IMAGE_SIDE = 448  # the pixel budget: a 512 px radiograph becomes a 16 x 16 grid of 28 px patches, 64 tokens
@@ -91,8 +93,8 @@ def lung_boxes(record: ManifestRecord) -> np.ndarray:
 def teacher_boxes(train: list[ManifestRecord], val: list[ManifestRecord], seeds: int,
                   epochs: int = 30, size: int = 128) -> tuple[dict[str, np.ndarray], float]:
     """Lung boxes for the training images that have none, predicted by an ensemble of ResNet-18 regressors trained
-    from scratch on those that have both (cxrlm.eval.cnn_baselines' regressor): the vision tower then learns where
-    the lungs are from every training image, not only the boxed ones. Images on which the ensemble disagrees
+    from scratch on those that have both (cxrlm.eval.cnn_baselines' regressor): the tower and the language model
+    then learn where the lungs are from every training image, not only the boxed ones. Images on which it disagrees
     (a member's box under IoU 0.8 with the ensemble's mean box) get none. Returns {image: (2, 4) boxes in 0-1}
     and the ensemble's mean IoU on the validation images with boxes (reported, never used to choose anything)."""
     from cxrlm.eval.cnn_baselines import box_loss, load_pixels, predict, train_net
@@ -117,14 +119,27 @@ def teacher_boxes(train: list[ManifestRecord], val: list[ManifestRecord], seeds:
     return boxes, float(np.mean(val_iou)) if val_iou else float("nan")
 
 
-def encoder_items(records: list[ManifestRecord], extra_boxes: dict[str, np.ndarray] | None = None) -> list[Item]:
-    """NIH images (labels) and images with both lungs boxed, by readers, masks or `extra_boxes`; other images
-    teach nothing here."""
+def with_teacher_boxes(records: list[ManifestRecord], boxes: dict[str, np.ndarray]) -> list[ManifestRecord]:
+    """Records with the teachers' lung boxes (0-1) added where `teacher_boxes` gave some; named as model-predicted."""
+    out = []
+    for r in records:
+        if r.image not in boxes:
+            out.append(r)
+            continue
+        kept = [b for b in r.boxes if b["label"].lower() not in BOX_LABELS]
+        scale = np.array([r.width, r.height, r.width, r.height])
+        added = [{"label": label, "xyxy": [float(v) for v in box * scale], "kind": "anatomy",
+                  "source": "ResNet-18 teachers (model-predicted)"} for label, box in zip(BOX_LABELS, boxes[r.image])]
+        out.append(replace(r, boxes=kept + added))
+    return out
+
+
+def encoder_items(records: list[ManifestRecord]) -> list[Item]:
+    """NIH images (labels) and images with both lungs boxed (by readers, masks or teachers); other images teach
+    nothing here."""
     items = []
     for r in records:
         labels, boxes = nih_targets([r])[0], lung_boxes(r)
-        if np.isnan(boxes).any() and r.image in (extra_boxes or {}):
-            boxes = extra_boxes[r.image].astype(np.float32)
         if np.isnan(labels).all() and np.isnan(boxes).any():
             continue
         items.append(Item(np.asarray(_open_gray(r.image_path)), labels, boxes))
@@ -248,11 +263,14 @@ def corpus(data: Path, sft_file: Path) -> list[str]:
 
 
 def run(data: Path, work: Path, out: Path, args) -> dict:
+    import torch
+
     from cxrlm.models.tiny import build_tiny_checkpoint
     from cxrlm.train import grpo, sft
     from cxrlm.train.config import GRPORecipe, SFTRecipe
 
     start, stages = time.perf_counter(), {}
+    torch.backends.cuda.matmul.allow_tf32 = True  # float32 weights, TF32 matrix units: fast and precise enough
     work.mkdir(parents=True, exist_ok=True)
     records = manifests(data)
     train = [r for r in records if r.split == "train"]
@@ -261,6 +279,10 @@ def run(data: Path, work: Path, out: Path, args) -> dict:
     def stage(name):
         stages[name] = round(time.perf_counter() - start)
         print(f"[tiny] {name} done at {stages[name]} s", flush=True)
+
+    extra, teacher_iou = teacher_boxes(train, val, args.teachers) if args.teachers else ({}, None)
+    train = with_teacher_boxes(train, extra)
+    stage(f"teacher boxes ({len(extra)} images; the ensemble's validation lung IoU {teacher_iou})")
 
     copies = augmented_records(train, work / "images", args.copies, args.box_copies, args.seed)
     n_sft = write_sft(train, work / "sft.jsonl", args.questions, args.seed, copies)
@@ -274,30 +296,27 @@ def run(data: Path, work: Path, out: Path, args) -> dict:
     (init / "cxrlm.json").write_text(json.dumps(PROFILE, indent=2) + "\n")
     stage("architecture and tokenizer")
 
-    extra, teacher_iou = teacher_boxes(train, val, args.teachers) if args.teachers else ({}, None)
-    stage(f"teacher boxes ({len(extra)} images; the ensemble's validation lung IoU {teacher_iou})")
-
-    encoder_log = pretrain(init, encoder_items(train, extra), encoder_items(val),
+    encoder_log = pretrain(init, encoder_items(train), encoder_items(val),
                            EncoderConfig(epochs=args.encoder_epochs, seed=args.seed))
     encoder_log["teacher"] = {"images": len(extra), "val_lung_iou": teacher_iou}
     stage("encoder pretraining")
 
+    # float32 weights throughout (TF32 on a GPU): bf16 weights would round away GRPO's 1e-5 updates.
+    shared = dict(freeze_vision=True, dtype="float32", dataloader_num_workers=loader_workers(), save_steps=10**9,
+                  seed=args.seed, min_pixels=PROFILE["min_pixels"], max_pixels=PROFILE["max_pixels"])
     sft_dir = sft.main(SFTRecipe(
-        model=str(init), train_file=str(work / "sft.jsonl"), output_dir=str(work / "sft"), freeze_vision=True,
-        cache_vision=True,
+        model=str(init), train_file=str(work / "sft.jsonl"), output_dir=str(work / "sft"), cache_vision=True,
         learning_rate=args.sft_lr, num_train_epochs=args.sft_epochs, per_device_train_batch_size=8,
-        warmup_steps=0.03, weight_decay=0.01, save_steps=10**9, logging_steps=25, seed=args.seed,
-        min_pixels=PROFILE["min_pixels"], max_pixels=PROFILE["max_pixels"]))
+        warmup_steps=0.03, weight_decay=0.01, logging_steps=25, **shared))
     stage("SFT")
 
     final = sft_dir
     if args.grpo_steps > 0:
         final = grpo.main(GRPORecipe(
             model=str(sft_dir), train_file=str(work / "grpo.jsonl"), output_dir=str(work / "grpo"),
-            freeze_vision=True, learning_rate=args.grpo_lr, max_steps=args.grpo_steps, per_device_train_batch_size=8,
+            learning_rate=args.grpo_lr, max_steps=args.grpo_steps, per_device_train_batch_size=8,
             num_generations=4, max_completion_length=PROFILE["max_new_tokens"], rewards=["format", "label_f1"],
-            temperature=1.0, save_steps=10**9, logging_steps=5, seed=args.seed,
-            min_pixels=PROFILE["min_pixels"], max_pixels=PROFILE["max_pixels"]))
+            temperature=1.0, logging_steps=5, **shared))
         stage("GRPO")
 
     shutil.rmtree(out, ignore_errors=True)
@@ -320,9 +339,9 @@ def main(argv=None) -> int:
     parser.add_argument("--copies", type=int, default=2, help="augmented copies of each training image")
     parser.add_argument("--box-copies", type=int, default=8, help="augmented copies of each image with lung boxes")
     parser.add_argument("--questions", type=int, default=10, help="yes/no label questions per image")
-    parser.add_argument("--teachers", type=int, default=0, help="ResNet-18 box teachers (0: no teacher boxes)")
-    parser.add_argument("--encoder-epochs", type=int, default=20)
-    parser.add_argument("--sft-epochs", type=float, default=1.5)
+    parser.add_argument("--teachers", type=int, default=3, help="ResNet-18 box teachers (0: no teacher boxes)")
+    parser.add_argument("--encoder-epochs", type=int, default=30)
+    parser.add_argument("--sft-epochs", type=float, default=1.0)
     parser.add_argument("--sft-lr", type=float, default=1e-3)
     parser.add_argument("--grpo-steps", type=int, default=12)
     parser.add_argument("--grpo-lr", type=float, default=1e-5)
