@@ -197,6 +197,39 @@ def test_write_sft_makes_one_conversation_per_image(tmp_path):
     assert all(sum(m["role"] == "assistant" for m in row["messages"]) >= 2 for row in rows)
 
 
+def test_single_turn_rows_ask_every_question_first(tmp_path):
+    labels = normal_labels()
+    records = [ManifestRecord("nih14", f"s{i}", f"p{i}", image=f"/abs/{i}.jpg", labels=labels) for i in range(3)]
+    conversations = tiny_recipe.write_sft(records, tmp_path / "multi.jsonl", questions=2, seed=0)
+    single = tiny_recipe.write_sft(records, tmp_path / "single.jsonl", questions=2, seed=0, single_turn=True)
+    multi_rows = [json.loads(line) for line in (tmp_path / "multi.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (tmp_path / "single.jsonl").read_text().splitlines()]
+    turns = sum(sum(m["role"] == "assistant" for m in row["messages"]) for row in multi_rows)
+    assert conversations == 3 and single == len(rows) == turns
+    assert all([m["role"] for m in row["messages"]] == ["user", "assistant"] for row in rows)
+    assert all(row["messages"][0]["content"][0]["type"] == "image" for row in rows)
+
+
+@pytest.mark.slow
+def test_single_turn_stage_trains_the_language_model_and_keeps_the_tower(patch28_checkpoint, tmp_path):
+    import argparse
+
+    from PIL import Image
+    from safetensors.torch import load_file
+
+    records = []
+    for i in range(2):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (96, 112), dtype=np.uint8)).save(path)
+        records.append(ManifestRecord("nih14", f"s{i}", f"p{i}", image=str(path), width=112, height=96,
+                                      labels=normal_labels(), split="train"))
+    args = argparse.Namespace(seed=0, questions=2, single_turn_steps=2, single_turn_lr=1e-3)
+    out = tiny_recipe.single_turn_sft(patch28_checkpoint, records, tmp_path / "work", args)
+    before, after = load_file(patch28_checkpoint / "model.safetensors"), load_file(out / "model.safetensors")
+    assert any(not torch.equal(before[k], after[k]) for k in before if "visual" not in k)
+    assert all(torch.equal(before[k], after[k]) for k in before if "visual" in k)
+
+
 def test_teacher_boxes_fill_unboxed_images_where_the_ensemble_agrees(tmp_path, monkeypatch):
     from PIL import Image
 

@@ -1,4 +1,4 @@
-"""The cxrlm-tiny recipe, end to end: data, tokenizer, architecture, encoder pretraining, SFT, GRPO.
+"""The cxrlm-tiny recipe, end to end: data, tokenizer, architecture, encoder pretraining, SFT, GRPO, single-turn SFT.
 
     python -m cxrlm.train.tiny_recipe --data ../shared/data --work runs/tiny-train --out weights/cxrlm-tiny
 
@@ -215,18 +215,20 @@ def sft_turns(record: ManifestRecord, rng: random.Random, templates: dict, quest
 
 
 def write_sft(records: list[ManifestRecord], path: Path, questions: int, seed: int,
-              copies: list[ManifestRecord] = ()) -> int:
+              copies: list[ManifestRecord] = (), single_turn: bool = False) -> int:
     """One conversation per image: its examples as turns in a random order, so the image is encoded once and
     every task is also seen as the first turn (which is how `cxrlm` asks at inference). Augmented `copies` get
-    the short answers only."""
+    the short answers only. With `single_turn`, one row per example instead: in a conversation most answers can
+    be read off earlier turns (the review's `<answer>` lists the labels), so only a first turn must be read from
+    the image, and the language model learned to read it poorly."""
     templates, rows = load_templates(), []
     for r, texts in [*((r, True) for r in records), *((r, False) for r in copies)]:
         rng = random.Random(f"{seed}:{r.image}")
         turns = sft_turns(r, rng, templates, questions, texts)
         rng.shuffle(turns)
-        if turns:
-            rows.append({"synthetic": any(t.synthetic for t in turns), "messages": messages(turns),
-                         "images": [str(r.image_path)]})
+        groups = [[t] for t in turns] if single_turn else [turns]
+        rows += [{"synthetic": any(t.synthetic for t in group), "messages": messages(group),
+                  "images": [str(r.image_path)]} for group in groups if group]
     random.Random(seed).shuffle(rows)
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return len(rows)
@@ -262,6 +264,29 @@ def corpus(data: Path, sft_file: Path) -> list[str]:
 # ---------------------------------------------------------------- the stages
 
 
+def text_stage_settings(seed: int) -> dict:
+    """What SFT, GRPO and single-turn SFT share: the tower frozen, float32 weights (TF32 on a GPU: bf16 weights would
+    round away GRPO's 1e-5 updates), the recipe's pixel budget, no intermediate checkpoints."""
+    return dict(freeze_vision=True, dtype="float32", dataloader_num_workers=loader_workers(), save_steps=10**9,
+                seed=seed, min_pixels=PROFILE["min_pixels"], max_pixels=PROFILE["max_pixels"])
+
+
+def single_turn_sft(model: Path, records: list[ManifestRecord], work: Path, args) -> Path:
+    """The last stage: single-turn SFT (`write_sft(single_turn=True)`) over the training images and 2 augmented
+    copies of each, tower frozen. `records` carry the readers' and masks' boxes only, so this stage does not depend
+    on the teacher ensemble (which no two devices reproduce bit for bit)."""
+    from cxrlm.train import sft
+    from cxrlm.train.config import SFTRecipe
+
+    copies = augmented_records(records, work / "single-turn-images", 2, 2, args.seed)
+    write_sft(records, work / "single_turn.jsonl", args.questions, args.seed, copies, single_turn=True)
+    return sft.main(SFTRecipe(
+        model=str(model), train_file=str(work / "single_turn.jsonl"), output_dir=str(work / "single_turn"),
+        cache_vision=True, learning_rate=args.single_turn_lr, max_steps=args.single_turn_steps,
+        per_device_train_batch_size=16, warmup_steps=0.03, weight_decay=0.01, logging_steps=50,
+        **text_stage_settings(args.seed)))
+
+
 def run(data: Path, work: Path, out: Path, args) -> dict:
     import torch
 
@@ -281,7 +306,7 @@ def run(data: Path, work: Path, out: Path, args) -> dict:
         print(f"[tiny] {name} done at {stages[name]} s", flush=True)
 
     extra, teacher_iou = teacher_boxes(train, val, args.teachers) if args.teachers else ({}, None)
-    train = with_teacher_boxes(train, extra)
+    without_teachers, train = train, with_teacher_boxes(train, extra)
     stage(f"teacher boxes ({len(extra)} images; the ensemble's validation lung IoU {teacher_iou})")
 
     copies = augmented_records(train, work / "images", args.copies, args.box_copies, args.seed)
@@ -301,9 +326,7 @@ def run(data: Path, work: Path, out: Path, args) -> dict:
     encoder_log["teacher"] = {"images": len(extra), "val_lung_iou": teacher_iou}
     stage("encoder pretraining")
 
-    # float32 weights throughout (TF32 on a GPU): bf16 weights would round away GRPO's 1e-5 updates.
-    shared = dict(freeze_vision=True, dtype="float32", dataloader_num_workers=loader_workers(), save_steps=10**9,
-                  seed=args.seed, min_pixels=PROFILE["min_pixels"], max_pixels=PROFILE["max_pixels"])
+    shared = text_stage_settings(args.seed)
     sft_dir = sft.main(SFTRecipe(
         model=str(init), train_file=str(work / "sft.jsonl"), output_dir=str(work / "sft"), cache_vision=True,
         learning_rate=args.sft_lr, num_train_epochs=args.sft_epochs, per_device_train_batch_size=8,
@@ -318,6 +341,10 @@ def run(data: Path, work: Path, out: Path, args) -> dict:
             num_generations=4, max_completion_length=PROFILE["max_new_tokens"], rewards=["format", "label_f1"],
             temperature=1.0, logging_steps=5, **shared))
         stage("GRPO")
+
+    if args.single_turn_steps > 0:
+        final = single_turn_sft(Path(final), without_teachers, work, args)
+        stage("single-turn SFT")
 
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
@@ -345,6 +372,8 @@ def main(argv=None) -> int:
     parser.add_argument("--sft-lr", type=float, default=1e-3)
     parser.add_argument("--grpo-steps", type=int, default=12)
     parser.add_argument("--grpo-lr", type=float, default=1e-5)
+    parser.add_argument("--single-turn-steps", type=int, default=600, help="last stage, batches of 16 (0: none)")
+    parser.add_argument("--single-turn-lr", type=float, default=3e-4)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.teachers < 0:
