@@ -262,3 +262,9 @@ def test_teacher_boxes_fill_unboxed_images_where_the_ensemble_agrees(tmp_path, m
     np.testing.assert_allclose(taught[2].boxes[0]["xyxy"], [5, 4, 20, 36], atol=1e-3)  # back in pixels
     items = tiny_recipe.encoder_items(taught)
     assert len(items) == 3 and not np.isnan(items[2].boxes).any()  # the disagreeing image teaches nothing
+
+
+def test_a_wrong_data_folder_is_a_one_line_error(tmp_path, capsys):
+    assert tiny_recipe.main(["--data", str(tmp_path), "--work", str(tmp_path / "w"), "--out", str(tmp_path / "o")]) == 2
+    message = f"error: --data {tmp_path} has no nih14/ folder: pass the folder that holds the shared datasets"
+    assert capsys.readouterr().err.strip() == message

@@ -161,7 +161,7 @@ def set_determinism(seed: int) -> None:
 # ---------------------------------------------------------------- training
 
 
-def _device():
+def training_device():
     """The GPU when there is one (the baselines are quoted from CPU runs; a GPU run differs in floating-point order)."""
     import torch
 
@@ -176,7 +176,7 @@ def train_net(
 
     set_determinism(seed)
     generator = torch.Generator().manual_seed(seed)
-    device = _device()
+    device = training_device()
     net = build_resnet18(outputs).to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=LEARNING_RATE)
     images = torch.from_numpy(pixels[:, None])

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cxrlm.eval.cnn_baselines import classification_scores, crop_boxes, random_crops
+from cxrlm.eval.cnn_baselines import classification_scores, crop_boxes, random_crops, training_device
 from cxrlm.eval.scoring import MIN_POSITIVES
 from cxrlm.metrics.boxes import iou
 from cxrlm.pathologies import NIH14
@@ -200,7 +200,7 @@ def pretrain(model_dir: str | Path, train: list[Item], val: list[Item], config: 
     from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
     torch.manual_seed(config.seed)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = training_device()
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32)
     image_processor = AutoProcessor.from_pretrained(model_dir).image_processor
     visual = model.model.visual.to(device)

@@ -36,7 +36,7 @@ from cxrlm.data.instructions import (
     report_turn,
 )
 from cxrlm.data.manifest import ManifestRecord
-from cxrlm.errors import CxrlmError
+from cxrlm.errors import CxrlmError, InputError
 from cxrlm.eval.cnn_baselines import nih_targets, norm_boxes
 from cxrlm.pathologies import CHEXPERT14, CLASSIFY_LABELS, NIH14, label_phrase
 from cxrlm.prompts.templates import NV_REASON
@@ -59,6 +59,8 @@ def manifests(data: Path) -> list[ManifestRecord]:
 
     records = []
     for name in ("nih14", "covid-chestxray"):
+        if not (data / name).is_dir():
+            raise InputError(f"--data {data} has no {name}/ folder: pass the folder that holds the shared datasets")
         records += build_records(name, data / name, val_fraction=VAL_FRACTION, test_fraction=0.0)
     return [add_mask_boxes(r, data / "covid-chestxray") for r in records]
 
