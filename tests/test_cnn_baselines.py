@@ -138,6 +138,14 @@ def test_records_with_missing_boxes_are_skipped():
     assert cnn.norm_boxes(record, ["right lung"]).tolist() == [[0, 0, 0.5, 0.5]]
 
 
+def test_boxes_of_other_labels_do_not_hide_the_lungs():
+    boxes = [make_box("right lung", [0, 0, 5, 10]), make_box("left lung", [5, 0, 10, 10]), make_box("Nodule", [1, 1, 2, 2])]
+    record = ManifestRecord(dataset="d", study_id="1", patient_id="1", width=10, height=10, boxes=boxes)
+    assert cnn.norm_boxes(record, ["right lung", "left lung"]).tolist() == [[0, 0, 0.5, 1], [0.5, 0, 1, 1]]
+    twice = ManifestRecord(dataset="d", study_id="1", patient_id="1", width=10, height=10, boxes=boxes + boxes[:1])
+    assert cnn.norm_boxes(twice, ["right lung", "left lung"]) is None
+
+
 def test_errors_are_one_line(manifest, tmp_path, capsys):
     assert cnn.main(["ground", "--manifest", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "o.json")]) == 2
     assert "not found" in capsys.readouterr().err

@@ -84,13 +84,15 @@ def box_labels(records: Sequence) -> list[str]:
 
 
 def norm_boxes(record, labels: Sequence[str]) -> np.ndarray | None:
-    """(len(labels), 4) image-relative boxes, or None unless the record has a size and one box per label."""
+    """(len(labels), 4) image-relative boxes, or None unless the record has a size and one box per label.
+    Boxes of other labels (an NIH finding next to the mask-derived lungs) do not disqualify the record."""
     if not record.width or not record.height:
         return None
-    found: dict[str, list] = {}
+    found: dict[str, list] = {name: [] for name in labels}
     for box in record.boxes:
-        found.setdefault(_box_key(box["label"]), []).append(box["xyxy"])
-    if sorted(found) != sorted(labels) or any(len(v) != 1 for v in found.values()):
+        if (key := _box_key(box["label"])) in found:
+            found[key].append(box["xyxy"])
+    if any(len(v) != 1 for v in found.values()):
         return None
     scale = np.array([record.width, record.height, record.width, record.height], dtype=np.float32)
     return np.stack([np.asarray(found[name][0], dtype=np.float32) / scale for name in labels])
