@@ -7,7 +7,8 @@ Load: `cxrlm.models.load_model` in a fresh process each repeat, timed after impo
 (that import, several seconds on a cold CPU whatever the model, is reported on its own row). Reasoning: `model.predict(image, "reason")`, greedy, up to the profile's
 max_new_tokens, end to end (image decode excluded, preprocessing, prefill and decoding included), one image at a
 time on --threads threads. The baseline in the same run is the `classify` task on the same images (22 yes/no
-questions scored in one batch), so the ratio says what a full written answer costs over one forward pass. Medians
+questions scored in one batch), so the ratio says what a full written answer costs over one forward pass. Ground:
+`model.predict(image, "ground", phrase="right lung")`, whose four coordinates are expected values over numbers. Medians
 over the repeats; prints a Markdown table and appends it to benchmarks/RESULTS.md with the device and versions.
 """
 
@@ -66,7 +67,7 @@ def main() -> None:
     imports, loads = zip(*(load_seconds(args.model, args.threads) for _ in range(args.repeats)))
     model = load_model(args.model, device="cpu")
     model.predict(images[0], "reason")  # warm-up
-    reason, classify, tokens = [], [], []
+    reason, classify, ground, tokens = [], [], [], []
     for _ in range(args.repeats):
         for image in images:
             start = time.perf_counter()
@@ -76,6 +77,9 @@ def main() -> None:
             start = time.perf_counter()
             model.predict(image, "classify")
             classify.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            model.predict(image, "ground", phrase="right lung")
+            ground.append(time.perf_counter() - start)
     med = statistics.median
     rows = [
         ("load_model: weights, tokenizer, processor (fresh process)", f"{med(loads):.2f} s", "< 2 s"),
@@ -83,6 +87,7 @@ def main() -> None:
         ("full reasoning output, one image", f"{med(reason):.2f} s ({med(tokens):.0f} tokens)", "< 3 s"),
         ("classify, 22 labels (baseline: one batched forward)", f"{med(classify):.2f} s", "-"),
         ("reasoning / classify", f"{med(reason) / med(classify):.1f}x", "-"),
+        ("ground, one lung box (expected-value coordinates)", f"{med(ground):.2f} s", "-"),
     ]
     table = "\n".join(["| measure | median | target |", "|---|---|---|", *(f"| {a} | {b} | {c} |" for a, b, c in rows)])
     header = (f"\n## cxrlm-tiny on CPU ({datetime.now(UTC):%Y-%m-%d})\n\n"
@@ -93,7 +98,8 @@ def main() -> None:
     print(header + table)
     with RESULTS.open("a") as handle:
         handle.write(header + table + "\n")
-    print(json.dumps({"imports_s": imports, "load_s": loads, "reason_s": reason, "classify_s": classify, "tokens": tokens}))
+    print(json.dumps({"imports_s": imports, "load_s": loads, "reason_s": reason, "classify_s": classify, "ground_s": ground,
+                      "tokens": tokens}))
 
 
 if __name__ == "__main__":

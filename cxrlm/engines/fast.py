@@ -165,6 +165,10 @@ class FastEngine(HFEngine):
         with self.preprocess_lock, self.lock:
             return super().yes_probability(conversations, images)
 
+    def generate_mean_numbers(self, messages, images, max_new_tokens, on_text=None):
+        with self.preprocess_lock, self.lock:
+            return super().generate_mean_numbers(messages, images, max_new_tokens, on_text)
+
     def close(self) -> None:
         self.closed = True
         self.pending.put(None)

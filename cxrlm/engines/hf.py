@@ -64,6 +64,54 @@ class HFEngine:
             input_size=_input_size(inputs, self.processor),
         )
 
+    def generate_mean_numbers(self, messages: list[dict], images: list, max_new_tokens: int,
+                              on_text: Callable[[str], None] | None = None) -> Generation | None:
+        """Greedy decoding, except that every number is the expected value of the model's belief over whole
+        numbers (cxrlm.engines.numbers): for box coordinates. None when the tokenizer does not write one digit
+        per token; the caller then decodes greedily."""
+        import torch
+
+        from cxrlm.engines.batching import TextStream  # batching imports this module
+        from cxrlm.engines.numbers import digit_tokens, mean_number
+
+        tokenizer = self.processor.tokenizer
+        digits = digit_tokens(tokenizer)
+        if digits is None:
+            return None
+        start = time.perf_counter()
+        inputs = self._inputs([messages], [images])
+        prepared = time.perf_counter()
+        stop = _stop_ids(self.model.generation_config, tokenizer)
+        stream = TextStream(tokenizer, on_text)
+        new: list[int] = []
+        with torch.inference_mode():
+            out = self.model(**inputs, use_cache=True)
+            cache, logprobs = out.past_key_values, torch.log_softmax(out.logits[0, -1].float(), -1)
+
+            def branch(prefixes):
+                return _branch_logprobs(self.model, cache, prefixes, self.device)
+
+            while len(new) < max_new_tokens:
+                token = int(logprobs.argmax())
+                if token in stop:
+                    break
+                chosen = mean_number(branch, logprobs, digits) if token in digits else [token]
+                chosen = chosen[: max_new_tokens - len(new)]
+                out = self.model(input_ids=torch.tensor([chosen], device=self.device), past_key_values=cache,
+                                 use_cache=True)
+                cache, logprobs = out.past_key_values, torch.log_softmax(out.logits[0, -1].float(), -1)
+                new += chosen
+                for t in chosen:
+                    stream.push(t)
+        stream.finish()
+        return Generation(
+            text=tokenizer.decode(new, skip_special_tokens=True),
+            new_tokens=len(new),
+            preprocess_s=prepared - start,
+            generate_s=time.perf_counter() - prepared,
+            input_size=_input_size(inputs, self.processor),
+        )
+
     def yes_probability(self, conversations: list[list[dict]], images: list[list]) -> list[float]:
         """P(yes) / (P(yes) + P(no)) for the first answer token of each conversation, in one batch."""
         import torch
@@ -78,6 +126,29 @@ class HFEngine:
         probs = torch.softmax(logits, dim=-1)
         p_yes, p_no = probs[:, yes].sum(-1), probs[:, no].sum(-1)
         return (p_yes / (p_yes + p_no).clamp_min(1e-12)).tolist()
+
+
+def _branch_logprobs(model, cache, prefixes: list[list[int]], device, chunk: int = 16):
+    """Next-token log-probabilities after each token list (all of one length), continuing a copy of `cache`, so
+    the real continuation is untouched. Chunks bound the memory of the copies (one per prefix)."""
+    import copy
+
+    import torch
+
+    rows = []
+    for i in range(0, len(prefixes), chunk):
+        part = prefixes[i : i + chunk]
+        branch = copy.deepcopy(cache)
+        branch.batch_repeat_interleave(len(part))
+        logits = model(input_ids=torch.tensor(part, device=device), past_key_values=branch, use_cache=True).logits
+        rows.append(torch.log_softmax(logits[:, -1].float(), -1))
+    return torch.cat(rows)
+
+
+def _stop_ids(generation_config, tokenizer) -> set[int]:
+    eos = generation_config.eos_token_id
+    ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    return ids | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set())
 
 
 def _first_token_ids(tokenizer, words) -> list[int]:

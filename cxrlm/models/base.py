@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from cxrlm.engines.hf import Generation
 from cxrlm.models.frames import view_region
-from cxrlm.models.profiles import ModelProfile
+from cxrlm.models.profiles import INTEGER_BOX_FORMATS, ModelProfile
 from cxrlm.pathologies import CHEXPERT14, CLASSIFY_LABELS, label_phrase
 from cxrlm.prompts import parsers
 from cxrlm.prompts.templates import DIALECTS, task_prompt
@@ -50,7 +50,7 @@ class CxrModel:
         messages, steps = [], []
         for prompt in (*chain, task_prompt(self.dialect, task, phrase)):
             messages.append(self.adapter.user_turn(prompt, 0) if messages else self.first_turn(prompt, study))
-            steps.append(self.generate([*messages], study, max_new_tokens, on_text))
+            steps.append(self.generate([*messages], study, max_new_tokens, on_text, mean_numbers=task == "ground"))
             messages.append(self.adapter.assistant_turn(steps[-1].text))
         out = self.structure(task, _merged(steps), study, phrase=phrase)
         if chain:
@@ -72,10 +72,19 @@ class CxrModel:
         """The opening user turn: every image of the study (then the prior's) and what they are, then the question."""
         return self.adapter.user_turn(_study_context(study) + prompt, len(study_images(study)))
 
-    def generate(self, messages, study: Study, max_new_tokens=None, on_text=None) -> Generation:
+    def generate(self, messages, study: Study, max_new_tokens=None, on_text=None, mean_numbers=False) -> Generation:
+        """The engine's greedy answer; with `mean_numbers` (grounding), integer box coordinates are the expected
+        value of the model's belief (cxrlm.engines.numbers) where the engine and tokenizer allow it. Fractions
+        ("norm1") stay greedy: their digits after the point are not whole numbers."""
         images = [img.to_pil() for img in study_images(study)]
         messages = self._with_system(messages)
-        return self.engine.generate(messages, images, max_new_tokens or self.profile.max_new_tokens, on_text)
+        max_new_tokens = max_new_tokens or self.profile.max_new_tokens
+        mean = getattr(self.engine, "generate_mean_numbers", None)
+        if mean_numbers and mean and self.profile.box_format in INTEGER_BOX_FORMATS:
+            generation = mean(messages, images, max_new_tokens, on_text)
+            if generation is not None:
+                return generation
+        return self.engine.generate(messages, images, max_new_tokens, on_text)
 
     def _with_system(self, messages: list[dict]) -> list[dict]:
         """The dialect's system prompt first (MedGemma's "You are an expert radiologist."), unless one is there."""

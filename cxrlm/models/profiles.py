@@ -11,6 +11,7 @@ from pathlib import Path
 from cxrlm.errors import ModelLoadError
 
 BOX_FORMATS = ("pixels", "norm1", "int100", "int1000", "auto")  # see cxrlm.prompts.parsers.parse_boxes
+INTEGER_BOX_FORMATS = ("pixels", "int100", "int1000")  # whole-number coordinates
 BOX_FRAMES = ("image", "square_pad", "center_crop")  # see cxrlm.models.frames.view_region
 
 
