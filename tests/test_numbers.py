@@ -138,3 +138,16 @@ def test_greedy_when_the_engine_cannot_decode_means(xray):
     engine = Engine(mean_supported=False)
     out = CxrModel("scripted", PROFILES["m4cxr"], engine).predict(xray, "ground", phrase="right lung")
     assert engine.calls == ["greedy"] and out.boxes
+
+
+def test_a_flat_belief_keeps_only_the_likeliest_strings():
+    first, branch = belief({f"{v}": (1.0 if v == 42 else 0.5) for v in range(10, 100)})
+    calls = []
+
+    def counted(prefixes):
+        calls.append(len(prefixes))
+        return branch(prefixes)
+
+    values = number_distribution(counted, first, DIGITS, max_branches=5)
+    assert max(calls) <= 9 and 42 in likely(values)  # 9 first digits, then the 5 likeliest two-digit strings
+    assert len(likely(values)) == 5

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 FLOOR = 1e-4  # digit strings less likely than this are not expanded: a bounded tree, and their mass is negligible
 MAX_DIGITS = 4  # pixel coordinates of a large input image
+MAX_BRANCHES = 100  # the likeliest strings kept per digit (all of 0-100): bounds the cost of 3-4 digit numbers
 
 
 def digit_tokens(tokenizer) -> dict[int, int] | None:
@@ -27,12 +28,13 @@ def digit_tokens(tokenizer) -> dict[int, int] | None:
 
 
 def number_distribution(branch: Callable, first, digits: dict[int, int], floor: float = FLOOR,
-                        max_digits: int = MAX_DIGITS) -> dict[int, float]:
+                        max_digits: int = MAX_DIGITS, max_branches: int = MAX_BRANCHES) -> dict[int, float]:
     """{value: probability} of the number that starts at the next token.
 
     `first` is the next-token log-probabilities (a 1-D tensor); `branch(prefixes)` returns the log-probabilities
     [len(prefixes), vocab] of the token after each digit-token list (all of one length). A number ends where the
     model writes anything but a digit. The probabilities sum to slightly under 1: pruned strings are left out.
+    Each digit costs one `branch` call over at most `max_branches` strings.
     """
     ids = list(digits)
     frontier = [([t], p) for t, p in zip(ids, first[ids].exp().tolist()) if p > floor]
@@ -50,7 +52,7 @@ def number_distribution(branch: Callable, first, digits: dict[int, int], floor: 
             values[value] = values.get(value, 0.0) + p * ends
             if depth < max_digits:
                 grown += [(tokens + [t], p * q) for t, q in zip(ids, next_digits) if p * q > floor]
-        frontier = grown
+        frontier = sorted(grown, key=lambda string: -string[1])[:max_branches]
     return values
 
 
