@@ -84,6 +84,16 @@ def test_rerun_with_other_settings_is_refused(manifest, tmp_path):
         run_eval(DimModel(), EvalConfig(manifest, tmp_path, tasks=("classify",), seed=1, baselines=False, **FAST))
 
 
+def test_a_run_folder_from_before_expected_value_boxes_is_refused(manifest, tmp_path):
+    config = EvalConfig(manifest, tmp_path, tasks=("classify",), baselines=False, **FAST)
+    run_eval(DimModel(), config)
+    settings = json.loads((tmp_path / "run.json").read_text())
+    del settings["decoding"]  # what cxrlm wrote while it decoded box digits greedily
+    (tmp_path / "run.json").write_text(json.dumps(settings))
+    with pytest.raises(InputError, match="decoding differ"):
+        run_eval(DimModel(), config)
+
+
 @pytest.fixture(scope="module")
 def dim_run(manifest, tmp_path_factory):
     out = tmp_path_factory.mktemp("dim")

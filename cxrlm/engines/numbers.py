@@ -4,7 +4,7 @@ Greedy decoding writes the likeliest first digit, then the likeliest next digit 
 model is unsure of (its mass spread over 52 to 61, say) that lands on a few modal values, whatever the image
 shows. The probability-weighted mean of every number the model gives real mass is the estimate with the least
 squared error under the model's own belief. Measured on cxrlm-tiny's validation lungs, the mean lifted the
-IoU from 0.707 to 0.760 (weights/cxrlm-tiny/MODEL_CARD.md).
+IoU from 0.707 to 0.759 (weights/cxrlm-tiny/MODEL_CARD.md).
 
 This module is pure: it sees log-probabilities, never the model. The engine supplies `branch(prefixes)`, the
 next-token log-probabilities after each digit string (hf.HFEngine.generate_mean_numbers). It only works for

@@ -40,7 +40,9 @@ TASKS = scoring.TASKS
 MODEL = "model"  # the system name of the evaluated model in predictions.jsonl; baselines are "baseline:<name>"
 PACKAGES = ("cxrlm", "numpy", "torch", "transformers", "tokenizers", "pillow", "scipy", "pycocoevalcap")
 # Settings that change predictions: a resumed run must match them.
-RESUME_KEYS = ("model", "manifest_sha256", "split", "limit", "seed", "max_new_tokens")
+RESUME_KEYS = ("model", "manifest_sha256", "split", "limit", "seed", "max_new_tokens", "decoding")
+# How cxrlm models decode; a run folder made with another decoding (greedy box digits, before 2026-11-23) is refused.
+DECODING = "greedy; ground coordinates as expected values over whole numbers where the engine allows (cxrlm.engines.numbers)"
 NEEDS = {"report": "a reference report", "classify": "a known CheXpert label", "ground": "boxes"}
 
 
@@ -402,7 +404,7 @@ def _run_info(model, config: EvalConfig, n_records: int, n_items: dict[str, int]
         "limit": config.limit,
         "seed": config.seed,
         "max_new_tokens": config.max_new_tokens,
-        "decoding": "model default (greedy for cxrlm models)",
+        "decoding": DECODING,
         "tasks": list(config.tasks),
         "n_records": n_records,
         "n_items": n_items,
