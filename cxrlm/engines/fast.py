@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 
 from cxrlm.engines.batching import FastGeneration, Handle, Request, TextStream, make_generator, pick_tokens
-from cxrlm.engines.hf import HFEngine, _input_size
+from cxrlm.engines.hf import HFEngine, _eos_ids, _input_size
 from cxrlm.errors import CxrlmError
 
 log = logging.getLogger(__name__)
@@ -383,11 +383,6 @@ def _tensor(values: list[int], like):
     import torch
 
     return torch.tensor(values, dtype=like.dtype).to(like.device, non_blocking=True)
-
-
-def _eos_ids(generation_config) -> set[int]:
-    eos = generation_config.eos_token_id
-    return set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
 
 
 def _head_dim(text_config) -> int:

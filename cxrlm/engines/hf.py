@@ -81,7 +81,7 @@ class HFEngine:
         start = time.perf_counter()
         inputs = self._inputs([messages], [images])
         prepared = time.perf_counter()
-        stop = _stop_ids(self.model.generation_config, tokenizer)
+        stop = _eos_ids(self.model.generation_config)
         stream = TextStream(tokenizer, on_text)
         new: list[int] = []
         with torch.inference_mode():
@@ -145,10 +145,10 @@ def _branch_logprobs(model, cache, prefixes: list[list[int]], device, chunk: int
     return torch.cat(rows)
 
 
-def _stop_ids(generation_config, tokenizer) -> set[int]:
+def _eos_ids(generation_config) -> set[int]:
+    """The tokens `generate` stops on: the checkpoint's generation_config.eos_token_id (one id or a list)."""
     eos = generation_config.eos_token_id
-    ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-    return ids | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set())
+    return set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
 
 
 def _first_token_ids(tokenizer, words) -> list[int]:
