@@ -14,7 +14,7 @@ pytestmark = pytest.mark.skipif(not (DEFAULT_MODEL_DIR / "config.json").is_file(
 
 def cli(*args, env=None):
     return subprocess.run([sys.executable, "-m", "cxrlm", *map(str, args)], capture_output=True, text=True,
-                          timeout=300, env=env)
+                          check=False, timeout=300, env=env)
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ def test_no_tags_at_all():
 def test_unclosed_answer():
     out = parsers.split_reasoning("<think>x</think><answer>Atelectasis, Pneumoth")
     assert any("</answer>" in w for w in out.warnings)
-    labels, unknown = parsers.parse_labels(out.answer)
+    labels, _unknown = parsers.parse_labels(out.answer)
     assert "Atelectasis" in labels
 
 

@@ -243,7 +243,9 @@ def test_teacher_boxes_fill_unboxed_images_where_the_ensemble_agrees(tmp_path, m
                               height=40, boxes=boxes, split=split)
 
     train = [record("boxed1", True), record("boxed2", True), record("agree", False), record("disagree", False)]
-    val = [record("val", True, "val")]
+    masked = record("val-mask", True, "val")
+    masked.boxes[0]["source"] = "lung_masks (model-predicted)"
+    val = [record("val", True, "val"), masked]  # only reader boxes are scored, as by `cxrlm eval`
     def logit(p):
         return np.log(np.array([p]) / (1 - np.array([p])))
 

@@ -98,13 +98,15 @@ def teacher_boxes(train: list[ManifestRecord], val: list[ManifestRecord], seeds:
     from scratch on those that have both (cxrlm.eval.cnn_baselines' regressor): the tower and the language model
     then learn where the lungs are from every training image, not only the boxed ones. Images on which it disagrees
     (a member's box under IoU 0.8 with the ensemble's mean box) get none. Returns {image: (2, 4) boxes in 0-1}
-    and the ensemble's mean IoU on the validation images with boxes (reported, never used to choose anything)."""
+    and the ensemble's mean IoU on the validation images with reader lung boxes, the boxes `cxrlm eval` scores
+    (reported, never used to choose anything)."""
     from cxrlm.eval.cnn_baselines import box_loss, load_pixels, predict, train_net
     from cxrlm.metrics.boxes import iou
 
     boxed = [r for r in train if not np.isnan(lung_boxes(r)).any()]
     rest = [r for r in train if np.isnan(lung_boxes(r)).any()]
-    checked = [r for r in val if not np.isnan(lung_boxes(r)).any()]
+    checked = [r for r in val if not np.isnan(lung_boxes(r)).any()
+               and not any("model-predicted" in b.get("source", "") for b in r.boxes)]
     pixels, targets = load_pixels(boxed, size), np.stack([lung_boxes(r) for r in boxed])
     inputs = load_pixels(rest + checked, size)
     members = []
@@ -309,7 +311,7 @@ def run(data: Path, work: Path, out: Path, args) -> dict:
 
     extra, teacher_iou = teacher_boxes(train, val, args.teachers) if args.teachers else ({}, None)
     without_teachers, train = train, with_teacher_boxes(train, extra)
-    stage(f"teacher boxes ({len(extra)} images; the ensemble's validation lung IoU {teacher_iou})")
+    stage(f"teacher boxes ({len(extra)} images; the ensemble's IoU on the validation reader boxes {teacher_iou})")
 
     copies = augmented_records(train, work / "images", args.copies, args.box_copies, args.seed)
     n_sft = write_sft(train, work / "sft.jsonl", args.questions, args.seed, copies)
