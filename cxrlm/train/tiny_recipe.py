@@ -48,6 +48,7 @@ TEXT = dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_att
 VISION = dict(depth=4, hidden_size=192, intermediate_size=512, num_heads=3, patch_size=28,
               window_size=IMAGE_SIDE, fullatt_block_indexes=[0, 1, 2, 3])
 VOCAB_SIZE = 4096
+PREDICTED = "model-predicted"  # in a box's source: from the masks or the teachers, not drawn by a reader
 PROFILE = {"profile": "nv-reason-cxr", "box_format": "int100", "min_pixels": 56 * 56,
            "max_pixels": IMAGE_SIDE * IMAGE_SIDE, "max_new_tokens": 320}
 
@@ -82,7 +83,7 @@ def add_mask_boxes(record: ManifestRecord, root: Path) -> ManifestRecord:
     found = ndimage.find_objects(blobs)
     two = sorted((found[i] for i in np.argsort(sizes)[-2:]), key=lambda s: s[1].start)
     boxes = [{"label": label, "xyxy": [float(s[1].start), float(s[0].start), float(s[1].stop), float(s[0].stop)],
-              "kind": "anatomy", "source": "lung_masks (model-predicted)"} for label, s in zip(BOX_LABELS, two)]
+              "kind": "anatomy", "source": f"lung_masks ({PREDICTED})"} for label, s in zip(BOX_LABELS, two)]
     return replace(record, boxes=boxes)
 
 
@@ -106,7 +107,7 @@ def teacher_boxes(train: list[ManifestRecord], val: list[ManifestRecord], seeds:
     boxed = [r for r in train if not np.isnan(lung_boxes(r)).any()]
     rest = [r for r in train if np.isnan(lung_boxes(r)).any()]
     checked = [r for r in val if not np.isnan(lung_boxes(r)).any()
-               and not any("model-predicted" in b.get("source", "") for b in r.boxes)]
+               and not any(PREDICTED in b.get("source", "") for b in r.boxes)]
     pixels, targets = load_pixels(boxed, size), np.stack([lung_boxes(r) for r in boxed])
     inputs = load_pixels(rest + checked, size)
     members = []
@@ -133,7 +134,7 @@ def with_teacher_boxes(records: list[ManifestRecord], boxes: dict[str, np.ndarra
         kept = [b for b in r.boxes if b["label"].lower() not in BOX_LABELS]
         scale = np.array([r.width, r.height, r.width, r.height])
         added = [{"label": label, "xyxy": [float(v) for v in box * scale], "kind": "anatomy",
-                  "source": "ResNet-18 teachers (model-predicted)"} for label, box in zip(BOX_LABELS, boxes[r.image])]
+                  "source": f"ResNet-18 teachers ({PREDICTED})"} for label, box in zip(BOX_LABELS, boxes[r.image])]
         out.append(replace(r, boxes=kept + added))
     return out
 
