@@ -126,6 +126,48 @@ def test_pretrain_runs_and_writes_the_tower_back(patch28_checkpoint, tmp_path):
     assert "patch_embed.proj.weight" in " ".join(after)  # saved in the checkpoint's own layout
 
 
+def test_a_stopped_pretraining_goes_on_to_the_same_tower(patch28_checkpoint, tmp_path, monkeypatch):
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from cxrlm.errors import ConfigError
+
+    rng = np.random.default_rng(0)
+    boxes = np.array([[0.1, 0.1, 0.45, 0.9], [0.55, 0.1, 0.9, 0.9]], np.float32)
+    items = [encoder.Item(rng.integers(0, 256, (120, 110), dtype=np.uint8),
+                          np.where(rng.random(14) < 0.5, 1.0, 0.0).astype(np.float32), boxes) for _ in range(6)]
+    config = encoder.EncoderConfig(epochs=3, batch_size=3, min_positives=1, eval_every=1)
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    shutil.copytree(patch28_checkpoint, whole)
+    shutil.copytree(patch28_checkpoint, stopped)
+    encoder.pretrain(whole, items, items, config)
+    assert not (whole / encoder.STATE_FILE).exists()  # removed once the tower is written back
+
+    checks = []
+
+    def stop_at_the_second_check(*args):
+        checks.append(1)
+        if len(checks) == 2:
+            raise KeyboardInterrupt
+        return {"macro_auroc": 0.5, "lung_iou": 0.5}
+
+    with monkeypatch.context() as patch:
+        patch.setattr(encoder, "evaluate", stop_at_the_second_check)
+        with pytest.raises(KeyboardInterrupt):
+            encoder.pretrain(stopped, items, items, config)
+    assert (stopped / encoder.STATE_FILE).is_file()
+    with pytest.raises(ConfigError, match="other settings or images"):
+        encoder.pretrain(stopped, items, items, encoder.EncoderConfig(epochs=4, batch_size=3, min_positives=1))
+    with pytest.raises(ConfigError, match="other settings or images"):
+        encoder.pretrain(stopped, items[:5], items, config)
+    log = encoder.pretrain(stopped, items, items, config)
+    assert [e["epoch"] for e in log["epochs"]] == [1, 2, 3]
+    assert log["epochs"][0]["lung_iou"] == 0.5  # epoch 1 came from the saved state, not run again
+    a, b = load_file(whole / "model.safetensors"), load_file(stopped / "model.safetensors")
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
 def test_cached_vision_tokens_equal_the_tower_and_are_computed_once(patch28_checkpoint):
     visual, processor = _visual(patch28_checkpoint)
     visual.requires_grad_(False)

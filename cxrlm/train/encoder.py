@@ -10,27 +10,32 @@ Images get a random resized crop, which moves the boxes with it, a brightness/co
 then pass through the checkpoint's own processor, so the tower sees what inference gives it. Each image's
 augmentation is seeded by (seed, epoch, index), so a run is the same with or without DataLoader workers (used on a
 GPU, where preparing images is the bottleneck). The heads are thrown away; the tower is written back into the
-checkpoint for SFT (`freeze_vision`).
+checkpoint for SFT (`freeze_vision`). At every validation check the run's state is saved (by default next to the
+checkpoint, `encoder_state.pt`), and a stopped run started again with the same settings and images goes on from
+there, to the same weights: longer pretraining takes hours on a CPU.
 
 Not here: which images and boxes (cxrlm.train.tiny_recipe builds them), the text stages (sft.py, grpo.py).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from cxrlm.errors import ConfigError
 from cxrlm.eval.cnn_baselines import classification_scores, crop_boxes, random_crops, training_device
 from cxrlm.eval.scoring import MIN_POSITIVES
 from cxrlm.metrics.boxes import iou
 from cxrlm.pathologies import NIH14
 
 BOX_LABELS = ("right lung", "left lung")
+STATE_FILE = "encoder_state.pt"  # a running pretraining's state, removed when it ends
 
 
 @dataclass
@@ -194,8 +199,39 @@ def evaluate(visual, head, image_processor, items: list[Item], min_positives: in
     return {"macro_auroc": macro, "lung_iou": float(np.mean(ious)) if ious else None}
 
 
-def pretrain(model_dir: str | Path, train: list[Item], val: list[Item], config: EncoderConfig) -> dict:
-    """Train the checkpoint's vision tower in place (the last epoch: validation only watches); returns the validation log."""
+def fingerprint(items: list[Item], config: EncoderConfig) -> dict:
+    """What a run's result depends on besides the initial weights: its settings and its images and targets."""
+    digest = hashlib.sha256()
+    for it in items:
+        for array in (it.image, it.labels, it.boxes):
+            digest.update(np.ascontiguousarray(array).tobytes())
+    return {"config": asdict(config), "images": digest.hexdigest()}
+
+
+def resume(state_path: Path, run: dict, visual, head, optimizer, schedule) -> tuple[int, list, float]:
+    """(first epoch, validation log, seconds spent) of a stopped run, its weights and optimizer restored; a new
+    run's (0, [], 0.0) when there is none. The augmentation and the batch order are seeded by epoch, so the rest
+    of the run is the one it would have been."""
+    import torch
+
+    if not state_path.is_file():
+        return 0, [], 0.0
+    state = torch.load(state_path, map_location=next(visual.parameters()).device, weights_only=True)
+    if state["run"] != run:
+        raise ConfigError(f"{state_path} is from a pretraining run with other settings or images; start that run "
+                          "again as it was, or delete the file to start over")
+    visual.load_state_dict(state["visual"])
+    head.load_state_dict(state["head"])
+    optimizer.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    print(f"encoder: resuming after epoch {state['epoch']} from {state_path}", flush=True)
+    return state["epoch"], state["log"], state["seconds"]
+
+
+def pretrain(model_dir: str | Path, train: list[Item], val: list[Item], config: EncoderConfig,
+             state_path: Path | None = None) -> dict:
+    """Train the checkpoint's vision tower in place (validation only watches), going on from a stopped run's
+    state in `state_path` (default: the checkpoint's `encoder_state.pt`) if there is one; returns the validation log."""
     import torch
     from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
@@ -211,14 +247,16 @@ def pretrain(model_dir: str | Path, train: list[Item], val: list[Item], config: 
     steps = config.epochs * math.ceil(len(train) / config.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.learning_rate, total_steps=steps, pct_start=0.1)
     workers = loader_workers()
+    state_path, run = Path(state_path or Path(model_dir) / STATE_FILE), fingerprint(train, config)
+    first, log, spent = resume(state_path, run, visual, head, optimizer, schedule)
 
     def collate(samples):
         images, labels, boxes = zip(*samples)
         return (image_processor(images=list(images), return_tensors="pt"),
                 torch.from_numpy(np.stack(labels)), torch.from_numpy(np.stack(boxes).astype(np.float32)))
 
-    log, start = [], time.perf_counter()
-    for epoch in range(config.epochs):
+    start = time.perf_counter() - spent
+    for epoch in range(first, config.epochs):
         order = torch.Generator().manual_seed(config.seed * 1000 + epoch)
         loader = torch.utils.data.DataLoader(Augmented(train, config, epoch), batch_size=config.batch_size,
                                              shuffle=True, generator=order, num_workers=workers, collate_fn=collate)
@@ -236,7 +274,12 @@ def pretrain(model_dir: str | Path, train: list[Item], val: list[Item], config: 
         log.append({"epoch": epoch + 1, "loss": round(loss.item(), 4), **scores})
         print(f"encoder epoch {epoch + 1}/{config.epochs} loss {loss.item():.4f} val macro AUROC "
               f"{scores['macro_auroc']} lung IoU {scores['lung_iou']} | {time.perf_counter() - start:.0f} s", flush=True)
+        torch.save({"epoch": epoch + 1, "log": log, "seconds": time.perf_counter() - start, "run": run,
+                    "visual": visual.state_dict(), "head": head.state_dict(), "optimizer": optimizer.state_dict(),
+                    "schedule": schedule.state_dict()}, state_path.with_suffix(".tmp"))
+        os.replace(state_path.with_suffix(".tmp"), state_path)  # a run stopped while saving keeps the last state
     visual.to("cpu")
     del visual.patch_embed.forward  # back to the module's own Conv3d forward before saving
     model.save_pretrained(model_dir, safe_serialization=True)
+    state_path.unlink(missing_ok=True)
     return {"epochs": log, "seconds": round(time.perf_counter() - start)}

@@ -9,7 +9,8 @@ for the Qwen2.5-VL folder, `cxrlm.train.encoder` for the vision tower, then `cxr
 Lung boxes for the training images that readers did not box come from the model-predicted `lung_masks/` and from
 an ensemble of ResNet-18 teachers; augmented copies of the training images (random resized crop, brightness/contrast,
 mirror) are written under --work, so the text stages see more than the 75 reader-boxed lungs. The same command runs
-on a CPU or, when one is visible, a GPU. Nothing from ../shared/data is copied into the repository.
+on a CPU or, when one is visible, a GPU; stopped during encoder pretraining, it goes on from that stage's last
+check when run again. Nothing from ../shared/data is copied into the repository.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from cxrlm.errors import CxrlmError, InputError
 from cxrlm.eval.cnn_baselines import nih_targets, norm_boxes
 from cxrlm.pathologies import CHEXPERT14, CLASSIFY_LABELS, NIH14, label_phrase
 from cxrlm.prompts.templates import NV_REASON
-from cxrlm.train.encoder import BOX_LABELS, EncoderConfig, Item, augment, loader_workers, pretrain
+from cxrlm.train.encoder import BOX_LABELS, STATE_FILE, EncoderConfig, Item, augment, loader_workers, pretrain
 
 VAL_FRACTION = 0.2
 IMAGE_SIDE = 448  # the pixel budget: a 512 px radiograph becomes a 16 x 16 grid of 28 px patches, 64 tokens
@@ -326,8 +327,9 @@ def run(data: Path, work: Path, out: Path, args) -> dict:
     (init / "cxrlm.json").write_text(json.dumps(PROFILE, indent=2) + "\n")
     stage("architecture and tokenizer")
 
+    # kept in the work folder, which a rerun keeps: the same command goes on from a stopped pretraining's last check
     encoder_log = pretrain(init, encoder_items(train), encoder_items(val),
-                           EncoderConfig(epochs=args.encoder_epochs, seed=args.seed))
+                           EncoderConfig(epochs=args.encoder_epochs, seed=args.seed), work / STATE_FILE)
     encoder_log["teacher"] = {"images": len(extra), "val_lung_iou": teacher_iou}
     stage("encoder pretraining")
 
