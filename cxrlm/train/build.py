@@ -189,12 +189,30 @@ def run_training(trainer, recipe: TrainRecipe) -> None:
     from transformers import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # ProgressCallback prints a shorter line per log step
+    if not recipe.use_peft:
+        trainer._load_from_checkpoint = _full_weights_loader(trainer)
     try:
         trainer.train(resume_from_checkpoint=recipe.resume_from_checkpoint or None)
     except ValueError as err:
         if "checkpoint" in str(err).lower() and recipe.resume_from_checkpoint:
             raise ConfigError(f"cannot resume: {str(err).splitlines()[0]} (set resume_from_checkpoint=null)") from None
         raise
+
+
+def _full_weights_loader(trainer):
+    """Trainer's resume loader for full fine-tuning, loading a checkpoint as `from_pretrained` does.
+
+    transformers saves checkpoints in the hub's key layout (`visual.*`, `model.layers.*`) but resumes with a plain
+    `load_state_dict(strict=False)` in the model's own layout (`model.visual.*`, ...): every key misses, with only
+    a warning, and a vision-language model silently restarts from its first weights (huggingface/transformers#43701).
+    """
+
+    def load(checkpoint: str, model=None) -> None:
+        model = model if model is not None else trainer.model
+        saved = type(model).from_pretrained(checkpoint, dtype=model.dtype, local_files_only=True)
+        model.load_state_dict(saved.state_dict())  # strict: a checkpoint of another architecture is an error
+
+    return load
 
 
 def save_checkpoint(trainer, processor, recipe: TrainRecipe) -> Path:
