@@ -119,6 +119,25 @@ def test_weak_model_values_and_label_fallback(dim_run):
     assert ground["mean_iou"]["ci_low"] <= ground["mean_iou"]["value"] <= ground["mean_iou"]["ci_high"]
 
 
+def test_label_scores_that_follow_one_number_per_image_get_a_note():
+    import numpy as np
+
+    from cxrlm.eval.scoring import score_task
+    from cxrlm.pathologies import CLASSIFY_LABELS
+
+    rng = np.random.default_rng(0)
+
+    def rows(scores):
+        return [{"reference": {"labels": {name: int(rng.random() < 0.3) for name in CLASSIFY_LABELS}},
+                 "prediction": {"probabilities": dict(zip(CLASSIFY_LABELS, row))}} for row in scores]
+
+    abnormal = rng.random((40, 1))
+    one = score_task("classify", rows(0.2 + 0.5 * abnormal + 0.1 * rng.random((40, 22))), n_resamples=20)
+    assert one.metrics["first_component_share"]["value"] > 0.9 and "one component" in " ".join(one.notes)
+    apart = score_task("classify", rows(rng.random((40, 22))), n_resamples=20)
+    assert apart.metrics["first_component_share"]["value"] < 0.3 and not apart.notes
+
+
 def test_batching_model_gets_chunks(manifest, tmp_path):
     model = BatchingDimModel()
     run_eval(model, EvalConfig(manifest, tmp_path, tasks=("classify",), batch_size=4, baselines=False, **FAST))

@@ -100,6 +100,18 @@ def test_macro_f1_leaves_out_labels_never_positive():
     assert math.isnan(L.macro_f1(np.zeros((2, 2)), score[:2]))
 
 
+def test_first_component_share_tells_one_score_per_image_from_label_specific_scores():
+    rng = np.random.default_rng(0)
+    abnormal = rng.normal(size=(200, 1))  # one number per image, each label a shifted, noisy copy of it
+    one_score = 1 / (1 + np.exp(-(abnormal + rng.normal(-1.5, 0.1, size=(1, 8)) + 0.05 * rng.normal(size=(200, 8)))))
+    assert L.first_component_share(one_score) > 0.95
+    assert L.first_component_share(rng.random((200, 8))) < 0.2
+    with_constant = np.c_[one_score[:, :1], np.full(200, 0.3), np.full(200, np.nan)]
+    assert math.isnan(L.first_component_share(with_constant))  # one label left: no components to compare
+    assert L.first_component_share(np.c_[one_score, np.full(200, 0.3)]) == pytest.approx(
+        L.first_component_share(one_score))
+
+
 def test_row_count_mismatch_is_an_error():
     with pytest.raises(ValueError, match="pair up"):
         L.classification_metrics([{"Edema": 1}], [], labels=("Edema",))

@@ -32,6 +32,7 @@ PRIMARY = {
     "ground": ("mean_iou", "hit_rate_50", "map50"),
 }
 MIN_POSITIVES = 10  # a label enters macro_auroc_nih with this many positive items
+ONE_SCORE_SHARE = 0.8  # above this first_component_share, the notes say the labels follow one number per image
 CE_KEYS = ("ce_f1_micro_14", "ce_f1_macro_14", "ce_f1_micro_5", "ce_f1_macro_5")
 
 
@@ -74,6 +75,7 @@ def classify_specs(rows: Sequence[dict]) -> list[MetricSpec]:
         MetricSpec("micro_auroc", _micro_auroc, (truth, score)),
         MetricSpec("macro_f1", labels.macro_f1, (truth, score)),
         MetricSpec("micro_f1", labels.micro_f1, (truth, score)),
+        MetricSpec("first_component_share", labels.first_component_share, (score,)),
     ]
 
 
@@ -131,6 +133,12 @@ def score_task(
         _report_extras(rows, result, meteor)
     elif task == "classify":
         result.extra["per_label"] = _classify_per_label(rows, n_resamples, seed)
+        share = metrics["first_component_share"]["value"]
+        if share is not None and share > ONE_SCORE_SHARE:
+            result.notes.append(
+                f"{share:.0%} of the label scores' variance is one component: every label follows about one number "
+                "per image, so its AUROCs rank images by that one number, not by finding"
+            )
     elif task == "ground":
         result.extra["per_label"] = _ground_per_label(rows)
     return result

@@ -176,6 +176,22 @@ def macro_auroc(y_true: np.ndarray, y_score: np.ndarray) -> float:
     return _nanmean([auroc(y_true[:, j], y_score[:, j]) for j in range(y_true.shape[1])])
 
 
+def first_component_share(y_score: np.ndarray) -> float:
+    """Share of the label scores' variance in their first principal component (log-odds, each label standardised).
+
+    Near 1 when a classifier gives each image one number and every label follows it: a yes/no VLM can rank images
+    by how abnormal they look and answer each label from that, which earns a macro AUROC above 0.5 on co-occurring
+    labels without telling the labels apart. Labels with constant or missing scores are left out.
+    """
+    logit = np.log(np.clip(y_score, 1e-6, 1 - 1e-6)) - np.log(np.clip(1 - y_score, 1e-6, 1))
+    logit = logit[:, ~np.isnan(logit).any(axis=0)]
+    logit = logit[:, logit.std(axis=0) > 1e-9]
+    if logit.shape[1] < 2 or len(logit) < 3:
+        return math.nan
+    variances = np.linalg.svd((logit - logit.mean(0)) / logit.std(0), compute_uv=False) ** 2
+    return float(variances[0] / variances.sum())
+
+
 def macro_f1(y_true: np.ndarray, y_score: np.ndarray, threshold: float = 0.5) -> float:
     """Mean F1 over the labels with at least one positive reference item (others have no defined recall)."""
     tp, fp, fn, _ = column_counts(y_true, y_score, threshold)
