@@ -7,6 +7,7 @@ requested splits (default "val"), once per seed:
   labelled and masked out of the loss). Score: AUROC per NIH label (`cxrlm.metrics.labels.auroc`), and the
   macro over labels with at least `min_positives` positives in the scored split (the model card's rule), plus
   the macro over every label with both classes present, since a small split may leave few labels above the bar.
+  Also `first_component_share` (`cxrlm.metrics.labels`): whether its labels follow one number per image.
 - ground: a box regressor, one (x1, y1, x2, y2) in image-relative coordinates per box label (for
   covid-chestxray: right lung, left lung), trained with smooth L1 on images that have exactly one box of every
   label. Score: IoU per box (`cxrlm.metrics.boxes.iou`) in pixels of the stored image, mean over boxes.
@@ -37,7 +38,7 @@ from cxrlm.errors import CxrlmError, InputError
 from cxrlm.eval.baselines import _box_key, mean_boxes
 from cxrlm.eval.scoring import MIN_POSITIVES
 from cxrlm.metrics.boxes import iou
-from cxrlm.metrics.labels import auroc
+from cxrlm.metrics.labels import auroc, first_component_share
 from cxrlm.pathologies import NIH14
 
 CROP_MIN_SIDE = 0.8  # random resized crop keeps 80-100% of each side: light, the lungs stay in view
@@ -245,6 +246,7 @@ def classification_scores(truth: np.ndarray, scores: np.ndarray, min_positives: 
         "macro_labels": [k for k, v in per_label.items() if v["positives"] >= min_positives and v["auroc"] is not None],
         "macro_auroc_all_defined": _mean(defined),
         "per_label": per_label,
+        "first_component_share": _finite(first_component_share(1 / (1 + np.exp(-scores)))),  # scores are logits
         "items": len(truth),
     }
 
@@ -327,6 +329,7 @@ def _classify_summary(runs: Sequence[dict]) -> dict:
     return {
         "macro_auroc": summarize(runs, "macro_auroc"),
         "macro_auroc_all_defined": summarize(runs, "macro_auroc_all_defined"),
+        "first_component_share": summarize(runs, "first_component_share"),
         "per_label_mean": {k: (v["mean"] if v else None) for k, v in per_label.items()},
     }
 
