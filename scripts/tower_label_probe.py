@@ -9,53 +9,83 @@ Compare with `cxrlm eval --tasks classify` on the same split: what the language 
 Needs scikit-learn (in the `test` extra).
 """
 
+import argparse
 import sys
+from pathlib import Path
 
 import numpy as np
-import torch
-from PIL import Image
-from sklearn.linear_model import LogisticRegressionCV
-from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
-from cxrlm.data.manifest import read_manifest
-from cxrlm.eval.cnn_baselines import nih_targets, split_records
+from cxrlm.errors import CxrlmError, InputError
+from cxrlm.eval.cnn_baselines import classification_scores, nih_targets, split_records
 from cxrlm.eval.scoring import MIN_POSITIVES
-from cxrlm.metrics.labels import auroc, first_component_share
 from cxrlm.pathologies import NIH14
 
 
-def mean_tokens(model_dir: str, records) -> np.ndarray:
+def mean_tokens(model_dir: Path, records) -> np.ndarray:
+    import torch
+    from PIL import Image
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
     processor = AutoProcessor.from_pretrained(model_dir).image_processor
     features = []
     for record in records:
-        batch = processor(images=[Image.open(record.image_path).convert("RGB")], return_tensors="pt")
+        try:
+            image = Image.open(record.image_path).convert("RGB")
+        except OSError as err:
+            raise InputError(f"cannot read image {record.image_path} ({err}); check the manifest's root") from None
+        batch = processor(images=[image], return_tensors="pt")
         with torch.no_grad():
             tokens = model.model.visual(batch["pixel_values"], grid_thw=batch["image_grid_thw"]).pooler_output
         features.append(tokens.mean(0).numpy())
     return np.stack(features)
 
 
-def main(model_dir: str, manifest: str) -> None:
-    records = read_manifest(manifest)
-    train, val = split_records(records, "train"), split_records(records, "val")
-    features = mean_tokens(model_dir, train + val)
-    mean, std = features[: len(train)].mean(0), features[: len(train)].std(0) + 1e-6
-    features = (features - mean) / std
-    x_train, x_val = features[: len(train)], features[len(train):]
-    y_train, y_val = nih_targets(train), nih_targets(val)
-    scores = np.full(y_val.shape, 0.5)
+def probe_logits(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray) -> np.ndarray:
+    """(val items, NIH labels) log-odds of one probe per label; 0 where a label has too few training positives."""
+    from sklearn.linear_model import LogisticRegressionCV
+
+    logits = np.zeros((len(x_val), len(NIH14)))
     for j in range(len(NIH14)):
         known = ~np.isnan(y_train[:, j])
         if y_train[known, j].sum() >= 5:  # 5 folds need a positive each
             probe = LogisticRegressionCV(Cs=[0.001, 0.01, 0.1, 1], cv=5, scoring="roc_auc", max_iter=2000)
-            scores[:, j] = probe.fit(x_train[known], y_train[known, j]).predict_proba(x_val)[:, 1]
-    scored = {NIH14[j]: auroc(y_val[:, j], scores[:, j]) for j in range(len(NIH14))
-              if np.nansum(y_val[:, j] == 1) >= MIN_POSITIVES}
-    print(f"macro AUROC, NIH labels with >= {MIN_POSITIVES} positives: {np.mean(list(scored.values())):.3f}")
-    print("  " + ", ".join(f"{name} {value:.3f}" for name, value in scored.items()))
-    print(f"first_component_share of the probes' scores: {first_component_share(scores):.3f}")
+            logits[:, j] = probe.fit(x_train[known], y_train[known, j]).decision_function(x_val)
+    return logits
+
+
+def main(argv=None) -> int:
+    from cxrlm.data.manifest import read_manifest
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("model", type=Path, help="a Qwen2.5-VL checkpoint folder, e.g. weights/cxrlm-tiny")
+    parser.add_argument("manifest", type=Path, help="an nih14 manifest with train and val splits (cxrlm data build)")
+    args = parser.parse_args(argv)
+    try:
+        if not (args.model / "config.json").is_file():
+            raise InputError(f"{args.model} is not a checkpoint folder (no config.json)")
+        if not args.manifest.is_file():
+            raise InputError(f"manifest {args.manifest} not found; build one with `cxrlm data build nih14 ...`")
+        records = read_manifest(args.manifest)
+        train, val = split_records(records, "train"), split_records(records, "val")
+        if not train or not val:
+            raise InputError(f"{args.manifest} needs images in both the train and the val split")
+        features = mean_tokens(args.model, train + val)
+    except CxrlmError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    mean, std = features[: len(train)].mean(0), features[: len(train)].std(0) + 1e-6
+    features = (features - mean) / std
+    logits = probe_logits(features[: len(train)], nih_targets(train), features[len(train):])
+    result = classification_scores(nih_targets(val), logits, MIN_POSITIVES)
+    if result["macro_auroc"] is None:
+        print(f"error: no NIH label has {MIN_POSITIVES} positives in the val split; use a larger one", file=sys.stderr)
+        return 2
+    print(f"macro AUROC, NIH labels with >= {MIN_POSITIVES} positives: {result['macro_auroc']:.3f}")
+    print("  " + ", ".join(f"{name} {result['per_label'][name]['auroc']:.3f}" for name in result["macro_labels"]))
+    print(f"first_component_share of the probes' scores: {result['first_component_share']:.3f}")
+    return 0
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    sys.exit(main())

@@ -183,7 +183,8 @@ def first_component_share(y_score: np.ndarray) -> float:
     by how abnormal they look and answer each label from that, which earns a macro AUROC above 0.5 on co-occurring
     labels without telling the labels apart. Labels with constant or missing scores are left out.
     """
-    logit = np.log(np.clip(y_score, 1e-6, 1 - 1e-6)) - np.log(np.clip(1 - y_score, 1e-6, 1))
+    p = np.clip(y_score, 1e-6, 1 - 1e-6)
+    logit = np.log(p / (1 - p))
     logit = logit[:, ~np.isnan(logit).any(axis=0)]
     logit = logit[:, logit.std(axis=0) > 1e-9]
     if logit.shape[1] < 2 or len(logit) < 3:
