@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cxrlm.errors import CxrlmError, InputError
+from cxrlm.errors import ConfigError, CxrlmError, InputError
 from cxrlm.eval.cnn_baselines import classification_scores, nih_targets, split_records
 from cxrlm.eval.scoring import MIN_POSITIVES
 from cxrlm.pathologies import NIH14
@@ -43,7 +43,10 @@ def mean_tokens(model_dir: Path, records) -> np.ndarray:
 
 def probe_logits(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray) -> np.ndarray:
     """(val items, NIH labels) log-odds of one probe per label; 0 where a label has too few training positives."""
-    from sklearn.linear_model import LogisticRegressionCV
+    try:
+        from sklearn.linear_model import LogisticRegressionCV
+    except ImportError:
+        raise ConfigError("the probes need scikit-learn: pip install -e '.[test]'") from None
 
     logits = np.zeros((len(x_val), len(NIH14)))
     for j in range(len(NIH14)):
@@ -71,12 +74,12 @@ def main(argv=None) -> int:
         if not train or not val:
             raise InputError(f"{args.manifest} needs images in both the train and the val split")
         features = mean_tokens(args.model, train + val)
+        mean, std = features[: len(train)].mean(0), features[: len(train)].std(0) + 1e-6
+        features = (features - mean) / std
+        logits = probe_logits(features[: len(train)], nih_targets(train), features[len(train):])
     except CxrlmError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    mean, std = features[: len(train)].mean(0), features[: len(train)].std(0) + 1e-6
-    features = (features - mean) / std
-    logits = probe_logits(features[: len(train)], nih_targets(train), features[len(train):])
     result = classification_scores(nih_targets(val), logits, MIN_POSITIVES)
     if result["macro_auroc"] is None:
         print(f"error: no NIH label has {MIN_POSITIVES} positives in the val split; use a larger one", file=sys.stderr)
