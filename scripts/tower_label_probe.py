@@ -19,26 +19,7 @@ from cxrlm.errors import ConfigError, CxrlmError, InputError
 from cxrlm.eval.cnn_baselines import classification_scores, nih_targets, split_records
 from cxrlm.eval.scoring import MIN_POSITIVES
 from cxrlm.pathologies import NIH14
-
-
-def mean_tokens(model_dir: Path, records) -> np.ndarray:
-    import torch
-    from PIL import Image
-    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
-
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
-    processor = AutoProcessor.from_pretrained(model_dir).image_processor
-    features = []
-    for record in records:
-        try:
-            image = Image.open(record.image_path).convert("RGB")
-        except OSError as err:
-            raise InputError(f"cannot read image {record.image_path} ({err}); check the manifest's root") from None
-        batch = processor(images=[image], return_tensors="pt")
-        with torch.no_grad():
-            tokens = model.model.visual(batch["pixel_values"], grid_thw=batch["image_grid_thw"]).pooler_output
-        features.append(tokens.mean(0).numpy())
-    return np.stack(features)
+from cxrlm.train.distill import mean_tokens
 
 
 def probe_logits(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray) -> np.ndarray:
@@ -73,7 +54,7 @@ def main(argv=None) -> int:
         train, val = split_records(records, "train"), split_records(records, "val")
         if not train or not val:
             raise InputError(f"{args.manifest} needs images in both the train and the val split")
-        features = mean_tokens(args.model, train + val)
+        features = mean_tokens(args.model, [r.image_path for r in train + val])
         mean, std = features[: len(train)].mean(0), features[: len(train)].std(0) + 1e-6
         features = (features - mean) / std
         logits = probe_logits(features[: len(train)], nih_targets(train), features[len(train):])

@@ -2,6 +2,7 @@
 
 import json
 import random
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -252,6 +253,23 @@ def test_single_turn_rows_ask_every_question_first(tmp_path):
     assert all(row["messages"][0]["content"][0]["type"] == "image" for row in rows)
 
 
+def test_soft_answers_go_to_their_yes_no_rows_and_to_the_copies(tmp_path):
+    labels = normal_labels()
+    soft = {"Cardiomegaly": 0.3, "Effusion": 0.8}
+    record = ManifestRecord("nih14", "s", "p", image="/abs/0.jpg", labels=labels, extra={tiny_recipe.SOFT: soft},
+                            source_labels={"Cardiomegaly": 0, "Effusion": 1})
+    copy = replace(record, image="/abs/0-copy.jpg")
+    tiny_recipe.write_sft([record], tmp_path / "soft.jsonl", questions=30, seed=0, copies=[copy], single_turn=True)
+    rows = [json.loads(line) for line in (tmp_path / "soft.jsonl").read_text().splitlines()]
+    assert all("yes_prob" in row for row in rows)  # a dataset's columns are its first row's
+    asked = {(row["images"][0], row["messages"][0]["content"][-1]["text"]): row["yes_prob"] for row in rows}
+    for image in ("/abs/0.jpg", "/abs/0-copy.jpg"):
+        for name, p in soft.items():
+            assert asked[image, NV_REASON.classify_question.format(label=label_phrase(name))] == p
+    assert asked["/abs/0.jpg", NV_REASON.reason] is None  # the review keeps its text answer
+    assert sum(p is not None for p in asked.values()) == 4
+
+
 @pytest.mark.slow
 def test_single_turn_stage_trains_the_language_model_and_keeps_the_tower(patch28_checkpoint, tmp_path):
     import argparse
@@ -265,7 +283,7 @@ def test_single_turn_stage_trains_the_language_model_and_keeps_the_tower(patch28
         Image.fromarray(np.random.default_rng(i).integers(0, 256, (96, 112), dtype=np.uint8)).save(path)
         records.append(ManifestRecord("nih14", f"s{i}", f"p{i}", image=str(path), width=112, height=96,
                                       labels=normal_labels(), split="train"))
-    args = argparse.Namespace(seed=0, questions=2, single_turn_steps=2, single_turn_lr=1e-3)
+    args = argparse.Namespace(seed=0, questions=2, single_turn_steps=2, single_turn_lr=1e-3, soft_answers=False)
     out = tiny_recipe.single_turn_sft(patch28_checkpoint, records, tmp_path / "work", args)
     before, after = load_file(patch28_checkpoint / "model.safetensors"), load_file(out / "model.safetensors")
     assert any(not torch.equal(before[k], after[k]) for k in before if "visual" not in k)

@@ -2,7 +2,8 @@
 
 Rows are conversations (`messages`) with image paths (`images`); TRL's vision collator applies the chat template
 and the processor per batch, masks everything but the assistant's tokens (`assistant_only_loss`) and never
-truncates unless `max_length` is set (truncation would cut image tokens). Full fine-tuning, LoRA or QLoRA. Not
+truncates unless `max_length` is set (truncation would cut image tokens). Rows with a `yes_prob` get soft yes/no
+answers (cxrlm.train.distill). Full fine-tuning, LoRA or QLoRA. Not
 here: recipe parsing (config.py) and the CLI (cxrlm/cli/train.py).
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cxrlm.errors import ConfigError
-from cxrlm.train import build
+from cxrlm.train import build, distill
 from cxrlm.train.config import SFTRecipe
 from cxrlm.train.data import SFT_COLUMNS, ImageLoadingCollator, read_dataset
 
@@ -22,6 +23,7 @@ def main(recipe: SFTRecipe) -> Path:
     train_dataset = read_dataset(recipe.train_file, SFT_COLUMNS, recipe.max_samples)
     eval_dataset = read_dataset(recipe.eval_file, SFT_COLUMNS) if recipe.eval_file else None
     model, processor = build.load_for_training(recipe)
+    soft = "yes_prob" in train_dataset.column_names  # soft yes/no answers (cxrlm.train.distill)
     try:
         args = SFTConfig(
             **build.trainer_arguments(recipe),
@@ -29,8 +31,9 @@ def main(recipe: SFTRecipe) -> Path:
             assistant_only_loss=recipe.assistant_only_loss,
             eval_strategy="steps" if eval_dataset is not None else "no",
             eval_steps=recipe.save_steps,
+            remove_unused_columns=not soft,  # TRL would drop the yes_prob column before the collator sees it
         )
-        trainer = SFTTrainer(
+        trainer = (distill.soft_answer_trainer(SFTTrainer) if soft else SFTTrainer)(
             model=model,
             args=args,
             train_dataset=train_dataset,
@@ -42,5 +45,8 @@ def main(recipe: SFTRecipe) -> Path:
     except ValueError as err:  # TRL's checks of argument combinations are the user's to fix
         raise ConfigError(f"SFT setup rejected: {str(err).splitlines()[0]}") from None
     trainer.data_collator = ImageLoadingCollator(trainer.data_collator)
+    if soft:
+        trainer.data_collator = distill.SoftAnswerCollator(trainer.data_collator,
+                                                           *distill.answer_ids(processor.tokenizer))
     build.run_training(trainer, recipe)
     return build.save_checkpoint(trainer, processor, recipe)

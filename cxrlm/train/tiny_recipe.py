@@ -49,6 +49,8 @@ TEXT = dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_att
 VISION = dict(depth=4, hidden_size=192, intermediate_size=512, num_heads=3, patch_size=28,
               window_size=IMAGE_SIDE, fullatt_block_indexes=[0, 1, 2, 3])
 VOCAB_SIZE = 4096
+SOFT = "yes_prob"  # a record's soft answers: label -> P(yes), see with_soft_answers
+QUESTION_LABEL = {NV_REASON.classify_question.format(label=label_phrase(name)): name for name in CLASSIFY_LABELS}
 PREDICTED = "model-predicted"  # in a box's source: from the masks or the teachers, not drawn by a reader
 PROFILE = {"profile": "nv-reason-cxr", "box_format": "int100", "min_pixels": 56 * 56,
            "max_pixels": IMAGE_SIDE * IMAGE_SIDE, "max_new_tokens": 320}
@@ -226,18 +228,35 @@ def write_sft(records: list[ManifestRecord], path: Path, questions: int, seed: i
     every task is also seen as the first turn (which is how `cxrlm` asks at inference). Augmented `copies` get
     the short answers only. With `single_turn`, one row per example instead: in a conversation most answers can
     be read off earlier turns (the review's `<answer>` lists the labels), so only a first turn must be read from
-    the image, and the language model learned to read it poorly."""
+    the image, and the language model learned to read it poorly. Records with soft answers (`with_soft_answers`)
+    give their yes/no rows a `yes_prob` column (cxrlm.train.distill)."""
     templates, rows = load_templates(), []
+    soft = any(SOFT in r.extra for r in (*records, *copies))
     for r, texts in [*((r, True) for r in records), *((r, False) for r in copies)]:
         rng = random.Random(f"{seed}:{r.image}")
         turns = sft_turns(r, rng, templates, questions, texts)
         rng.shuffle(turns)
         groups = [[t] for t in turns] if single_turn else [turns]
-        rows += [{"synthetic": any(t.synthetic for t in group), "messages": messages(group),
-                  "images": [str(r.image_path)]} for group in groups if group]
+        for group in filter(None, groups):
+            rows.append({"synthetic": any(t.synthetic for t in group), "messages": messages(group),
+                         "images": [str(r.image_path)]})
+            if soft:  # every row has the column (null when hard): a dataset's columns are its first row's
+                asked = QUESTION_LABEL.get(group[0].user) if len(group) == 1 else None
+                rows[-1]["yes_prob"] = r.extra.get(SOFT, {}).get(asked)
     random.Random(seed).shuffle(rows)
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return len(rows)
+
+
+def with_soft_answers(model: Path, records: list[ManifestRecord], seed: int) -> list[ManifestRecord]:
+    """The records with cross-fitted probe probabilities for their label questions under `extra`, from the vision
+    tower of `model` (cxrlm.train.distill); augmented copies made from them inherit their image's answers."""
+    from cxrlm.train import distill
+
+    targets = {name: np.array([np.nan if (v := label_value(r, name)) is None else v for r in records], float)
+               for name in CLASSIFY_LABELS}
+    answers = distill.soft_answers(model, [str(r.image_path) for r in records], targets, seed)
+    return [replace(r, extra={**r.extra, SOFT: answers[str(r.image_path)]}) for r in records]
 
 
 def write_grpo(records: list[ManifestRecord], path: Path, seed: int) -> int:
@@ -284,6 +303,8 @@ def single_turn_sft(model: Path, records: list[ManifestRecord], work: Path, args
     from cxrlm.train import sft
     from cxrlm.train.config import SFTRecipe
 
+    if args.soft_answers:
+        records = with_soft_answers(model, records, args.seed)
     copies = augmented_records(records, work / "single-turn-images", 2, 2, args.seed)
     write_sft(records, work / "single_turn.jsonl", args.questions, args.seed, copies, single_turn=True)
     return sft.main(SFTRecipe(
@@ -381,6 +402,8 @@ def main(argv=None) -> int:
     parser.add_argument("--grpo-lr", type=float, default=1e-5)
     parser.add_argument("--single-turn-steps", type=int, default=600, help="last stage, batches of 16 (0: none)")
     parser.add_argument("--single-turn-lr", type=float, default=3e-4)
+    parser.add_argument("--soft-answers", action=argparse.BooleanOptionalAction, default=False,
+                        help="answer the last stage's yes/no rows with the tower's label probes (distillation)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.teachers < 0:
