@@ -91,3 +91,18 @@ def test_sft_trains_on_soft_answers(tiny_checkpoint, tmp_path):
     (state,) = sorted(out.glob("checkpoint-2/trainer_state.json"))
     losses = [h["loss"] for h in json.loads(state.read_text())["log_history"] if "loss" in h]
     assert len(losses) == 2 and all(math.isfinite(v) and v > 0 for v in losses)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_soft_row_that_is_not_a_yes_no_answer_is_a_one_line_error(tiny_checkpoint, tmp_path, capsys, workers):
+    import cxrlm.cli
+
+    rows = [{"messages": [_user("Is there cardiomegaly on this chest X-ray? Answer yes or no."),
+                          {"role": "assistant", "content": [{"type": "text", "text": "Maybe."}]}],
+             "images": [write_png(tmp_path / f"{i}.png", i)], "yes_prob": 0.5} for i in range(2)]
+    data = _write(tmp_path / "bad.jsonl", rows)
+    code = cxrlm.cli.main(["train", "sft", f"model={tiny_checkpoint}", f"train_file={data}",
+                           f"output_dir={tmp_path / 'run'}", "max_steps=1", f"dataloader_num_workers={workers}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == ["error: a row with a yes_prob must be a single yes/no question answered 'Yes.' or 'No.'"]

@@ -10,7 +10,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from cxrlm.errors import ConfigError
+from cxrlm.errors import ConfigError, CxrlmError
 from cxrlm.train.config import TrainRecipe
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -185,7 +185,8 @@ _SHOWN = ("loss", "eval_loss", "reward", "reward_std", "learning_rate", "grad_no
 
 
 def run_training(trainer, recipe: TrainRecipe) -> None:
-    """trainer.train(), resuming when asked; a missing checkpoint is the user's error, said in one line."""
+    """trainer.train(), resuming when asked; a missing checkpoint, or a bad row found while building a batch, is
+    the user's error, said in one line."""
     from transformers import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # ProgressCallback prints a shorter line per log step
@@ -196,6 +197,11 @@ def run_training(trainer, recipe: TrainRecipe) -> None:
     except ValueError as err:
         if "checkpoint" in str(err).lower() and recipe.resume_from_checkpoint:
             raise ConfigError(f"cannot resume: {str(err).splitlines()[0]} (set resume_from_checkpoint=null)") from None
+        raise
+    except CxrlmError as err:
+        lines = str(err).strip().splitlines()
+        if len(lines) > 1:  # re-raised by a DataLoader worker, its traceback in the message: keep the user's line
+            raise type(err)(lines[-1].split(": ", 1)[-1]) from None
         raise
 
 

@@ -130,7 +130,7 @@ def soft_answer_loss(logits, labels, positions, yes_prob, yes_id: int, no_id: in
     return (hard + soft) / (mask.sum() + len(rows)).clamp_min(1)
 
 
-def soft_answer_trainer(base):
+def soft_answer_trainer(base, yes_id: int, no_id: int):
     """`base` (TRL's SFTTrainer) with `soft_answer_loss` as its loss."""
 
     class SoftAnswerTrainer(base):
@@ -138,8 +138,7 @@ def soft_answer_trainer(base):
             positions, yes_prob = inputs.pop("answer_positions"), inputs.pop("yes_prob")
             labels = inputs.pop("labels")
             outputs = model(**inputs, use_cache=False)
-            tokenizer = self.processing_class.tokenizer
-            loss = soft_answer_loss(outputs.logits, labels, positions, yes_prob, *answer_ids(tokenizer))
+            loss = soft_answer_loss(outputs.logits, labels, positions, yes_prob, yes_id, no_id)
             if self.model_accepts_loss_kwargs and num_items_in_batch is not None:
                 loss = loss / self.current_gradient_accumulation_steps  # Trainer then leaves accumulation to the loss
             return (loss, outputs) if return_outputs else loss

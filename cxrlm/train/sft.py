@@ -24,6 +24,7 @@ def main(recipe: SFTRecipe) -> Path:
     eval_dataset = read_dataset(recipe.eval_file, SFT_COLUMNS) if recipe.eval_file else None
     model, processor = build.load_for_training(recipe)
     soft = "yes_prob" in train_dataset.column_names  # soft yes/no answers (cxrlm.train.distill)
+    answers = distill.answer_ids(processor.tokenizer) if soft else ()
     try:
         args = SFTConfig(
             **build.trainer_arguments(recipe),
@@ -33,7 +34,7 @@ def main(recipe: SFTRecipe) -> Path:
             eval_steps=recipe.save_steps,
             remove_unused_columns=not soft,  # TRL would drop the yes_prob column before the collator sees it
         )
-        trainer = (distill.soft_answer_trainer(SFTTrainer) if soft else SFTTrainer)(
+        trainer = (distill.soft_answer_trainer(SFTTrainer, *answers) if soft else SFTTrainer)(
             model=model,
             args=args,
             train_dataset=train_dataset,
@@ -46,7 +47,6 @@ def main(recipe: SFTRecipe) -> Path:
         raise ConfigError(f"SFT setup rejected: {str(err).splitlines()[0]}") from None
     trainer.data_collator = ImageLoadingCollator(trainer.data_collator)
     if soft:
-        trainer.data_collator = distill.SoftAnswerCollator(trainer.data_collator,
-                                                           *distill.answer_ids(processor.tokenizer))
+        trainer.data_collator = distill.SoftAnswerCollator(trainer.data_collator, *answers)
     build.run_training(trainer, recipe)
     return build.save_checkpoint(trainer, processor, recipe)
