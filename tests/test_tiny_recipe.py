@@ -270,24 +270,57 @@ def test_soft_answers_go_to_their_yes_no_rows_and_to_the_copies(tmp_path):
     assert sum(p is not None for p in asked.values()) == 4
 
 
+def _random_records(folder, n=2):
+    from PIL import Image
+
+    records = []
+    for i in range(n):
+        path = folder / f"{i}.png"
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (96, 112), dtype=np.uint8)).save(path)
+        records.append(ManifestRecord("nih14", f"s{i}", f"p{i}", image=str(path), width=112, height=96,
+                                      labels=normal_labels(), split="train"))
+    return records
+
+
+def _trains_only_the_language_model(before_dir, after_dir):
+    from safetensors.torch import load_file
+
+    before, after = load_file(before_dir / "model.safetensors"), load_file(after_dir / "model.safetensors")
+    assert any(not torch.equal(before[k], after[k]) for k in before if "visual" not in k)
+    assert all(torch.equal(before[k], after[k]) for k in before if "visual" in k)
+
+
 @pytest.mark.slow
 def test_single_turn_stage_trains_the_language_model_and_keeps_the_tower(patch28_checkpoint, tmp_path):
     import argparse
 
-    from PIL import Image
-    from safetensors.torch import load_file
+    args = argparse.Namespace(seed=0, questions=2, single_turn_steps=2, single_turn_lr=1e-3)
+    out = tiny_recipe.single_turn_sft(patch28_checkpoint, _random_records(tmp_path), tmp_path / "work", args)
+    _trains_only_the_language_model(patch28_checkpoint, out)
 
-    records = []
-    for i in range(2):
-        path = tmp_path / f"{i}.png"
-        Image.fromarray(np.random.default_rng(i).integers(0, 256, (96, 112), dtype=np.uint8)).save(path)
-        records.append(ManifestRecord("nih14", f"s{i}", f"p{i}", image=str(path), width=112, height=96,
-                                      labels=normal_labels(), split="train"))
-    args = argparse.Namespace(seed=0, questions=2, single_turn_steps=2, single_turn_lr=1e-3, soft_answers=False)
-    out = tiny_recipe.single_turn_sft(patch28_checkpoint, records, tmp_path / "work", args)
-    before, after = load_file(patch28_checkpoint / "model.safetensors"), load_file(out / "model.safetensors")
-    assert any(not torch.equal(before[k], after[k]) for k in before if "visual" not in k)
-    assert all(torch.equal(before[k], after[k]) for k in before if "visual" in k)
+
+@pytest.mark.slow
+def test_label_distillation_asks_every_label_with_the_towers_probes(patch28_checkpoint, tmp_path, monkeypatch):
+    import argparse
+
+    from cxrlm.train import distill
+
+    records, asked_model = _random_records(tmp_path), []
+
+    def probes(model_dir, images, targets, seed):  # the probes' cross-fitting is tested in test_distill.py
+        asked_model.append(model_dir)
+        return {image: {name: 0.25 for name, t in targets.items() if not np.isnan(t[i])}
+                for i, image in enumerate(images)}
+
+    monkeypatch.setattr(distill, "soft_answers", probes)
+    args = argparse.Namespace(seed=0, questions=2, single_turn_lr=1e-3, distil_steps=2)
+    out = tiny_recipe.label_distillation(patch28_checkpoint, records, tmp_path / "work", args)
+    rows = [json.loads(line) for line in (tmp_path / "work" / "distil.jsonl").read_text().splitlines()]
+    known = [n for n in CLASSIFY_LABELS if tiny_recipe.label_value(records[0], n) is not None]
+    soft = [row["yes_prob"] for row in rows if row["yes_prob"] is not None]
+    assert asked_model == [patch28_checkpoint]
+    assert soft == [0.25] * (len(known) * 2 * 3)  # every label of two images and of two copies of each
+    _trains_only_the_language_model(patch28_checkpoint, out)
 
 
 def test_teacher_boxes_fill_unboxed_images_where_the_ensemble_agrees(tmp_path, monkeypatch):

@@ -7,9 +7,9 @@ instead, and the loss on the first answer token is the cross-entropy against tha
 (P("Yes") = p, P("No") = 1 - p): every row then says how likely the finding is on this image, not only which
 prior wins. The probabilities are cross-fitted (each image's comes from probes fitted without it), so the targets
 hold what generalises from the tower's tokens, not what a probe memorised of its own training images. Measured on
-the tiny recipe (the model card, run 11): in its last stage's 600 steps, where each label's rows pass less than once,
-the validation AUROC did not move; with ten passes over a label's rows the language model matched that label's
-probe. So `tiny_recipe --soft-answers` stays opt-in until a run gives every label that many passes.
+the tiny recipe (the model card): in its seventh stage's 600 steps, where each label's rows pass less than once,
+the validation AUROC did not move; in the last stage (`tiny_recipe.label_distillation`), which asks every image
+about every label for 5,000 steps, the language model follows the probes and the labels are read apart.
 
 A row opts in with a `yes_prob` column (null elsewhere); `cxrlm.train.sft` then uses `SoftAnswerCollator` and
 `soft_answer_trainer`. Not here: which rows are asked (cxrlm.train.tiny_recipe.write_sft).

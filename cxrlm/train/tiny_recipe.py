@@ -1,11 +1,12 @@
-"""The cxrlm-tiny recipe, end to end: data, tokenizer, architecture, encoder pretraining, SFT, GRPO, single-turn SFT.
+"""The cxrlm-tiny recipe, end to end: data, tokenizer, encoder pretraining, SFT, GRPO, single-turn SFT, distillation.
 
     python -m cxrlm.train.tiny_recipe --data ../shared/data --work runs/tiny-train --out weights/cxrlm-tiny
 
 Every stage is the project's own code: manifests from `cxrlm.data.sources` (patient-level split, 20% validation
 kept out of every stage), the instruction builder's synthetic `<think>` reviews and reports, `cxrlm.models.tiny`
 for the Qwen2.5-VL folder, `cxrlm.train.encoder` for the vision tower, then `cxrlm.train.sft` and
-`cxrlm.train.grpo` (TRL). The prompts are the nv-reason dialect's exact words, the ones `cxrlm` asks at inference.
+`cxrlm.train.grpo` (TRL), then soft yes/no answers from `cxrlm.train.distill`. The prompts are the nv-reason
+dialect's exact words, the ones `cxrlm` asks at inference.
 Lung boxes for the training images that readers did not box come from the model-predicted `lung_masks/` and from
 an ensemble of ResNet-18 teachers; augmented copies of the training images (random resized crop, brightness/contrast,
 mirror) are written under --work, so the text stages see more than the 75 reader-boxed lungs. The same command runs
@@ -297,19 +298,34 @@ def text_stage_settings(seed: int) -> dict:
 
 
 def single_turn_sft(model: Path, records: list[ManifestRecord], work: Path, args) -> Path:
-    """The last stage: single-turn SFT (`write_sft(single_turn=True)`) over the training images and 2 augmented
+    """Single-turn SFT (`write_sft(single_turn=True)`) over the training images and 2 augmented
     copies of each, tower frozen. `records` carry the readers' and masks' boxes only, so this stage does not depend
     on the teacher ensemble (which no two devices reproduce bit for bit)."""
+    return one_turn_sft(model, records, work, "single_turn", args.questions, args.single_turn_steps, args)
+
+
+def label_distillation(model: Path, records: list[ManifestRecord], work: Path, args) -> Path:
+    """The last stage: the single-turn rows, but every image is asked about every label it has, and the
+    yes/no answers are soft: the cross-fitted probabilities of linear probes on the model's own frozen tower
+    (`with_soft_answers`, cxrlm.train.distill). In `single_turn_sft` each label's rows pass less than once and the
+    language model learns little beyond each label's base rate; here every label is seen often enough (about 11
+    times per image in the recipe's 5,000 steps) for it to follow the probes. Box, review and report rows stay in,
+    so the other tasks are not forgotten."""
+    records = with_soft_answers(model, records, args.seed)
+    return one_turn_sft(model, records, work, "distil", len(CLASSIFY_LABELS), args.distil_steps, args)
+
+
+def one_turn_sft(model: Path, records: list[ManifestRecord], work: Path, name: str, questions: int, steps: int,
+                 args) -> Path:
+    """SFT on one-turn rows of `records` and 2 augmented copies of each (the same copies for a given seed)."""
     from cxrlm.train import sft
     from cxrlm.train.config import SFTRecipe
 
-    if args.soft_answers:
-        records = with_soft_answers(model, records, args.seed)
     copies = augmented_records(records, work / "single-turn-images", 2, 2, args.seed)
-    write_sft(records, work / "single_turn.jsonl", args.questions, args.seed, copies, single_turn=True)
+    write_sft(records, work / f"{name}.jsonl", questions, args.seed, copies, single_turn=True)
     return sft.main(SFTRecipe(
-        model=str(model), train_file=str(work / "single_turn.jsonl"), output_dir=str(work / "single_turn"),
-        cache_vision=True, learning_rate=args.single_turn_lr, max_steps=args.single_turn_steps,
+        model=str(model), train_file=str(work / f"{name}.jsonl"), output_dir=str(work / name),
+        cache_vision=True, learning_rate=args.single_turn_lr, max_steps=steps,
         per_device_train_batch_size=16, warmup_steps=0.03, weight_decay=0.01, logging_steps=50,
         **text_stage_settings(args.seed)))
 
@@ -374,6 +390,10 @@ def run(data: Path, work: Path, out: Path, args) -> dict:
         final = single_turn_sft(Path(final), without_teachers, work, args)
         stage("single-turn SFT")
 
+    if args.distil_steps > 0:
+        final = label_distillation(Path(final), without_teachers, work, args)
+        stage("label distillation")
+
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     for name in ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
@@ -400,10 +420,10 @@ def main(argv=None) -> int:
     parser.add_argument("--sft-lr", type=float, default=1e-3)
     parser.add_argument("--grpo-steps", type=int, default=12)
     parser.add_argument("--grpo-lr", type=float, default=1e-5)
-    parser.add_argument("--single-turn-steps", type=int, default=600, help="last stage, batches of 16 (0: none)")
+    parser.add_argument("--single-turn-steps", type=int, default=600, help="single-turn SFT, batches of 16 (0: none)")
     parser.add_argument("--single-turn-lr", type=float, default=3e-4)
-    parser.add_argument("--soft-answers", action=argparse.BooleanOptionalAction, default=False,
-                        help="answer the last stage's yes/no rows with the tower's label probes (distillation)")
+    parser.add_argument("--distil-steps", type=int, default=5000,
+                        help="last stage, batches of 16: soft yes/no answers from the tower's probes (0: none)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.teachers < 0:
