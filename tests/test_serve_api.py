@@ -226,7 +226,13 @@ def test_client_disconnect_stops_generation(server, study, store, http):
     assert ends[-1].timings["run_s"] < 10
 
 
-def test_timeouts_keys_and_a_full_queue(tiny_model, tmp_path):
+def test_timeouts_keys_and_a_full_queue(tiny_model, tmp_path, monkeypatch):
+    predict = tiny_model.predict
+
+    def paced(*args, on_text, **kwargs):  # 400 pieces take at least 4 s, past the 1 s timeout on any host
+        return predict(*args, on_text=lambda piece: (time.sleep(0.01), on_text(piece)), **kwargs)
+
+    monkeypatch.setattr(tiny_model, "predict", paced)
     store = Store(f"sqlite:///{tmp_path / 'k.db'}", tmp_path)
     _key_id, key = store.add_key("ci")
     settings = ServeSettings(max_queue=1, timeout_s=1.0, max_new_tokens=400, require_keys=True,
