@@ -270,11 +270,11 @@ def test_soft_answers_go_to_their_yes_no_rows_and_to_the_copies(tmp_path):
     assert sum(p is not None for p in asked.values()) == 4
 
 
-def _random_records(folder, n=2):
+def _random_records(folder):
     from PIL import Image
 
     records = []
-    for i in range(n):
+    for i in range(2):
         path = folder / f"{i}.png"
         Image.fromarray(np.random.default_rng(i).integers(0, 256, (96, 112), dtype=np.uint8)).save(path)
         records.append(ManifestRecord("nih14", f"s{i}", f"p{i}", image=str(path), width=112, height=96,
