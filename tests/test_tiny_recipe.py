@@ -143,7 +143,7 @@ def test_a_stopped_pretraining_goes_on_to_the_same_tower(patch28_checkpoint, tmp
     shutil.copytree(patch28_checkpoint, whole)
     shutil.copytree(patch28_checkpoint, stopped)
     encoder.pretrain(whole, items, items, config)
-    assert not (whole / encoder.STATE_FILE).exists()  # removed once the tower is written back
+    assert (whole / encoder.STATE_FILE).is_file()  # kept: a recipe stopped in a later stage gets this tower back
 
     checks = []
 
@@ -167,6 +167,19 @@ def test_a_stopped_pretraining_goes_on_to_the_same_tower(patch28_checkpoint, tmp
     assert log["epochs"][0]["lung_iou"] == 0.5  # epoch 1 came from the saved state, not run again
     a, b = load_file(whole / "model.safetensors"), load_file(stopped / "model.safetensors")
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+    # a finished run is not trained again: a fresh checkpoint gets its tower from the state alone
+    fresh = tmp_path / "fresh"
+    shutil.copytree(patch28_checkpoint, fresh)
+    with monkeypatch.context() as patch:
+        patch.setattr(encoder, "forward", lambda *args: pytest.fail("a finished pretraining was trained again"))
+        assert encoder.pretrain(fresh, items, items, config, whole / encoder.STATE_FILE)["epochs"][-1]["epoch"] == 3
+    c = load_file(fresh / "model.safetensors")
+    assert all(torch.equal(a[k], c[k]) for k in a)
+    # and a finished run's state with other settings is trained over, not an error
+    other = encoder.EncoderConfig(epochs=1, batch_size=3, min_positives=1)
+    log = encoder.pretrain(fresh, items, items, other, whole / encoder.STATE_FILE)
+    assert [e["epoch"] for e in log["epochs"]] == [1]
 
 
 def test_cached_vision_tokens_equal_the_tower_and_are_computed_once(patch28_checkpoint):

@@ -12,7 +12,8 @@ augmentation is seeded by (seed, epoch, index), so a run is the same with or wit
 GPU, where preparing images is the bottleneck). The heads are thrown away; the tower is written back into the
 checkpoint for SFT (`freeze_vision`). At every validation check the run's state is saved (by default next to the
 checkpoint, `encoder_state.pt`), and a stopped run started again with the same settings and images goes on from
-there, to the same weights: longer pretraining takes hours on a CPU.
+there, to the same weights: longer pretraining takes hours on a CPU. The state of a finished run stays, so a recipe
+stopped in a later stage gets its tower back in seconds; a finished state from other settings is trained over.
 
 Not here: which images and boxes (cxrlm.train.tiny_recipe builds them), the text stages (sft.py, grpo.py).
 """
@@ -35,7 +36,7 @@ from cxrlm.metrics.boxes import iou
 from cxrlm.pathologies import NIH14
 
 BOX_LABELS = ("right lung", "left lung")
-STATE_FILE = "encoder_state.pt"  # a running pretraining's state, removed when it ends
+STATE_FILE = "encoder_state.pt"  # a pretraining's state at its last check, kept when it ends
 
 
 @dataclass
@@ -209,14 +210,17 @@ def fingerprint(items: list[Item], config: EncoderConfig) -> dict:
 
 
 def resume(state_path: Path, run: dict, visual, head, optimizer, schedule) -> tuple[int, list, float]:
-    """(first epoch, validation log, seconds spent) of a stopped run, its weights and optimizer restored; a new
-    run's (0, [], 0.0) when there is none. The augmentation and the batch order are seeded by epoch, so the rest
-    of the run is the one it would have been."""
+    """(first epoch, validation log, seconds spent) of a stopped or finished run, its weights and optimizer
+    restored; a new run's (0, [], 0.0) when there is none, or only a finished run with other settings. The
+    augmentation and the batch order are seeded by epoch, so the rest of the run is the one it would have been."""
     import torch
 
     if not state_path.is_file():
         return 0, [], 0.0
     state = torch.load(state_path, map_location=next(visual.parameters()).device, weights_only=True)
+    finished = state["epoch"] == state["run"]["config"]["epochs"]
+    if state["run"] != run and finished:
+        return 0, [], 0.0  # nothing of it is lost: it can be rebuilt with its own settings
     if state["run"] != run:
         raise ConfigError(f"{state_path} is from a pretraining run with other settings or images; start that run "
                           "again as it was, or delete the file to start over")
@@ -224,7 +228,8 @@ def resume(state_path: Path, run: dict, visual, head, optimizer, schedule) -> tu
     head.load_state_dict(state["head"])
     optimizer.load_state_dict(state["optimizer"])
     schedule.load_state_dict(state["schedule"])
-    print(f"encoder: resuming after epoch {state['epoch']} from {state_path}", flush=True)
+    print(f"encoder: {'the tower of the finished run' if finished else 'resuming after epoch'} {state['epoch']} "
+          f"from {state_path} (delete it to train anew)", flush=True)
     return state["epoch"], state["log"], state["seconds"]
 
 
@@ -281,5 +286,4 @@ def pretrain(model_dir: str | Path, train: list[Item], val: list[Item], config: 
     visual.to("cpu")
     del visual.patch_embed.forward  # back to the module's own Conv3d forward before saving
     model.save_pretrained(model_dir, safe_serialization=True)
-    state_path.unlink(missing_ok=True)
     return {"epochs": log, "seconds": round(time.perf_counter() - start)}

@@ -10,8 +10,8 @@ dialect's exact words, the ones `cxrlm` asks at inference.
 Lung boxes for the training images that readers did not box come from the model-predicted `lung_masks/` and from
 an ensemble of ResNet-18 teachers; augmented copies of the training images (random resized crop, brightness/contrast,
 mirror) are written under --work, so the text stages see more than the 75 reader-boxed lungs. The same command runs
-on a CPU or, when one is visible, a GPU; stopped during encoder pretraining, it goes on from that stage's last
-check when run again. Nothing from ../shared/data is copied into the repository.
+on a CPU or, when one is visible, a GPU; run again after a stop, it goes on from encoder pretraining's last check,
+or takes the tower of a finished pretraining and starts at SFT. Nothing from ../shared/data is copied into the repository.
 """
 
 from __future__ import annotations
@@ -365,6 +365,7 @@ def run(data: Path, work: Path, out: Path, args) -> dict:
     stage("architecture and tokenizer")
 
     # kept in the work folder, which a rerun keeps: the same command goes on from a stopped pretraining's last check
+    # or, after a stop in a later stage, takes the finished tower from it
     encoder_log = pretrain(init, encoder_items(train), encoder_items(val),
                            EncoderConfig(epochs=args.encoder_epochs, seed=args.seed), work / STATE_FILE)
     encoder_log["teacher"] = {"images": len(extra), "val_lung_iou": teacher_iou}
