@@ -228,8 +228,8 @@ def resume(state_path: Path, run: dict, visual, head, optimizer, schedule) -> tu
     head.load_state_dict(state["head"])
     optimizer.load_state_dict(state["optimizer"])
     schedule.load_state_dict(state["schedule"])
-    print(f"encoder: {'the tower of the finished run' if finished else 'resuming after epoch'} {state['epoch']} "
-          f"from {state_path} (delete it to train anew)", flush=True)
+    done = "taking the finished tower of epoch" if finished else "resuming after epoch"
+    print(f"encoder: {done} {state['epoch']} from {state_path} (delete it to train anew)", flush=True)
     return state["epoch"], state["log"], state["seconds"]
 
 

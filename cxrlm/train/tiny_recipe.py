@@ -11,7 +11,8 @@ Lung boxes for the training images that readers did not box come from the model-
 an ensemble of ResNet-18 teachers; augmented copies of the training images (random resized crop, brightness/contrast,
 mirror) are written under --work, so the text stages see more than the 75 reader-boxed lungs. The same command runs
 on a CPU or, when one is visible, a GPU; run again after a stop, it goes on from encoder pretraining's last check,
-or takes the tower of a finished pretraining and starts at SFT. Nothing from ../shared/data is copied into the repository.
+or takes the tower of a finished pretraining and starts at SFT. Nothing from ../shared/data is copied into the
+repository.
 """
 
 from __future__ import annotations
