@@ -105,6 +105,17 @@ def test_loss_reads_the_mean_token_and_every_token():
     assert encoder.loss_fn([wrong_token], labels, boxes, 5.0, 0.0) < 1e-3
 
 
+def test_an_anchored_label_loss_pulls_towards_the_anchor_not_the_labels():
+    labels = torch.tensor([[1.0, 0.0]])
+    boxes = torch.tensor([[[0.1, 0.1, 0.4, 0.9], [0.6, 0.1, 0.9, 0.9]]])
+    logits = torch.tensor([[-2.0, 3.0]] * 3, requires_grad=True)  # mean row + 2 tokens, all against the labels
+    anchor = [(torch.tensor([[-2.0, 3.0]] * 3), boxes[0].expand(3, 2, 4))]
+    encoder.loss_fn([(logits, boxes[0].expand(3, 2, 4))], labels, boxes, 5.0, 1.0, anchor).backward()
+    assert logits.grad.abs().max() < 1e-6  # the anchor's own outputs: nothing to learn
+    encoder.loss_fn([(logits, boxes[0].expand(3, 2, 4))], labels, boxes, 5.0, 1.0).backward()
+    assert logits.grad[:, 0].min() < 0 < logits.grad[:, 1].min()  # the labels pull the other way
+
+
 def test_pretrain_runs_and_writes_the_tower_back(patch28_checkpoint, tmp_path):
     import shutil
 
@@ -138,7 +149,8 @@ def test_a_stopped_pretraining_goes_on_to_the_same_tower(patch28_checkpoint, tmp
     boxes = np.array([[0.1, 0.1, 0.45, 0.9], [0.55, 0.1, 0.9, 0.9]], np.float32)
     items = [encoder.Item(rng.integers(0, 256, (120, 110), dtype=np.uint8),
                           np.where(rng.random(14) < 0.5, 1.0, 0.0).astype(np.float32), boxes) for _ in range(6)]
-    config = encoder.EncoderConfig(epochs=3, batch_size=3, min_positives=1, eval_every=1)
+    # anchored from epoch 2 (index 1): the frozen anchor is part of the state a stopped run goes on from
+    config = encoder.EncoderConfig(epochs=3, batch_size=3, min_positives=1, eval_every=1, label_anchor=1)
     whole, stopped = tmp_path / "whole", tmp_path / "stopped"
     shutil.copytree(patch28_checkpoint, whole)
     shutil.copytree(patch28_checkpoint, stopped)
@@ -147,14 +159,14 @@ def test_a_stopped_pretraining_goes_on_to_the_same_tower(patch28_checkpoint, tmp
 
     checks = []
 
-    def stop_at_the_second_check(*args):
+    def stop_at_the_last_check(*args):
         checks.append(1)
-        if len(checks) == 2:
+        if len(checks) == 3:
             raise KeyboardInterrupt
         return {"macro_auroc": 0.5, "lung_iou": 0.5}
 
     with monkeypatch.context() as patch:
-        patch.setattr(encoder, "evaluate", stop_at_the_second_check)
+        patch.setattr(encoder, "evaluate", stop_at_the_last_check)
         with pytest.raises(KeyboardInterrupt):
             encoder.pretrain(stopped, items, items, config)
     assert (stopped / encoder.STATE_FILE).is_file()
@@ -164,7 +176,7 @@ def test_a_stopped_pretraining_goes_on_to_the_same_tower(patch28_checkpoint, tmp
         encoder.pretrain(stopped, items[:5], items, config)
     log = encoder.pretrain(stopped, items, items, config)
     assert [e["epoch"] for e in log["epochs"]] == [1, 2, 3]
-    assert log["epochs"][0]["lung_iou"] == 0.5  # epoch 1 came from the saved state, not run again
+    assert log["epochs"][1]["lung_iou"] == 0.5  # epochs 1-2 came from the saved state, not run again
     a, b = load_file(whole / "model.safetensors"), load_file(stopped / "model.safetensors")
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 

@@ -7,7 +7,10 @@ reading its mean token and each token alone. Reading token values matters: a hea
 itself (a soft-argmax over the grid) trained a tower whose tokens did not say where the lungs are, and the language
 model, which receives token values and not positions, then read boxes worse than the mean box (IoU 0.645 vs 0.700).
 Images get a random resized crop, which moves the boxes with it, a brightness/contrast jitter and a mirror image,
-then pass through the checkpoint's own processor, so the tower sees what inference gives it. Each image's
+then pass through the checkpoint's own processor, so the tower sees what inference gives it. The label head
+overfits a few hundred images long before the box head stops improving; with `label_anchor`, from that epoch on
+the label targets are the outputs of a frozen copy of the tower and heads as they were then (learning without
+forgetting, Li & Hoiem 2016), so the boxes go on improving while the labels are kept, not overfitted. Each image's
 augmentation is seeded by (seed, epoch, index), so a run is the same with or without DataLoader workers (used on a
 GPU, where preparing images is the bottleneck). The heads are thrown away; the tower is written back into the
 checkpoint for SFT (`freeze_vision`). At every validation check the run's state is saved (by default next to the
@@ -60,6 +63,7 @@ class EncoderConfig:
     token_weight: float = 1.0  # the heads also read each token alone, so every token carries the answer
     min_positives: int = MIN_POSITIVES  # a label enters the validation macro AUROC with this many positives
     eval_every: int = 5  # epochs between validation checks (and the last epoch)
+    label_anchor: int | None = None  # from this epoch on, the label targets are the tower's own outputs then
     seed: int = 0
 
 
@@ -157,9 +161,10 @@ def forward(visual, head, batch):
     return [head(t) for t in tokens.split(sizes)]
 
 
-def loss_fn(outputs, items_labels, items_boxes, box_weight: float, token_weight: float):
+def loss_fn(outputs, items_labels, items_boxes, box_weight: float, token_weight: float, anchor=None):
     """Label BCE (known labels only) plus box smooth-L1 (boxed images only), on the mean token and, weighted by
-    `token_weight`, on each token."""
+    `token_weight`, on each token. With `anchor` (a frozen tower's outputs for the same batch), the label targets
+    are its probabilities, for every row and label, instead of the labels."""
     import torch
     import torch.nn.functional as F
 
@@ -171,11 +176,15 @@ def loss_fn(outputs, items_labels, items_boxes, box_weight: float, token_weight:
             loss = loss + box_weight * F.smooth_l1_loss(boxes[boxed], targets[boxed], beta=0.05)
         return loss
 
-    pooled = one(torch.stack([o[0][0] for o in outputs]), torch.stack([o[1][0] for o in outputs]),
-                 items_labels, items_boxes)
     counts = torch.tensor([len(o[0]) - 1 for o in outputs], device=items_labels.device)
+    pooled_labels, token_labels = items_labels, items_labels.repeat_interleave(counts, 0)
+    if anchor is not None:
+        pooled_labels = torch.sigmoid(torch.stack([a[0][0] for a in anchor]))
+        token_labels = torch.sigmoid(torch.cat([a[0][1:] for a in anchor]))
+    pooled = one(torch.stack([o[0][0] for o in outputs]), torch.stack([o[1][0] for o in outputs]),
+                 pooled_labels, items_boxes)
     per_token = one(torch.cat([o[0][1:] for o in outputs]), torch.cat([o[1][1:] for o in outputs]),
-                    items_labels.repeat_interleave(counts, 0), items_boxes.repeat_interleave(counts, 0))
+                    token_labels, items_boxes.repeat_interleave(counts, 0))
     return pooled + token_weight * per_token
 
 
@@ -209,18 +218,30 @@ def fingerprint(items: list[Item], config: EncoderConfig) -> dict:
     return {"config": asdict(config), "images": digest.hexdigest()}
 
 
-def resume(state_path: Path, run: dict, visual, head, optimizer, schedule) -> tuple[int, list, float]:
-    """(first epoch, validation log, seconds spent) of a stopped or finished run, its weights and optimizer
-    restored; a new run's (0, [], 0.0) when there is none, or only a finished run with other settings. The
-    augmentation and the batch order are seeded by epoch, so the rest of the run is the one it would have been."""
+def frozen_copy(visual, head):
+    """A frozen copy of the tower and heads: the label anchor. Its patch embedding must read its own weights."""
+    import copy
+
+    visual, head = copy.deepcopy(visual), copy.deepcopy(head)
+    linear_patch_embed(visual)
+    for param in [*visual.parameters(), *head.parameters()]:
+        param.requires_grad_(False)
+    return visual.eval(), head.eval()
+
+
+def resume(state_path: Path, run: dict, visual, head, optimizer, schedule) -> tuple[int, list, float, tuple | None]:
+    """(first epoch, validation log, seconds spent, label anchor) of a stopped or finished run, its weights and
+    optimizer restored; a new run's (0, [], 0.0, None) when there is none, or only a finished run with other
+    settings. The augmentation and the batch order are seeded by epoch, so the rest of the run is the one it would
+    have been."""
     import torch
 
     if not state_path.is_file():
-        return 0, [], 0.0
+        return 0, [], 0.0, None
     state = torch.load(state_path, map_location=next(visual.parameters()).device, weights_only=True)
     finished = state["epoch"] == state["run"]["config"]["epochs"]
     if state["run"] != run and finished:
-        return 0, [], 0.0  # nothing of it is lost: it can be rebuilt with its own settings
+        return 0, [], 0.0, None  # nothing of it is lost: it can be rebuilt with its own settings
     if state["run"] != run:
         raise ConfigError(f"{state_path} is from a pretraining run with other settings or images; start that run "
                           "again as it was, or delete the file to start over")
@@ -228,9 +249,14 @@ def resume(state_path: Path, run: dict, visual, head, optimizer, schedule) -> tu
     head.load_state_dict(state["head"])
     optimizer.load_state_dict(state["optimizer"])
     schedule.load_state_dict(state["schedule"])
+    anchor = None
+    if state.get("anchor"):
+        anchor = frozen_copy(visual, head)
+        anchor[0].load_state_dict(state["anchor"]["visual"])
+        anchor[1].load_state_dict(state["anchor"]["head"])
     done = "taking the finished tower of epoch" if finished else "resuming after epoch"
     print(f"encoder: {done} {state['epoch']} from {state_path} (delete it to train anew)", flush=True)
-    return state["epoch"], state["log"], state["seconds"]
+    return state["epoch"], state["log"], state["seconds"], anchor
 
 
 def pretrain(model_dir: str | Path, train: list[Item], val: list[Item], config: EncoderConfig,
@@ -253,7 +279,7 @@ def pretrain(model_dir: str | Path, train: list[Item], val: list[Item], config: 
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.learning_rate, total_steps=steps, pct_start=0.1)
     workers = loader_workers()
     state_path, run = Path(state_path or Path(model_dir) / STATE_FILE), fingerprint(train, config)
-    first, log, spent = resume(state_path, run, visual, head, optimizer, schedule)
+    first, log, spent, anchor = resume(state_path, run, visual, head, optimizer, schedule)
 
     def collate(samples):
         images, labels, boxes = zip(*samples)
@@ -262,12 +288,17 @@ def pretrain(model_dir: str | Path, train: list[Item], val: list[Item], config: 
 
     start = time.perf_counter() - spent
     for epoch in range(first, config.epochs):
+        if epoch == config.label_anchor and anchor is None:
+            anchor = frozen_copy(visual, head)
         order = torch.Generator().manual_seed(config.seed * 1000 + epoch)
         loader = torch.utils.data.DataLoader(Augmented(train, config, epoch), batch_size=config.batch_size,
                                              shuffle=True, generator=order, num_workers=workers, collate_fn=collate)
         for batch, labels, boxes in loader:
             outputs = forward(visual, head, batch)
-            loss = loss_fn(outputs, labels.to(device), boxes.to(device), config.box_weight, config.token_weight)
+            with torch.no_grad():
+                anchored = forward(*anchor, batch) if anchor else None
+            loss = loss_fn(outputs, labels.to(device), boxes.to(device), config.box_weight, config.token_weight,
+                           anchored)
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -281,7 +312,9 @@ def pretrain(model_dir: str | Path, train: list[Item], val: list[Item], config: 
               f"{scores['macro_auroc']} lung IoU {scores['lung_iou']} | {time.perf_counter() - start:.0f} s", flush=True)
         torch.save({"epoch": epoch + 1, "log": log, "seconds": time.perf_counter() - start, "run": run,
                     "visual": visual.state_dict(), "head": head.state_dict(), "optimizer": optimizer.state_dict(),
-                    "schedule": schedule.state_dict()}, state_path.with_suffix(".tmp"))
+                    "schedule": schedule.state_dict(),
+                    "anchor": {"visual": anchor[0].state_dict(), "head": anchor[1].state_dict()} if anchor else None},
+                   state_path.with_suffix(".tmp"))
         os.replace(state_path.with_suffix(".tmp"), state_path)  # a run stopped while saving keeps the last state
     visual.to("cpu")
     del visual.patch_embed.forward  # back to the module's own Conv3d forward before saving

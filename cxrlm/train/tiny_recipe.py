@@ -367,8 +367,8 @@ def run(data: Path, work: Path, out: Path, args) -> dict:
 
     # kept in the work folder, which a rerun keeps: the same command goes on from a stopped pretraining's last check
     # or, after a stop in a later stage, takes the finished tower from it
-    encoder_log = pretrain(init, encoder_items(train), encoder_items(val),
-                           EncoderConfig(epochs=args.encoder_epochs, seed=args.seed), work / STATE_FILE)
+    encoder_config = EncoderConfig(epochs=args.encoder_epochs, label_anchor=args.label_anchor, seed=args.seed)
+    encoder_log = pretrain(init, encoder_items(train), encoder_items(val), encoder_config, work / STATE_FILE)
     encoder_log["teacher"] = {"images": len(extra), "val_lung_iou": teacher_iou}
     stage("encoder pretraining")
 
@@ -418,6 +418,8 @@ def main(argv=None) -> int:
     parser.add_argument("--questions", type=int, default=10, help="yes/no label questions per image")
     parser.add_argument("--teachers", type=int, default=3, help="ResNet-18 box teachers (0: no teacher boxes)")
     parser.add_argument("--encoder-epochs", type=int, default=30)
+    parser.add_argument("--label-anchor", type=int, default=None,
+                        help="encoder epoch from which the label head learns its own outputs then, not the labels")
     parser.add_argument("--sft-epochs", type=float, default=1.0)
     parser.add_argument("--sft-lr", type=float, default=1e-3)
     parser.add_argument("--grpo-steps", type=int, default=12)
