@@ -388,3 +388,12 @@ def test_a_wrong_data_folder_is_a_one_line_error(tmp_path, capsys):
     assert tiny_recipe.main(["--data", str(tmp_path), "--work", str(tmp_path / "w"), "--out", str(tmp_path / "o")]) == 2
     message = f"error: --data {tmp_path} has no nih14/ folder: pass the folder that holds the shared datasets"
     assert capsys.readouterr().err.strip() == message
+
+
+@pytest.mark.parametrize("anchor", ["0", "30"])
+def test_a_label_anchor_outside_the_encoder_epochs_is_a_one_line_error(tmp_path, capsys, anchor):
+    with pytest.raises(SystemExit) as stop:
+        tiny_recipe.main(["--data", str(tmp_path), "--encoder-epochs", "30", "--label-anchor", anchor])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith("--label-anchor must be an epoch after the "
+                                                                       "first and before --encoder-epochs")

@@ -432,6 +432,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.teachers < 0:
         parser.error("--teachers must be 0 (no teacher boxes) or more")
+    if args.label_anchor is not None and not 0 < args.label_anchor < args.encoder_epochs:
+        parser.error("--label-anchor must be an epoch after the first and before --encoder-epochs")
     try:
         log = run(args.data, args.work, args.out, args)
     except CxrlmError as err:
