@@ -419,7 +419,8 @@ def main(argv=None) -> int:
     parser.add_argument("--teachers", type=int, default=3, help="ResNet-18 box teachers (0: no teacher boxes)")
     parser.add_argument("--encoder-epochs", type=int, default=30)
     parser.add_argument("--label-anchor", type=int, default=None,
-                        help="encoder epoch from which the label head learns its own outputs then, not the labels")
+                        help="off by default; from this encoder epoch on, the label head learns a frozen copy of "
+                             "itself as it was then instead of the labels (run 14: 30, with --encoder-epochs 120)")
     parser.add_argument("--sft-epochs", type=float, default=1.0)
     parser.add_argument("--sft-lr", type=float, default=1e-3)
     parser.add_argument("--grpo-steps", type=int, default=12)
