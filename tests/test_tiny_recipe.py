@@ -390,10 +390,12 @@ def test_a_wrong_data_folder_is_a_one_line_error(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == message
 
 
-@pytest.mark.parametrize("anchor", ["0", "30"])
-def test_a_label_anchor_outside_the_encoder_epochs_is_a_one_line_error(tmp_path, capsys, anchor):
+@pytest.mark.parametrize("options, anchor, epochs", [(["--label-anchor", "-1"], -1, 120),
+                                                     (["--encoder-epochs", "30", "--label-anchor", "30"], 30, 30),
+                                                     (["--encoder-epochs", "20"], 30, 20)])  # the default anchor
+def test_a_label_anchor_outside_the_encoder_epochs_is_a_one_line_error(tmp_path, capsys, options, anchor, epochs):
     with pytest.raises(SystemExit) as stop:
-        tiny_recipe.main(["--data", str(tmp_path), "--encoder-epochs", "30", "--label-anchor", anchor])
+        tiny_recipe.main(["--data", str(tmp_path), *options])
     assert stop.value.code == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1].endswith("--label-anchor must be an epoch after the "
-                                                                       "first and before --encoder-epochs")
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        f"--label-anchor {anchor} must be 0 (none) or an epoch before --encoder-epochs {epochs}")

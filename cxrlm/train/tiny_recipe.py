@@ -1,11 +1,11 @@
-"""The cxrlm-tiny recipe, end to end: data, tokenizer, encoder pretraining, SFT, GRPO, single-turn SFT, distillation.
+"""The cxrlm-tiny recipe, end to end: data, tokenizer, encoder pretraining, SFT, GRPO, single-turn SFT.
 
     python -m cxrlm.train.tiny_recipe --data ../shared/data --work runs/tiny-train --out weights/cxrlm-tiny
 
 Every stage is the project's own code: manifests from `cxrlm.data.sources` (patient-level split, 20% validation
 kept out of every stage), the instruction builder's synthetic `<think>` reviews and reports, `cxrlm.models.tiny`
 for the Qwen2.5-VL folder, `cxrlm.train.encoder` for the vision tower, then `cxrlm.train.sft` and
-`cxrlm.train.grpo` (TRL), then soft yes/no answers from `cxrlm.train.distill`. The prompts are the nv-reason
+`cxrlm.train.grpo` (TRL), and optionally soft yes/no answers from `cxrlm.train.distill`. The prompts are the nv-reason
 dialect's exact words, the ones `cxrlm` asks at inference.
 Lung boxes for the training images that readers did not box come from the model-predicted `lung_masks/` and from
 an ensemble of ResNet-18 teachers; augmented copies of the training images (random resized crop, brightness/contrast,
@@ -367,7 +367,7 @@ def run(data: Path, work: Path, out: Path, args) -> dict:
 
     # kept in the work folder, which a rerun keeps: the same command goes on from a stopped pretraining's last check
     # or, after a stop in a later stage, takes the finished tower from it
-    encoder_config = EncoderConfig(epochs=args.encoder_epochs, label_anchor=args.label_anchor, seed=args.seed)
+    encoder_config = EncoderConfig(epochs=args.encoder_epochs, label_anchor=args.label_anchor or None, seed=args.seed)
     encoder_log = pretrain(init, encoder_items(train), encoder_items(val), encoder_config, work / STATE_FILE)
     encoder_log["teacher"] = {"images": len(extra), "val_lung_iou": teacher_iou}
     stage("encoder pretraining")
@@ -417,24 +417,26 @@ def main(argv=None) -> int:
     parser.add_argument("--box-copies", type=int, default=8, help="augmented copies of each image with lung boxes")
     parser.add_argument("--questions", type=int, default=10, help="yes/no label questions per image")
     parser.add_argument("--teachers", type=int, default=3, help="ResNet-18 box teachers (0: no teacher boxes)")
-    parser.add_argument("--encoder-epochs", type=int, default=30)
-    parser.add_argument("--label-anchor", type=int, default=None,
-                        help="off by default; from this encoder epoch on, the label head learns a frozen copy of "
-                             "itself as it was then instead of the labels (run 14: 30, with --encoder-epochs 120)")
+    parser.add_argument("--encoder-epochs", type=int, default=120)
+    parser.add_argument("--label-anchor", type=int, default=30,
+                        help="from this encoder epoch on, the label head learns a frozen copy of itself as it was "
+                             "then instead of the labels, so longer pretraining keeps them (0: none)")
     parser.add_argument("--sft-epochs", type=float, default=1.0)
     parser.add_argument("--sft-lr", type=float, default=1e-3)
     parser.add_argument("--grpo-steps", type=int, default=12)
     parser.add_argument("--grpo-lr", type=float, default=1e-5)
     parser.add_argument("--single-turn-steps", type=int, default=600, help="single-turn SFT, batches of 16 (0: none)")
     parser.add_argument("--single-turn-lr", type=float, default=3e-4)
-    parser.add_argument("--distil-steps", type=int, default=5000,
-                        help="last stage, batches of 16: soft yes/no answers from the tower's probes (0: none)")
+    parser.add_argument("--distil-steps", type=int, default=0,
+                        help="an optional last stage, batches of 16: soft yes/no answers from the tower's probes "
+                             "(0: none; run 12, the model shipped before run 14, used 5000)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.teachers < 0:
         parser.error("--teachers must be 0 (no teacher boxes) or more")
-    if args.label_anchor is not None and not 0 < args.label_anchor < args.encoder_epochs:
-        parser.error("--label-anchor must be an epoch after the first and before --encoder-epochs")
+    if not 0 <= args.label_anchor < args.encoder_epochs:
+        parser.error(f"--label-anchor {args.label_anchor} must be 0 (none) or an epoch before --encoder-epochs "
+                     f"{args.encoder_epochs}")
     try:
         log = run(args.data, args.work, args.out, args)
     except CxrlmError as err:
