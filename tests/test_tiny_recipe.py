@@ -3,6 +3,7 @@
 import json
 import random
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -305,6 +306,19 @@ def _random_records(folder):
         records.append(ManifestRecord("nih14", f"s{i}", f"p{i}", image=str(path), width=112, height=96,
                                       labels=normal_labels(), split="train"))
     return records
+
+
+def test_sft_rows_do_not_depend_on_where_the_work_folder_is(tmp_path):
+    (tmp_path / "data").mkdir()
+    records = [replace(r, image=Path(r.image).name, root=str(tmp_path / "data"))
+               for r in _random_records(tmp_path / "data")]
+    texts = []
+    for work in ("a", "b/deeper"):
+        copies = tiny_recipe.augmented_records(records, tmp_path / work / "images", 3, 3, seed=0)
+        assert all(c.image_path.is_file() for c in copies)
+        tiny_recipe.write_sft(records, tmp_path / work / "sft.jsonl", questions=4, seed=0, copies=copies)
+        texts.append([json.loads(line)["messages"] for line in (tmp_path / work / "sft.jsonl").read_text().splitlines()])
+    assert texts[0] == texts[1]  # the same questions in the same order: the recipe reproduces from any --work
 
 
 def _trains_only_the_language_model(before_dir, after_dir):

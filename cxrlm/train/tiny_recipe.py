@@ -175,7 +175,10 @@ def augmented_records(records: list[ManifestRecord], folder: Path, copies: int, 
             moved = [] if np.isnan(boxes).any() else [
                 {"label": name, "xyxy": [float(v) for v in box * [width, height, width, height]], "kind": "anatomy"}
                 for name, box in zip(BOX_LABELS, boxes)]
-            out.append(replace(r, image=str(path.resolve()), root=None, width=width, height=height, boxes=moved))
+            # the name, not the whole path, is the copy's `image`: rows are seeded by it (write_sft), so they do not
+            # change with where --work is
+            out.append(replace(r, image=path.name, root=str(folder.resolve()), width=width, height=height,
+                               boxes=moved))
     return out
 
 
