@@ -412,28 +412,29 @@ def run(data: Path, work: Path, out: Path, args) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
-    parser.add_argument("--work", type=Path, default=Path("runs/tiny-train"))
-    parser.add_argument("--out", type=Path, default=Path("weights/cxrlm-tiny"))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # the recipe is its defaults
+    parser.add_argument("--data", type=Path, default=Path("../shared/data"), help="the shared datasets' folder")
+    parser.add_argument("--work", type=Path, default=Path("runs/tiny-train"), help="intermediate files; rerun to resume")
+    parser.add_argument("--out", type=Path, default=Path("weights/cxrlm-tiny"), help="the finished model folder")
     parser.add_argument("--copies", type=int, default=2, help="augmented copies of each training image")
     parser.add_argument("--box-copies", type=int, default=8, help="augmented copies of each image with lung boxes")
     parser.add_argument("--questions", type=int, default=10, help="yes/no label questions per image")
     parser.add_argument("--teachers", type=int, default=3, help="ResNet-18 box teachers (0: no teacher boxes)")
-    parser.add_argument("--encoder-epochs", type=int, default=120)
+    parser.add_argument("--encoder-epochs", type=int, default=120, help="vision-tower pretraining epochs")
     parser.add_argument("--label-anchor", type=int, default=30,
                         help="from this encoder epoch on, the label head learns a frozen copy of itself as it was "
                              "then instead of the labels, so longer pretraining keeps them (0: none)")
-    parser.add_argument("--sft-epochs", type=float, default=1.0)
-    parser.add_argument("--sft-lr", type=float, default=1e-3)
-    parser.add_argument("--grpo-steps", type=int, default=12)
-    parser.add_argument("--grpo-lr", type=float, default=1e-5)
+    parser.add_argument("--sft-epochs", type=float, default=1.0, help="multi-turn SFT epochs")
+    parser.add_argument("--sft-lr", type=float, default=1e-3, help="multi-turn SFT learning rate")
+    parser.add_argument("--grpo-steps", type=int, default=12, help="GRPO steps (0: none)")
+    parser.add_argument("--grpo-lr", type=float, default=1e-5, help="GRPO learning rate")
     parser.add_argument("--single-turn-steps", type=int, default=600, help="single-turn SFT, batches of 16 (0: none)")
-    parser.add_argument("--single-turn-lr", type=float, default=3e-4)
+    parser.add_argument("--single-turn-lr", type=float, default=3e-4, help="single-turn SFT learning rate")
     parser.add_argument("--distil-steps", type=int, default=0,
                         help="an optional last stage, batches of 16: soft yes/no answers from the tower's probes "
                              "(0: none; run 12, the model shipped before run 14, used 5000)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="every stage's seed")
     args = parser.parse_args(argv)
     if args.teachers < 0:
         parser.error("--teachers must be 0 (no teacher boxes) or more")
