@@ -7,6 +7,7 @@ raises InputError with one actionable line. Not here: resizing or normalizing fo
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -38,15 +39,29 @@ def load_image(path, *, max_pixels: int = 50_000_000, view_position: str | None 
         raise ValueError("max_pixels must be positive")
     path = Path(path)
     requested = _normalize_view(view_position, path.name, strict=True)
-    head = _read_head(path)
+    return _load(path, path.name, _read_head(path), max_pixels, requested)
+
+
+def load_image_bytes(data: bytes, name: str, *, max_pixels: int = 50_000_000) -> XrayImage:
+    """As load_image, for a file held in memory (a server upload): nothing is written to disk. `name` stands for
+    the file in messages."""
+    if max_pixels <= 0:
+        raise ValueError("max_pixels must be positive")
+    if not data:
+        raise InputError(f"{name} is empty (0 bytes): re-copy or re-export the file")
+    return _load(io.BytesIO(data), name, data[: DICOM_PREAMBLE + 4], max_pixels, None)
+
+
+def _load(source, name: str, head: bytes, max_pixels: int, requested: str | None) -> XrayImage:
+    """Dispatch on the first bytes; `source` is a path or a file object."""
     if head[DICOM_PREAMBLE : DICOM_PREAMBLE + 4] == b"DICM":
-        image = _read_dicom(path, max_pixels, has_preamble=True)
+        image = _read_dicom(source, name, max_pixels, has_preamble=True)
     elif any(head.startswith(magic) for magic, _ in IMAGE_MAGIC):
-        image = _read_raster(path, max_pixels)
+        image = _read_raster(source, name, max_pixels)
     elif _is_bare_dataset(head):  # DICOM written without preamble and "DICM" prefix (some old archives)
-        image = _read_dicom(path, max_pixels, has_preamble=False)
+        image = _read_dicom(source, name, max_pixels, has_preamble=False)
     else:
-        raise InputError(f"{path.name} is not a PNG, JPEG, TIFF or DICOM file: check the file")
+        raise InputError(f"{name} is not a PNG, JPEG, TIFF or DICOM file: check the file")
     _resolve_view(image, requested)
     return image
 
@@ -88,16 +103,15 @@ def _is_bare_dataset(head: bytes) -> bool:
     return len(head) >= 8 and group % 2 == 0 and 0x0002 <= group <= 0x0028
 
 
-def _read_dicom(path: Path, max_pixels: int, has_preamble: bool) -> XrayImage:
+def _read_dicom(source, name: str, max_pixels: int, has_preamble: bool) -> XrayImage:
     from cxrlm.io.dicom import read_dicom
 
-    return read_dicom(path, max_pixels=max_pixels, has_preamble=has_preamble)
+    return read_dicom(source, max_pixels=max_pixels, has_preamble=has_preamble, name=name)
 
 
-def _read_raster(path: Path, max_pixels: int) -> XrayImage:
-    name = path.name
+def _read_raster(source, name: str, max_pixels: int) -> XrayImage:
     try:
-        with Image.open(path) as im:
+        with Image.open(source) as im:
             _check_raster_header(im, name, max_pixels)
             im.load()
             metadata = {"format": im.format, "mode": im.mode}
