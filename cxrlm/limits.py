@@ -15,8 +15,3 @@ def too_many_images(count: int, limit: int, raise_with: str) -> str | None:
         return None
     return f"{count} images in one study: the limit is {limit} views ({raise_with})"
 
-
-def too_much_text(chars: int, limit: int, raise_with: str) -> str | None:
-    if chars <= limit:
-        return None
-    return f"{chars:,} characters of text: the limit is {limit:,} ({raise_with})"

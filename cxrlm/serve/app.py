@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cxrlm import DISCLAIMER, __version__
 from cxrlm.errors import InputError
-from cxrlm.limits import MAX_IMAGES, MAX_PROMPT_TOKENS, MAX_TEXT_CHARS, too_many_images, too_much_text
+from cxrlm.limits import MAX_IMAGES, MAX_PROMPT_TOKENS, MAX_TEXT_CHARS, too_many_images
 from cxrlm.serve import openai_format as oa
 from cxrlm.serve.exports import FORMATS, ExportUnavailable, export
 from cxrlm.serve.security import LOCAL_KEY_ID, RateLimiter, bearer_token, retry_after_header
@@ -305,10 +305,11 @@ class _Context:
     async def check_prompt(self, texts: list[str], n_images: int) -> None:
         """Images, characters, then tokens: each refused before any image is decoded or the model is queued."""
         s = self.settings
-        refusal = (too_many_images(n_images, s.max_images, "cxrlm serve --max-images")
-                   or too_much_text(sum(map(len, texts)), s.max_text_chars, "cxrlm serve --max-text-chars"))
-        if refusal:
+        if refusal := too_many_images(n_images, s.max_images, "cxrlm serve --max-images"):
             raise ApiError(400, refusal, code="limit_exceeded")
+        if (chars := sum(map(len, texts))) > s.max_text_chars:
+            raise ApiError(400, f"{chars:,} characters of text: the limit is {s.max_text_chars:,} "
+                           "(cxrlm serve --max-text-chars)", code="limit_exceeded")
         tokens = await asyncio.to_thread(self.count_tokens, texts)
         if tokens is not None and tokens > s.max_prompt_tokens:
             raise ApiError(400, f"{tokens:,} tokens of text: the limit is {s.max_prompt_tokens:,} "
