@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, File, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
@@ -96,7 +96,8 @@ ERRORS = {
 
 def errors(*statuses: int) -> dict:
     """OpenAPI `responses` for these error statuses (401, 429 and 500 can come from any /v1 route)."""
-    return {status: {"model": ErrorBody, "description": ERRORS[status]} for status in sorted({*statuses, 401, 429, 500})}
+    every = sorted({*statuses, 401, 429, 500})
+    return {status: {"model": ErrorBody, "description": ERRORS[status]} for status in every}
 
 
 MODEL_ERRORS = errors(400, 404, 413, 503, 504)  # routes that run the model
@@ -113,8 +114,10 @@ class ChatCompletionRequest(BaseModel):
 
 
 class TaskRequest(BaseModel):
-    study_id: str | None = Field(None, description="a study uploaded to /v1/studies")
-    image: str | None = Field(None, description="or the image itself, as a base64 data URL")
+    # Exactly one of study_id and image (a null counts as absent, so the schema leaves null out).
+    model_config = ConfigDict(json_schema_extra={"oneOf": [{"required": ["study_id"]}, {"required": ["image"]}]})
+    study_id: str = Field(None, min_length=1, description="a study uploaded to /v1/studies")
+    image: str = Field(None, min_length=1, description="or the image itself, as a base64 data URL")
     max_new_tokens: int | None = Field(None, ge=1)
     stream: bool = Field(False, description="server-sent events: text pieces, then the result")
 
@@ -257,7 +260,8 @@ def create_app(model, store: Store, settings: ServeSettings | None = None, worke
                 "session_id": row.session_id, "output": row.output}
 
     @app.get("/v1/results/{result_id}/export", responses=errors(400, 404, 501))
-    async def export_result(result_id: str, format: str = "json", key: str = Depends(caller)):
+    async def export_result(result_id: str, key: str = Depends(caller),
+                            format: Annotated[str, Query(json_schema_extra={"enum": list(FORMATS)})] = "json"):
         if format not in FORMATS:
             raise ApiError(400, f"unknown export format {format!r}: use one of {', '.join(FORMATS)}")
         row = ctx.own_result(result_id, key)
