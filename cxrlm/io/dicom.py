@@ -62,10 +62,9 @@ PERCENTILE_WINDOW = (0.5, 99.5)
 WINDOW_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
 
 
-def read_dicom(path, *, max_pixels: int, has_preamble: bool = True, name: str | None = None) -> XrayImage:
-    """Read, validate and window one DICOM file (a path, or a file object and its `name` for messages).
-    `has_preamble=False` tries a preamble-less dataset."""
-    name = name or Path(path).name
+def read_dicom(path: Path, *, max_pixels: int, has_preamble: bool = True) -> XrayImage:
+    """Read, validate and window one DICOM file. `has_preamble=False` tries a preamble-less dataset."""
+    name = path.name
     ds = _open(path, name, has_preamble)
     _check_header(ds, name, max_pixels)
     stored = _decode(ds, name)

@@ -39,7 +39,7 @@ def load_image(path, *, max_pixels: int = 50_000_000, view_position: str | None 
         raise ValueError("max_pixels must be positive")
     path = Path(path)
     requested = _normalize_view(view_position, path.name, strict=True)
-    return _load(path, path.name, _read_head(path), max_pixels, requested)
+    return _load(path, _read_head(path), max_pixels, requested)
 
 
 def load_image_bytes(data: bytes, name: str, *, max_pixels: int = 50_000_000) -> XrayImage:
@@ -49,19 +49,27 @@ def load_image_bytes(data: bytes, name: str, *, max_pixels: int = 50_000_000) ->
         raise ValueError("max_pixels must be positive")
     if not data:
         raise InputError(f"{name} is empty (0 bytes): re-copy or re-export the file")
-    return _load(io.BytesIO(data), name, data[: DICOM_PREAMBLE + 4], max_pixels, None)
+    return _load(_NamedBytes(data, name), data[: DICOM_PREAMBLE + 4], max_pixels, None)
 
 
-def _load(source, name: str, head: bytes, max_pixels: int, requested: str | None) -> XrayImage:
-    """Dispatch on the first bytes; `source` is a path or a file object."""
+class _NamedBytes(io.BytesIO):
+    """A file in memory with a `name` for messages: pydicom and Pillow read it as they read a path."""
+
+    def __init__(self, data: bytes, name: str):
+        super().__init__(data)
+        self.name = name
+
+
+def _load(path, head: bytes, max_pixels: int, requested: str | None) -> XrayImage:
+    """Dispatch on the first bytes; `path` is a Path or a _NamedBytes."""
     if head[DICOM_PREAMBLE : DICOM_PREAMBLE + 4] == b"DICM":
-        image = _read_dicom(source, name, max_pixels, has_preamble=True)
+        image = _read_dicom(path, max_pixels, has_preamble=True)
     elif any(head.startswith(magic) for magic, _ in IMAGE_MAGIC):
-        image = _read_raster(source, name, max_pixels)
+        image = _read_raster(path, max_pixels)
     elif _is_bare_dataset(head):  # DICOM written without preamble and "DICM" prefix (some old archives)
-        image = _read_dicom(source, name, max_pixels, has_preamble=False)
+        image = _read_dicom(path, max_pixels, has_preamble=False)
     else:
-        raise InputError(f"{name} is not a PNG, JPEG, TIFF or DICOM file: check the file")
+        raise InputError(f"{path.name} is not a PNG, JPEG, TIFF or DICOM file: check the file")
     _resolve_view(image, requested)
     return image
 
@@ -103,15 +111,16 @@ def _is_bare_dataset(head: bytes) -> bool:
     return len(head) >= 8 and group % 2 == 0 and 0x0002 <= group <= 0x0028
 
 
-def _read_dicom(source, name: str, max_pixels: int, has_preamble: bool) -> XrayImage:
+def _read_dicom(path: Path, max_pixels: int, has_preamble: bool) -> XrayImage:
     from cxrlm.io.dicom import read_dicom
 
-    return read_dicom(source, max_pixels=max_pixels, has_preamble=has_preamble, name=name)
+    return read_dicom(path, max_pixels=max_pixels, has_preamble=has_preamble)
 
 
-def _read_raster(source, name: str, max_pixels: int) -> XrayImage:
+def _read_raster(path: Path, max_pixels: int) -> XrayImage:
+    name = path.name
     try:
-        with Image.open(source) as im:
+        with Image.open(path) as im:
             _check_raster_header(im, name, max_pixels)
             im.load()
             metadata = {"format": im.format, "mode": im.mode}
