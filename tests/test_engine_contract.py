@@ -1,0 +1,58 @@
+"""Every engine implements cxrlm.engines.base.Engine and declares its capabilities; callers read them as data."""
+
+import pytest
+from scripted_engine import ScriptedEngine
+
+from cxrlm.engines.base import Engine, EngineCapabilities, Generation
+from cxrlm.engines.remote import RemoteEngine
+from cxrlm.models.base import CxrModel
+from cxrlm.models.profiles import PROFILES
+
+
+def test_the_protocol_refuses_an_engine_that_declares_nothing():
+    class Undeclared:  # generates, but says nothing of what else it can do
+        def generate(self, messages, images, max_new_tokens, on_text=None, temperature=0.0):
+            return Generation("", 0, 0.0, 0.0, None)
+
+    assert not isinstance(Undeclared(), Engine)
+    assert isinstance(ScriptedEngine("x"), Engine)
+
+
+def test_hf_and_fast_declare_what_they_can_do(tiny_model):
+    from cxrlm.engines.fast import FastEngine
+    from cxrlm.engines.hf import HFEngine
+
+    hf = tiny_model.engine
+    assert isinstance(hf, HFEngine) and isinstance(hf, Engine)
+    # The tiny tokenizer (Qwen2's) writes one digit per token, so both decode expected-value numbers.
+    assert hf.capabilities == EngineCapabilities(concurrent=False, mean_numbers=True)
+    fast = FastEngine(hf.model, hf.processor, "cpu", max_batch=1, max_len=64)
+    try:
+        assert isinstance(fast, Engine)
+        assert fast.capabilities == EngineCapabilities(concurrent=True, mean_numbers=True)
+    finally:
+        fast.close()
+
+
+def test_remote_declares_no_mean_numbers_and_refuses_them():
+    remote = RemoteEngine("http://127.0.0.1:9/v1", model_name="m")  # not contacted: the model is named
+    assert isinstance(remote, Engine)
+    assert remote.capabilities == EngineCapabilities(concurrent=True, mean_numbers=False)
+    with pytest.raises(NotImplementedError, match="capabilities.mean_numbers"):
+        remote.generate_mean_numbers([], [], 4)
+
+
+def test_predict_batch_runs_in_threads_only_on_a_concurrent_engine(xray):
+    import threading
+
+    class Recording(ScriptedEngine):
+        def generate(self, *args, **kwargs):
+            self.threads.add(threading.get_ident())
+            return super().generate(*args, **kwargs)
+
+    for concurrent in (False, True):
+        engine = Recording("<answer>Edema</answer>")
+        engine.capabilities = EngineCapabilities(concurrent=concurrent)
+        engine.threads = set()
+        CxrModel("scripted", PROFILES["nv-reason-cxr"], engine).predict_batch([xray] * 4, "reason")
+        assert (threading.get_ident() in engine.threads) is not concurrent
