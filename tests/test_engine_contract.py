@@ -34,6 +34,24 @@ def test_hf_and_fast_declare_what_they_can_do(tiny_model):
         fast.close()
 
 
+def test_a_tokenizer_that_merges_digits_declares_no_mean_numbers():
+    from types import SimpleNamespace
+
+    from cxrlm.engines.hf import HFEngine
+
+    class Merging:  # "01", "23", ...: five tokens for ten digits
+        def encode(self, text, add_special_tokens=False):
+            return [0, 1, 2, 3, 4]
+
+        def decode(self, ids):
+            return "01"
+
+    engine = HFEngine(model=None, processor=SimpleNamespace(tokenizer=Merging()), device="cpu")
+    assert engine.capabilities == EngineCapabilities(concurrent=False, mean_numbers=False)
+    with pytest.raises(NotImplementedError, match="capabilities.mean_numbers"):
+        engine.generate_mean_numbers([], [], 4)
+
+
 def test_remote_declares_no_mean_numbers_and_refuses_them():
     remote = RemoteEngine("http://127.0.0.1:9/v1", model_name="m")  # not contacted: the model is named
     assert isinstance(remote, Engine)
