@@ -7,8 +7,8 @@ and PIL images, and returns text. It implements cxrlm.engines.base.Engine; so do
 import time
 from collections.abc import Callable
 
-from cxrlm.engines.base import EngineCapabilities, Generation, TextStream, eos_ids, input_size
 from cxrlm.engines import numbers
+from cxrlm.engines.base import EngineCapabilities, Generation, TextStream, eos_ids, input_size
 
 
 class HFEngine:

@@ -41,8 +41,8 @@ class _Retryable(Exception):
 class RemoteEngine:
     """base_url: the server's OpenAI root, e.g. http://gpu-host:8000/v1; model_name: the served model's id."""
 
-    # generate() from many threads, up to max_concurrency requests in flight. An OpenAI server streams the chosen
-    # tokens only, not the distribution at each digit, so no expected-value numbers: boxes are decoded greedily.
+    # generate() from many threads, up to max_concurrency requests in flight. Expected-value numbers need the
+    # next-token distribution after digit strings the model did not write, which a chat API cannot give: greedy boxes.
     capabilities = EngineCapabilities(concurrent=True, mean_numbers=False)
 
     def __init__(self, base_url: str, model_name: str | None = None, api_key: str | None = None,
