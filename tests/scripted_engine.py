@@ -27,6 +27,9 @@ class ScriptedEngine:
     def yes_probability(self, conversations, images) -> list[float]:
         raise NotImplementedError("scripted engines answer in text only")
 
+    def count_tokens(self, texts) -> None:
+        return None  # no tokenizer, as with a remote engine
+
     def close(self) -> None:
         pass
 

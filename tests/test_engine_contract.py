@@ -32,6 +32,8 @@ def test_hf_and_fast_declare_what_they_can_do(tiny_model):
         assert fast.capabilities == EngineCapabilities(concurrent=True, mean_numbers=True)
     finally:
         fast.close()
+    lengths = [len(hf.processor.tokenizer.encode(text, add_special_tokens=False)) for text in ("Right lung.", "Left")]
+    assert hf.count_tokens(["Right lung.", "Left"]) == sum(lengths) > 0
 
 
 def test_a_tokenizer_that_merges_digits_declares_no_mean_numbers():
@@ -56,6 +58,7 @@ def test_remote_declares_no_mean_numbers_and_refuses_them():
     remote = RemoteEngine("http://127.0.0.1:9/v1", model_name="m")  # not contacted: the model is named
     assert isinstance(remote, Engine)
     assert remote.capabilities == EngineCapabilities(concurrent=True, mean_numbers=False)
+    assert remote.count_tokens(["Right lung."]) is None
     with pytest.raises(NotImplementedError, match="capabilities.mean_numbers"):
         remote.generate_mean_numbers([], [], 4)
 

@@ -50,6 +50,11 @@ class Engine(Protocol):
         """P(yes) / (P(yes) + P(no)) for the first answer token of each conversation."""
         ...
 
+    def count_tokens(self, texts: list[str]) -> int | None:
+        """Tokens of these texts together, by the model's own tokenizer (no special tokens), for limits checked
+        before any model work; None where the engine has no tokenizer at hand (remote)."""
+        ...
+
     def close(self) -> None:
         """Release threads, connections or devices; the engine takes no requests afterwards."""
         ...

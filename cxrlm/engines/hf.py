@@ -119,6 +119,10 @@ class HFEngine:
         p_yes, p_no = probs[:, yes].sum(-1), probs[:, no].sum(-1)
         return (p_yes / (p_yes + p_no).clamp_min(1e-12)).tolist()
 
+    def count_tokens(self, texts: list[str]) -> int:
+        tokenizer = self.processor.tokenizer
+        return sum(len(tokenizer.encode(text, add_special_tokens=False)) for text in texts)
+
     def close(self) -> None:
         """Nothing to release: no threads, and the model is freed with the engine."""
 

@@ -110,6 +110,10 @@ class RemoteEngine:
         raise NotImplementedError("the remote engine cannot decode expected-value numbers: check "
                                   "engine.capabilities.mean_numbers before calling generate_mean_numbers")
 
+    def count_tokens(self, texts: list[str]) -> None:
+        """None: the server's tokenizer is not at hand (the OpenAI API has no tokenize route)."""
+        return None
+
     def close(self) -> None:
         """Nothing to release: every request opens and closes its own connection."""
 
