@@ -79,6 +79,9 @@ def test_predict_batch_runs_in_threads_only_on_a_concurrent_engine(xray):
         assert (threading.get_ident() in engine.threads) is not concurrent
 
 
+PROBES = ("getattr", "hasattr")
+
+
 def test_no_caller_probes_an_engine_for_attributes():
     """Outside cxrlm/engines/, nothing asks `getattr(... engine ..., ...)` / `hasattr`: the contract says what an
     engine has, and `engine.capabilities` says what it can do."""
@@ -91,7 +94,7 @@ def test_no_caller_probes_an_engine_for_attributes():
         if path.parent.name == "engines":  # engines read foreign model configs with getattr; that is not probing
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("getattr", "hasattr")
-                    and node.args and "engine" in ast.unparse(node.args[0]).split(".")[-1]):
+            probe = isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in PROBES
+            if probe and node.args and "engine" in ast.unparse(node.args[0]).split(".")[-1]:
                 found.append(f"{path.relative_to(package.parent)}:{node.lineno}: {ast.unparse(node)}")
-    assert not found, "engine probed for attributes (declare it in cxrlm.engines.base.Engine instead): " + "; ".join(found)
+    assert not found, "engine probed for attributes (declare it in cxrlm.engines.base.Engine): " + "; ".join(found)
