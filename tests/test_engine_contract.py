@@ -3,19 +3,22 @@
 import pytest
 from scripted_engine import ScriptedEngine
 
-from cxrlm.engines.base import Engine, EngineCapabilities, Generation
+from cxrlm.engines.base import Engine, EngineCapabilities
 from cxrlm.engines.remote import RemoteEngine
 from cxrlm.models.base import CxrModel
 from cxrlm.models.profiles import PROFILES
 
 
 def test_the_protocol_refuses_an_engine_that_declares_nothing():
-    class Undeclared:  # generates, but says nothing of what else it can do
-        def generate(self, messages, images, max_new_tokens, on_text=None, temperature=0.0):
-            return Generation("", 0, 0.0, 0.0, None)
+    class Undeclared(ScriptedEngine):  # every method, but no capabilities: callers could not tell what it can do
+        def __init__(self):
+            pass
 
-    assert not isinstance(Undeclared(), Engine)
+    class Textless:  # capabilities, but no way to generate
+        capabilities = EngineCapabilities()
+
     assert isinstance(ScriptedEngine("x"), Engine)
+    assert not isinstance(Undeclared(), Engine) and not isinstance(Textless(), Engine)
 
 
 def test_hf_and_fast_declare_what_they_can_do(tiny_model):
