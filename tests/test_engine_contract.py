@@ -37,6 +37,7 @@ def test_hf_and_fast_declare_what_they_can_do(tiny_model):
         fast.close()
     lengths = [len(hf.processor.tokenizer.encode(text, add_special_tokens=False)) for text in ("Right lung.", "Left")]
     assert hf.count_tokens(["Right lung.", "Left"]) == sum(lengths) > 0
+    assert hf.counter is not hf.processor.tokenizer  # its own copy: never shared with a running generation
 
 
 def test_a_tokenizer_that_merges_digits_declares_no_mean_numbers():

@@ -4,6 +4,7 @@ It knows nothing of CXR: it takes chat messages (Hugging Face format, image entr
 and PIL images, and returns text. It implements cxrlm.engines.base.Engine; so do the faster ones.
 """
 
+import threading
 import time
 from collections.abc import Callable
 
@@ -19,6 +20,8 @@ class HFEngine:
         # One request at a time; expected-value numbers need a tokenizer that writes one digit per token.
         self.digits = numbers.digit_tokens(processor.tokenizer)
         self.capabilities = EngineCapabilities(concurrent=False, mean_numbers=self.digits is not None)
+        self.counter = None  # count_tokens' own copy of the tokenizer, made on first use
+        self.count_lock = threading.Lock()
 
     def _inputs(self, conversations: list[list[dict]], images: list[list]):
         texts = [
@@ -120,8 +123,14 @@ class HFEngine:
         return (p_yes / (p_yes + p_no).clamp_min(1e-12)).tolist()
 
     def count_tokens(self, texts: list[str]) -> int:
-        tokenizer = self.processor.tokenizer
-        return sum(len(tokenizer.encode(text, add_special_tokens=False)) for text in texts)
+        """Counted on a copy of the tokenizer, under a lock: request threads count while a generation runs, and a
+        fast tokenizer used by two threads at once raises "Already borrowed"."""
+        import copy
+
+        with self.count_lock:
+            if self.counter is None:
+                self.counter = copy.deepcopy(self.processor.tokenizer)
+            return sum(len(self.counter.encode(text, add_special_tokens=False)) for text in texts)
 
     def close(self) -> None:
         """Nothing to release: no threads, and the model is freed with the engine."""
