@@ -5,9 +5,9 @@ import json
 
 import jsonschema
 import pytest
+from scripted_engine import ScriptedEngine
 
 from cxrlm.chat import Session
-from cxrlm.engines.hf import Generation
 from cxrlm.errors import ModelLoadError
 from cxrlm.models import load_model
 from cxrlm.models.base import CxrModel
@@ -73,18 +73,6 @@ def test_follow_up_turns_send_the_image_once_through_the_real_processor(family_m
     out = session.ask("Write a radiology report for this Chest X-ray.")
     assert [m.n_images for m in session.history if m.role == "user"] == [1, 0]
     jsonschema.validate(json.loads(out.to_json()), output_schema())
-
-
-class ScriptedEngine:
-    """Stands in for a trained model: answers each call with the next scripted text."""
-
-    def __init__(self, *texts):
-        self.texts = list(texts)
-        self.calls = []
-
-    def generate(self, messages, images, max_new_tokens, on_text=None):
-        self.calls.append(messages)
-        return Generation(self.texts[len(self.calls) - 1], 5, 0.0, 0.1, input_size=None)
 
 
 def scripted(profile: str, *texts) -> CxrModel:

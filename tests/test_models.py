@@ -3,8 +3,8 @@ import os
 
 import jsonschema
 import pytest
+from scripted_engine import ScriptedEngine
 
-from cxrlm.engines.hf import Generation
 from cxrlm.errors import ModelLoadError
 from cxrlm.models import load_model
 from cxrlm.models.base import CxrModel
@@ -51,22 +51,11 @@ def test_streaming_pieces_add_up_to_the_answer(tiny_model, xray):
     assert "".join(pieces).strip() == out.raw_text.strip()
 
 
-class ScriptedEngine:
-    """Stands in for a trained model: returns fixed text, as if the model saw a 280x336 input."""
-
-    def __init__(self, text):
-        self.text = text
-        self.calls = []
-
-    def generate(self, messages, images, max_new_tokens, on_text=None):
-        self.calls.append(messages)
-        return Generation(self.text, 12, 0.0, 0.1, input_size=(280, 336))
-
-
 def test_nv_reason_output_is_structured(xray):
     text = ('<think>Right base opacity.</think><answer>Pneumonia, Cardiomegally, fish</answer> '
             '{"bbox_2d": [140, 168, 280, 336], "label": "pneumonia"}')
-    model = CxrModel("scripted", PROFILES["nv-reason-cxr"], ScriptedEngine(text))
+    # Stands in for a trained model: fixed text, as if the model saw a 280x336 input.
+    model = CxrModel("scripted", PROFILES["nv-reason-cxr"], ScriptedEngine(text, input_size=(280, 336)))
     out = model.predict(xray, "reason")
     assert out.reasoning == "Right base opacity."
     assert [label.name for label in out.labels] == ["Pneumonia", "Cardiomegaly"]

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from cxrlm.engines.hf import Generation
+from cxrlm.engines.base import Generation
 from cxrlm.models.frames import view_region
 from cxrlm.models.profiles import INTEGER_BOX_FORMATS, ModelProfile
 from cxrlm.pathologies import CHEXPERT14, CLASSIFY_LABELS, label_phrase
@@ -61,7 +61,7 @@ class CxrModel:
     def predict_batch(self, images: list, task: str, *, phrases=None, max_new_tokens=None) -> list[ModelOutput]:
         """`predict` for many studies; an engine that batches (fast, remote) gets them all at once from threads."""
         phrases = phrases or [None] * len(images)
-        if not getattr(self.engine, "concurrent", False):
+        if not self.engine.capabilities.concurrent:
             return [self.predict(img, task, phrase=p, max_new_tokens=max_new_tokens) for img, p in zip(images, phrases)]
         with ThreadPoolExecutor(max_workers=len(images) or 1) as pool:
             futures = [pool.submit(self.predict, img, task, phrase=p, max_new_tokens=max_new_tokens)
@@ -79,11 +79,8 @@ class CxrModel:
         images = [img.to_pil() for img in study_images(study)]
         messages = self._with_system(messages)
         max_new_tokens = max_new_tokens or self.profile.max_new_tokens
-        mean = getattr(self.engine, "generate_mean_numbers", None)
-        if mean_numbers and mean and self.profile.box_format in INTEGER_BOX_FORMATS:
-            generation = mean(messages, images, max_new_tokens, on_text)
-            if generation is not None:
-                return generation
+        if mean_numbers and self.engine.capabilities.mean_numbers and self.profile.box_format in INTEGER_BOX_FORMATS:
+            return self.engine.generate_mean_numbers(messages, images, max_new_tokens, on_text)
         return self.engine.generate(messages, images, max_new_tokens, on_text)
 
     def _with_system(self, messages: list[dict]) -> list[dict]:

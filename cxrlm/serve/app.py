@@ -84,7 +84,7 @@ class GroundRequest(TaskRequest):
 
 def create_app(model, store: Store, settings: ServeSettings | None = None, worker: ModelWorker | None = None):
     settings = settings or ServeSettings()
-    threads = settings.concurrency if getattr(model.engine, "concurrent", False) else 1
+    threads = settings.concurrency if model.engine.capabilities.concurrent else 1
     worker = worker or ModelWorker(settings.max_queue, threads=threads)
     limiter = RateLimiter(settings.rate_per_minute)
 
