@@ -111,7 +111,9 @@ def probe_logits(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray) ->
         known = ~np.isnan(y_train[:, j])
         if y_train[known, j].sum() >= FOLDS:  # the folds need a positive each
             probe = LogisticRegressionCV(Cs=list(PROBE_C), cv=FOLDS, scoring="roc_auc", max_iter=2000)
-            logits[:, j] = probe.fit(x_train[known], y_train[known, j]).decision_function(x_val)
+            with warnings.catch_warnings():  # scikit-learn's notices of coming default changes, as in cross_fitted
+                warnings.simplefilter("ignore", FutureWarning)
+                logits[:, j] = probe.fit(x_train[known], y_train[known, j]).decision_function(x_val)
     return logits
 
 

@@ -34,7 +34,7 @@ RECIPE_OPTIONS = (
 def register_train(methods) -> None:
     """`cxrlm train tiny`, next to `train sft` and `train grpo` (cxrlm/cli/train.py)."""
     description = "The cxrlm-tiny recipe, end to end: data, tokenizer, encoder pretraining, SFT, GRPO, single-turn SFT."
-    parser = methods.add_parser("tiny", help="retrain the demo model cxrlm-tiny from the public data (docs/TRAINING.md)",
+    parser = methods.add_parser("tiny", help="retrain the demo model cxrlm-tiny from the public data",
                                 description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     for flag, kind, default, help_text in RECIPE_OPTIONS:
         parser.add_argument(flag, type=kind, default=default, help=help_text)
@@ -111,5 +111,6 @@ def run_tower_probe(args: argparse.Namespace) -> int:
     result = tower_probe(args.model, args.manifest)
     print(f"macro AUROC, NIH labels with >= {MIN_POSITIVES} positives: {result['macro_auroc']:.3f}")
     print("  " + ", ".join(f"{name} {result['per_label'][name]['auroc']:.3f}" for name in result["macro_labels"]))
-    print(f"first_component_share of the probes' scores: {result['first_component_share']:.3f}")
+    share = result["first_component_share"]  # None when too few labels vary to say
+    print(f"first_component_share of the probes' scores: {'n/a' if share is None else f'{share:.3f}'}")
     return 0
