@@ -49,3 +49,13 @@ def test_cxrlm_tiny_is_installed_with_cxrlm():
 
     include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
     assert "cxrlm_tiny" in find_packages(str(ROOT), include=include)
+
+
+def test_no_library_module_is_a_script():
+    """Every entry point is a `cxrlm` verb; `python -m cxrlm` (cxrlm/__main__.py) is the only main."""
+    scripts = []
+    for path in sorted([*(ROOT / "cxrlm").rglob("*.py"), *(ROOT / "cxrlm_tiny").rglob("*.py")]):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Compare) and getattr(node.left, "id", None) == "__name__":
+                scripts.append(str(path.relative_to(ROOT)))
+    assert scripts == []
