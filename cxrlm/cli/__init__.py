@@ -18,9 +18,9 @@ VERB_MODULES = (
     "cxrlm.cli.models",  # models
     "cxrlm.cli.data",  # data build, data instructions
     "cxrlm.cli.label",  # label
-    "cxrlm.cli.train",  # train sft, train grpo
+    "cxrlm.cli.train",  # train sft, train grpo, train tiny (cli/tiny.py)
     "cxrlm.cli.serve",  # serve
-    "cxrlm.cli.eval",  # eval, eval compare
+    "cxrlm.cli.eval",  # eval; eval compare, reasoning, rewards (checks.py), cnn-baselines, tower-probe (tiny.py)
 )
 
 
@@ -54,7 +54,3 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: unexpected {type(err).__name__}: {err} (set CXRLM_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,10 +1,13 @@
 """`cxrlm train sft|grpo --recipe FILE [key=value ...]`: fine-tune a CXR vision-language model on TRL.
+(`cxrlm train tiny`, the demo model's own recipe, is registered from cxrlm/cli/tiny.py.)
 
 Needs the `train` extra (pip install 'cxrlm[train]'). For several GPUs or nodes, run the same command under
 `accelerate launch --config_file recipes/launch/<ddp|zero2|zero3|fsdp>.yaml -m cxrlm train ...` (docs/TRAINING.md).
 """
 
 import argparse
+
+from cxrlm.cli import tiny
 
 METHODS = {
     "sft": ("SFTRecipe", "cxrlm.train.sft", "supervised fine-tuning on conversations (LoRA, QLoRA or full)"),
@@ -21,6 +24,7 @@ def register(subparsers) -> None:
         one.add_argument("overrides", nargs="*", metavar="key=value", help="override recipe fields, e.g. max_steps=10")
         one.add_argument("--print-recipe", action="store_true", help="print the resolved recipe and exit")
         one.set_defaults(run=run_train, method=method)
+    tiny.register_train(sub)
 
 
 def run_train(args: argparse.Namespace) -> int:
