@@ -27,9 +27,9 @@ from typing import Any
 from cxrlm.data.manifest import ManifestRecord
 from cxrlm.errors import ConfigError
 from cxrlm.pathologies import CHEXPERT14
-from cxrlm.types import FRONTAL_VIEWS
+from cxrlm.types import FRONTAL_VIEWS, Task
 
-TASKS = ("reason", "report", "classify", "ground", "vqa", "conversation")
+TASKS = (Task.REASON, Task.REPORT, Task.CLASSIFY, Task.GROUND, Task.VQA, Task.CONVERSATION)
 DEFAULT_MIX = {"reason": 3, "report": 2, "classify": 2, "ground": 2, "vqa": 1, "conversation": 1}
 FORMATS = ("sft", "grpo")
 BOX_FORMATS = ("qwen", "norm1", "int100")
