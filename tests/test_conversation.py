@@ -95,7 +95,10 @@ def test_cli_server_and_eval_give_the_same_report(tiny_checkpoint, tiny_model, t
                       prediction["impression"]) == expected
     assert cli["task"] == server["task"] == "report"
     # Both turns were asked: the report's raw text is the reasoning answer, a blank line, the report answer.
-    assert "\n\n" in cli["raw_text"] and cli["timings"]["new_tokens"] > TOKENS
+    from cxrlm.io import load_image
+
+    reasoning = tiny_model.predict(load_image(image), "reason", max_new_tokens=TOKENS).raw_text
+    assert cli["raw_text"].startswith(reasoning + "\n\n") and len(cli["raw_text"]) > len(reasoning) + 2
 
 
 def test_report_streams_exactly_its_raw_text():
@@ -222,6 +225,9 @@ def test_task_requests_take_several_views_with_their_positions(served, tmp_path)
     assert first_turn[:2] == [{"type": "image"}] * 2 and "Current study: 2 views (PA, LL)." in first_turn[2]["text"]
     bad = httpx.post(f"{url}/v1/cxr/ground", json={"study_ids": ids, "views": ["PA", "XX"], "phrase": "edema"})
     assert bad.status_code == 400 and "unknown view position 'XX'" in bad.json()["error"]["message"]
+    for body in ({"study_ids": ids, "views": ["PA" * 50]}, {"study_ids": ids, "study_id": ids[0]},
+                 {"study_ids": ids, "views": ["PA", "LL", "AP"]}):
+        assert httpx.post(f"{url}/v1/cxr/ground", json={**body, "phrase": "edema"}).status_code == 400, body
 
 
 def _image():

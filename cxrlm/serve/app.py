@@ -35,6 +35,7 @@ from cxrlm.types import Study, Task, XrayImage
 
 WEB_DIR = Path(__file__).parent / "web"
 MAX_VIEWS = 8  # images of one study in a task request
+View = Annotated[str, Field(max_length=16)]  # PA, AP, LL, RL, LATERAL
 DONE = object()  # end of a stream of text pieces
 
 
@@ -70,7 +71,7 @@ class ChatCompletionRequest(BaseModel):
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     session_id: str | None = Field(None, description="cxrlm extension: continue a stored session")
-    views: list[str] | None = Field(None, max_length=MAX_VIEWS, description="cxrlm extension: the view position "
+    views: list[View] | None = Field(None, max_length=MAX_VIEWS, description="cxrlm extension: the view position "
                                     "(PA, AP, LL) of each image, in order, where its file does not say")
 
 
@@ -79,7 +80,7 @@ class TaskRequest(BaseModel):
     image: str | None = Field(None, description="or the image itself, as a base64 data URL")
     study_ids: list[str] | None = Field(None, min_length=1, max_length=MAX_VIEWS,
                                         description="or several uploaded views of one study, in order (PA, lateral)")
-    views: list[str] | None = Field(None, min_length=1, max_length=MAX_VIEWS,
+    views: list[View] | None = Field(None, min_length=1, max_length=MAX_VIEWS,
                                     description="the view position (PA, AP, LL) of each image, in order, where its "
                                                 "file does not say; one value applies to every image")
     max_new_tokens: int | None = Field(None, ge=1)
