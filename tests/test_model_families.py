@@ -96,8 +96,8 @@ def test_radvlm_two_decimal_boxes_are_fractions_of_the_original_image(xray):
 
 
 def test_medgemma_scripted_turns_start_with_its_system_prompt(xray):
-    model = scripted("medgemma", "Findings: Clear lungs.\nImpression: Normal.")
-    out = model.predict(xray, "report")
+    model = scripted("medgemma", "No acute findings.", "Findings: Clear lungs.\nImpression: Normal.")
+    out = model.predict(xray, "report")  # the reasoning turn, then the report turn
     assert (out.findings, out.impression) == ("Clear lungs.", "Normal.")
     assert model.engine.calls[0][0]["content"][0]["text"] == "You are an expert radiologist."
 

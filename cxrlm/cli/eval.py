@@ -10,8 +10,7 @@ import sys
 
 from cxrlm.cli import checks, tiny
 from cxrlm.cli.model_options import add_model_options, load_model_from_args
-
-TASKS = ("report", "classify", "ground")
+from cxrlm.types import SCORED_TASKS as TASKS
 
 
 def register(subparsers) -> None:

@@ -27,10 +27,10 @@ from typing import Any
 from cxrlm.data.manifest import ManifestRecord
 from cxrlm.errors import ConfigError
 from cxrlm.pathologies import CHEXPERT14
-from cxrlm.types import FRONTAL_VIEWS
+from cxrlm.types import FRONTAL_VIEWS, Task
 
-TASKS = ("reason", "report", "classify", "ground", "vqa", "conversation")
-DEFAULT_MIX = {"reason": 3, "report": 2, "classify": 2, "ground": 2, "vqa": 1, "conversation": 1}
+TASKS = (Task.REASON, Task.REPORT, Task.CLASSIFY, Task.GROUND, Task.VQA, Task.CONVERSATION)
+DEFAULT_MIX = {Task.REASON: 3, Task.REPORT: 2, Task.CLASSIFY: 2, Task.GROUND: 2, Task.VQA: 1, Task.CONVERSATION: 1}
 FORMATS = ("sft", "grpo")
 BOX_FORMATS = ("qwen", "norm1", "int100")
 # The same formats in the vocabulary of cxrlm.prompts.parsers.parse_boxes(box_format=...).
@@ -223,7 +223,7 @@ def reason_turn(ctx: Context) -> Turn | None:
         return None
     answer = ", ".join(labels)
     text = f"<think>\n{review(ctx)}\n</think>\n<answer>{answer}</answer>"
-    return Turn("reason", ctx.prompt("reason"), text, True, answer, labels=labels)
+    return Turn(Task.REASON, ctx.prompt("reason"), text, True, answer, labels=labels)
 
 
 def report_text(findings: str | None, impression: str | None) -> str:
@@ -253,7 +253,7 @@ def report_turn(ctx: Context) -> Turn | None:
         text, synthetic = templated_report(ctx), True
         if text is None:
             return None
-    return Turn("report", ctx.prompt("report"), text, synthetic, text, report=text)
+    return Turn(Task.REPORT, ctx.prompt("report"), text, synthetic, text, report=text)
 
 
 def yes_no(ctx: Context, name: str) -> bool:
@@ -272,12 +272,12 @@ def classify_turn(ctx: Context) -> Turn | None:
         return None
     if ctx.rng.choice(options) == "list":
         answer = ", ".join(labels)
-        return Turn("classify", ctx.prompt("classify_list", choices=", ".join(CHEXPERT14)), answer, False, answer,
+        return Turn(Task.CLASSIFY, ctx.prompt("classify_list", choices=", ".join(CHEXPERT14)), answer, False, answer,
                     labels=labels)
     name = ctx.rng.choice(ctx.known())
     answer = ctx.answer("yes" if yes_no(ctx, name) else "no")
     question = ctx.prompt("classify_yes_no", finding=ctx.templates["finding_phrases"][name])
-    return Turn("classify", question, answer, False, answer)
+    return Turn(Task.CLASSIFY, question, answer, False, answer)
 
 
 def truth_box(box: dict, size: tuple[int, int]) -> dict:
@@ -310,7 +310,7 @@ def ground_turn(ctx: Context) -> Turn | None:
     slot = {"anatomy": "region", "finding": "finding", "phrase": "phrase"}[kind]
     question = ctx.prompt(f"ground_{kind}", **{slot: target})
     answer = format_boxes(boxes, size, ctx.config.box_format, boxes[0]["label"] if kind == "phrase" else target)
-    return Turn("ground", question, answer, False, answer, boxes=[truth_box(b, size) for b in boxes])
+    return Turn(Task.GROUND, question, answer, False, answer, boxes=[truth_box(b, size) for b in boxes])
 
 
 def side(box: dict, width: int) -> str | None:
@@ -378,15 +378,15 @@ def vqa_turn(ctx: Context) -> Turn | None:
     if not options:
         return None
     question, answer = options[ctx.rng.choice(sorted(options))]()
-    return Turn("vqa", question, answer, False, answer)
+    return Turn(Task.VQA, question, answer, False, answer)
 
 
 TURN_BUILDERS: dict[str, Callable[[Context], Turn | None]] = {
-    "reason": reason_turn,
-    "report": report_turn,
-    "classify": classify_turn,
-    "ground": ground_turn,
-    "vqa": vqa_turn,
+    Task.REASON: reason_turn,
+    Task.REPORT: report_turn,
+    Task.CLASSIFY: classify_turn,
+    Task.GROUND: ground_turn,
+    Task.VQA: vqa_turn,
 }
 
 
@@ -409,7 +409,7 @@ def draw_turns(ctx: Context) -> tuple[str, list[Turn]] | None:
     remaining = [t for t in ctx.config.tasks if ctx.config.mix.get(t, 0) > 0]
     while remaining:
         task = ctx.rng.choices(remaining, weights=[ctx.config.mix[t] for t in remaining])[0]
-        if task == "conversation":
+        if task == Task.CONVERSATION:
             turns = conversation_turns(ctx)
         else:
             turn = TURN_BUILDERS[task](ctx)

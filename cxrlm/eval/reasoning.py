@@ -16,6 +16,7 @@ import statistics
 import time
 
 from cxrlm.pathologies import CHEXPERT14
+from cxrlm.types import Task
 
 
 def parses(output) -> bool:
@@ -29,7 +30,7 @@ def check(model, records, limit_failures: int = 5) -> dict:
     for record in records:
         image = load_image(record.image_path)
         start = time.perf_counter()
-        output = model.predict(image, "reason")
+        output = model.predict(image, Task.REASON)
         seconds.append(time.perf_counter() - start)
         tokens.append(output.timings.new_tokens or 0)
         if parses(output):

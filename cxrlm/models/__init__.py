@@ -14,7 +14,6 @@ from cxrlm.errors import ModelLoadError
 from cxrlm.models.profiles import ModelProfile, resolve_profile
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[2] / "weights" / "cxrlm-tiny"
-TASKS = ("reason", "report", "classify", "ground")
 
 
 def default_model_dir() -> Path:

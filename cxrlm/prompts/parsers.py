@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 
 from cxrlm.pathologies import normalize_label
-from cxrlm.types import Box
+from cxrlm.types import Box, Task
 
 _THINK = re.compile(r"<think>(.*?)(?:</think>|$)", re.DOTALL | re.IGNORECASE)
 _ANSWER = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.DOTALL | re.IGNORECASE)
@@ -132,6 +132,23 @@ def parse_report(text: str) -> tuple[str | None, str | None]:
     for name, content in zip(parts[1::2], parts[2::2], strict=True):
         sections[name.lower()] = content.strip() or None
     return sections["findings"], sections["impression"]
+
+
+def label_list(answer: str, after: str = "") -> str:
+    """The part of a sentence answer that lists labels ("The following are present: edema and ...")."""
+    return answer.split(after, 1)[1] if after and after in answer else answer
+
+
+def answer_task(text: str, label_list_after: str = "", has_boxes: bool = False) -> Task:
+    """What a free answer carries, so that its structured fields get filled: report sections -> report;
+    <think>/<answer> tags or nothing but label names -> reason; boxes -> ground; anything else -> chat."""
+    answer = split_reasoning(text).answer
+    if _SECTION.search(answer):
+        return Task.REPORT
+    names, unknown = parse_labels(label_list(answer, label_list_after))
+    if _TAG.search(text) or (names and not unknown):
+        return Task.REASON
+    return Task.GROUND if has_boxes else Task.CHAT
 
 
 def parse_list(text: str) -> list[str]:

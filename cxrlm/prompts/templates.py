@@ -6,6 +6,8 @@ recorded with every result so that evaluation runs can say which prompts produce
 
 from dataclasses import dataclass
 
+from cxrlm.types import Task
+
 
 @dataclass(frozen=True)
 class Dialect:
@@ -18,9 +20,6 @@ class Dialect:
     classify_question: str  # per-label yes/no question, scored by the likelihood of "yes"
     ground: str
     system: str | None = None
-    # User turns asked before the report, in the same conversation, their answers kept as reasoning (M4CXR's
-    # chain of thought: first which findings are present, then the report).
-    report_chain: tuple[str, ...] = ()
     think_tags: bool = True  # answers come as <think>...</think><answer>...</answer>
     label_list_after: str = ""  # the label list starts after the first occurrence of this text ("" = at once)
 
@@ -81,7 +80,8 @@ QWEN3_VL = Dialect(
 )
 
 # M4CXR (Mistral [INST] turns, remote code): "radiology image: <image>" opens the first turn (the remote-code
-# engine writes it), answers are plain text, boxes are 0-100 integers; reports follow a two-turn chain of thought.
+# engine writes it), answers are plain text, boxes are 0-100 integers. Its two-turn chain of thought (which findings
+# are present, then the report) is what every report is (cxrlm.chat.Session.report): the reasoning turn first.
 _M4CXR_FINDINGS = (
     "Enlarged Cardiomediastinum, Cardiomegaly, Lung Opacity, Lung Lesion, Edema, Consolidation, Pneumonia, "
     "Atelectasis, Pneumothorax, Pleural Effusion, Pleural Other, Fracture, Support Devices"
@@ -91,9 +91,6 @@ M4CXR = Dialect(
     version="m4cxr/1",
     reason=f"Which of the following findings are present in the radiology image? Findings: {_M4CXR_FINDINGS}",
     report="Based on the previous conversation, provide a description of the findings in the radiology image.",
-    report_chain=(
-        f"Which of the following findings are present in the radiology image? Findings: {_M4CXR_FINDINGS}",
-    ),
     differentials="What are the possible differential diagnoses for the radiology image?",
     structured_report="Provide a description of the findings in the radiology image.",
     classify_question="Is {label} present in the radiology image?",
@@ -104,12 +101,12 @@ M4CXR = Dialect(
 DIALECTS = {d.name: d for d in (NV_REASON, RADVLM, MEDGEMMA, QWEN3_VL, M4CXR)}
 
 
-def task_prompt(dialect: Dialect, task: str, phrase: str | None = None) -> str:
-    """The user text for one task. `ground` needs the phrase to locate."""
-    if task == "ground":
+def task_prompt(dialect: Dialect, task: Task | str, phrase: str | None = None) -> str:
+    """The user text for one task (or "differentials", "structured_report"). `ground` needs the phrase to locate."""
+    if task == Task.GROUND:
         if not phrase:
             raise ValueError("grounding needs a phrase, e.g. 'right lung' or 'pleural effusion'")
         return dialect.ground.format(phrase=phrase)
-    if task == "classify":
+    if task == Task.CLASSIFY:
         raise ValueError("classify is asked per label: use dialect.classify_question")
     return getattr(dialect, task)

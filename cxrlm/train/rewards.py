@@ -19,12 +19,13 @@ from collections.abc import Callable, Sequence
 
 from cxrlm.pathologies import normalize_label
 from cxrlm.prompts import parsers
+from cxrlm.types import Task
 
 # Tasks a reward scores by default; None scores every row. A recipe can override with `reward_kwargs`.
-LABEL_TASKS = ("reason",)
-BOX_TASKS = ("ground",)
-REPORT_TASKS = ("report",)
-ANSWER_TASKS = ("classify", "vqa")
+LABEL_TASKS = (Task.REASON,)
+BOX_TASKS = (Task.GROUND,)
+REPORT_TASKS = (Task.REPORT,)
+ANSWER_TASKS = (Task.CLASSIFY, Task.VQA)
 
 # Exactly one reasoning block, then exactly one answer block, nothing else around them.
 _NO_TAG = r"((?:(?!</?think>|</?answer>).)*)"
