@@ -11,7 +11,6 @@ from scripted_engine import ScriptedEngine
 
 from cxrlm.chat import Session
 from cxrlm.cli import main
-from cxrlm.engines.base import Generation
 from cxrlm.models.base import CxrModel
 from cxrlm.models.profiles import PROFILES
 from cxrlm.prompts.parsers import answer_task
