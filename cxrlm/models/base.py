@@ -8,9 +8,9 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from cxrlm import box_formats
 from cxrlm.engines.hf import Generation
-from cxrlm.models.frames import view_region
-from cxrlm.models.profiles import INTEGER_BOX_FORMATS, ModelProfile
+from cxrlm.models.profiles import ModelProfile
 from cxrlm.pathologies import CHEXPERT14, CLASSIFY_LABELS, label_phrase
 from cxrlm.prompts import parsers
 from cxrlm.prompts.templates import DIALECTS, task_prompt
@@ -80,7 +80,7 @@ class CxrModel:
         messages = self._with_system(messages)
         max_new_tokens = max_new_tokens or self.profile.max_new_tokens
         mean = getattr(self.engine, "generate_mean_numbers", None)
-        if mean_numbers and mean and self.profile.box_format in INTEGER_BOX_FORMATS:
+        if mean_numbers and mean and box_formats.whole_numbers(self.profile.box_format):
             generation = mean(messages, images, max_new_tokens, on_text)
             if generation is not None:
                 return generation
@@ -118,7 +118,7 @@ class CxrModel:
             out.findings, out.impression = parsers.parse_report(split.answer)
         out.boxes = parsers.parse_boxes(
             text, image.size, generation.input_size, default_label=phrase or "", box_format=self.profile.box_format,
-            view=view_region(self.profile.box_frame, image.size),
+            view=box_formats.view_region(self.profile.box_frame, image.size),
         )
         if task == "ground" and not out.boxes:
             out.warnings.append("the model gave no box")
