@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from cxrlm import box_formats
 from cxrlm.engines.hf import Generation
 from cxrlm.models.profiles import ModelProfile
-from cxrlm.pathologies import CHEXPERT14, CLASSIFY_LABELS, label_phrase
+from cxrlm.pathologies import CHEXPERT14, CLASSIFY_LABELS, finding, label_phrase
 from cxrlm.prompts import parsers
 from cxrlm.prompts.templates import DIALECTS, task_prompt
 from cxrlm.types import Label, ModelOutput, Study, Timings, XrayImage
@@ -126,15 +126,18 @@ class CxrModel:
 
     def classify(self, study: Study, labels: tuple[str, ...] = CLASSIFY_LABELS) -> ModelOutput:
         """A probability per label (CheXpert-14 and the NIH-only names by default): the likelihood of "yes" to a
-        per-label question, in one batch."""
+        per-finding question, in one batch. Names of one finding in two vocabularies (NIH "Effusion", CheXpert
+        "Pleural Effusion") are asked once and share its probability."""
         start = time.perf_counter()
         images = [img.to_pil() for img in study_images(study)]
         question = self.dialect.classify_question
+        findings = list(dict.fromkeys(finding(name) for name in labels))
         conversations = [
-            self._with_system([self.first_turn(question.format(label=label_phrase(name)), study)]) for name in labels
+            self._with_system([self.first_turn(question.format(label=label_phrase(name)), study)]) for name in findings
         ]
         probs = self.engine.yes_probability(conversations, [images] * len(conversations))
-        probabilities = {name: round(p, 4) for name, p in zip(labels, probs, strict=True)}
+        by_finding = dict(zip(findings, probs, strict=True))
+        probabilities = {name: round(by_finding[finding(name)], 4) for name in labels}
         image = study.images[0]
         return ModelOutput(
             task="classify",
