@@ -93,6 +93,7 @@ FORMATS = {
     )
 }
 ALIASES = {"qwen": "pixels"}  # the name `cxrlm data instructions --box-format` used first
+NAMES = (*FORMATS, *ALIASES)  # every name a box format can be written under
 AUTO = "auto"  # read only: four values within 0-1 are norm1, anything else pixels (rewards, unknown writers)
 
 

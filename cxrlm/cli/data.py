@@ -9,9 +9,7 @@
 import argparse
 import sys
 
-from cxrlm.box_formats import ALIASES, FORMATS
-
-BOX_FORMATS = (*FORMATS, *ALIASES)
+from cxrlm.box_formats import FORMATS, NAMES
 
 
 def register(subparsers) -> None:
@@ -45,7 +43,7 @@ def register(subparsers) -> None:
                       help="comma-separated tasks (default: all)")
     inst.add_argument("--mix", default="", help="task weights, e.g. reason=3,classify=2 (others keep defaults)")
     inst.add_argument("--format", choices=("sft", "grpo"), default="sft")
-    inst.add_argument("--box-format", choices=BOX_FORMATS, default="pixels", metavar="FORMAT",
+    inst.add_argument("--box-format", choices=NAMES, default="pixels", metavar="FORMAT",
                       help="how answers write boxes: " + "; ".join(f"{f.name} ({f.writer})" for f in FORMATS.values())
                       + "; qwen = pixels (default: pixels of the stored image)")
     inst.add_argument("--seed", type=int, default=0)

@@ -34,7 +34,7 @@ from cxrlm.types import FRONTAL_VIEWS
 TASKS = ("reason", "report", "classify", "ground", "vqa", "conversation")
 DEFAULT_MIX = {"reason": 3, "report": 2, "classify": 2, "ground": 2, "vqa": 1, "conversation": 1}
 FORMATS = ("sft", "grpo")
-BOX_FORMATS = (*box_formats.FORMATS, *box_formats.ALIASES)  # every format can be written
+BOX_FORMATS = box_formats.NAMES  # every format can be written
 TEMPLATES = "data/templates/instructions.json"
 
 
@@ -109,25 +109,19 @@ def _norm(xyxy, size: tuple[int, int]) -> list[float]:
     return [x1 / width, y1 / height, x2 / width, y2 / height]
 
 
-def _box_format(fmt: str) -> box_formats.BoxFormat:
-    if fmt not in BOX_FORMATS:
-        raise ConfigError(f"unknown box format {fmt!r}; choose from: {', '.join(BOX_FORMATS)}")
-    return box_formats.get(fmt)
-
-
 def format_box(xyxy, size: tuple[int, int], fmt: str) -> str:
     """One box (pixels of the stored image) as text in format `fmt`, corners clipped to the image.
 
     `pixels` (`qwen`) writes integer pixels of the STORED image, NOT of Qwen2.5-VL's resized input: a trainer that
     resizes must rescale, see docs/DATA.md.
     """
-    return _box_format(fmt).write(_norm(xyxy, size), size)
+    return box_formats.get(fmt).write(_norm(xyxy, size), size)
 
 
 def format_boxes(boxes: list[dict], size: tuple[int, int], fmt: str, label: str) -> str:
     """Boxes of one target as the format's writer lists them: a JSON list of {"bbox_2d"/"box_2d", "label"} for
     the Qwen and MedGemma 1.5 formats, else the bare boxes joined by ", "."""
-    return _box_format(fmt).write_boxes([_norm(b["xyxy"], size) for b in boxes], size, label)
+    return box_formats.get(fmt).write_boxes([_norm(b["xyxy"], size) for b in boxes], size, label)
 
 
 # ---------------------------------------------------------------- one turn of one task
