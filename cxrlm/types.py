@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 
 from cxrlm import DISCLAIMER
+from cxrlm.pathologies import label_vocabularies
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 VIEW_POSITIONS = ("PA", "AP", "LL", "RL", "LATERAL")
 FRONTAL_VIEWS = ("PA", "AP")
 
@@ -178,9 +179,15 @@ class ModelOutput:
             warnings=list(dict.fromkeys(self.warnings + later.warnings)),  # the images' own warnings come twice
         )
 
+    @property
+    def vocabularies(self) -> dict[str, list[str]]:
+        """The vocabularies each name in `probabilities` belongs to ("chexpert14", "nih14", or both)."""
+        return {name: label_vocabularies(name) for name in self.probabilities}
+
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["timings"]["tokens_per_s"] = self.timings.tokens_per_s
+        out["vocabularies"] = self.vocabularies
         return _finite(out)
 
     def to_json(self, indent: int | None = 2) -> str:

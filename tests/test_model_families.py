@@ -109,6 +109,19 @@ def test_qwen3_vl_boxes_are_thousandths(xray):
     assert box.xyxy == (120.0, 150.0, 240.0, 300.0) and box.label == "right lung"
 
 
+def test_medgemma_1_5_boxes_are_y_first_thousandths(xray, tmp_path):
+    """MedGemma 1.5's fenced {"box_2d": [y0, x0, y1, x1]} answer, picked by cxrlm.json on a Gemma 3 folder."""
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gemma3"}))
+    (tmp_path / "cxrlm.json").write_text(json.dumps({"profile": "medgemma-1.5"}))
+    assert resolve_profile(tmp_path).box_format == "int1000_yxyx"
+    answer = 'Final Answer: ```json\n[{"box_2d": [500, 0, 1000, 500], "label": "right lung"}]\n```'
+    model = scripted("medgemma-1.5", answer)
+    (box,) = model.predict(xray, "ground", phrase="right lung").boxes
+    assert box.xyxy == (0.0, 150.0, 120.0, 300.0) and box.label == "right lung"
+    asked = " ".join(part.get("text") or "" for part in model.engine.calls[0][-1]["content"])
+    assert "[y0, x0, y1, x1]" in asked and "[0, 1000]" in asked
+
+
 def test_m4cxr_report_is_a_two_turn_chain_of_thought(xray):
     model = scripted("m4cxr", "Cardiomegaly, Pleural Effusion.", "The heart is enlarged. Small left effusion.")
     out = model.predict(xray, "report")

@@ -109,6 +109,7 @@ def test_decoding_loop_is_greedy_generate_when_numbers_are_greedy(tiny_model, xr
 @pytest.mark.parametrize("profile, task, expected", [
     ("m4cxr", "ground", ["mean"]),  # int100
     ("qwen3-vl", "ground", ["mean"]),  # int1000
+    ("medgemma-1.5", "ground", ["mean"]),  # int1000_yxyx
     ("radvlm", "ground", ["greedy"]),  # 0-1 fractions: their digits are not whole numbers
     ("m4cxr", "reason", ["greedy"]),  # numbers in prose are not coordinates
 ])

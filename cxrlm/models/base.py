@@ -9,11 +9,11 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from cxrlm import box_formats
 from cxrlm.chat import Session, opening_turn, report, study_images
 from cxrlm.engines.base import Generation
-from cxrlm.models.frames import view_region
-from cxrlm.models.profiles import INTEGER_BOX_FORMATS, ModelProfile
-from cxrlm.pathologies import CHEXPERT14, CLASSIFY_LABELS, label_phrase
+from cxrlm.models.profiles import ModelProfile
+from cxrlm.pathologies import CHEXPERT14, CLASSIFY_LABELS, finding, label_phrase
 from cxrlm.prompts import parsers
 from cxrlm.prompts.templates import DIALECTS
 from cxrlm.types import PREDICT_TASKS, Label, ModelOutput, Study, Task, Timings, XrayImage
@@ -72,7 +72,8 @@ class CxrModel:
         images = [img.to_pil() for img in study_images(study)]
         messages = self._with_system(messages)
         max_new_tokens = max_new_tokens or self.profile.max_new_tokens
-        if mean_numbers and self.engine.capabilities.mean_numbers and self.profile.box_format in INTEGER_BOX_FORMATS:
+        whole = box_formats.whole_numbers(self.profile.box_format)
+        if mean_numbers and whole and self.engine.capabilities.mean_numbers:
             return self.engine.generate_mean_numbers(messages, images, max_new_tokens, on_text)
         return self.engine.generate(messages, images, max_new_tokens, on_text)
 
@@ -90,7 +91,7 @@ class CxrModel:
         text = generation.text
         boxes = parsers.parse_boxes(
             text, image.size, generation.input_size, default_label=phrase or "", box_format=self.profile.box_format,
-            view=view_region(self.profile.box_frame, image.size),
+            view=box_formats.view_region(self.profile.box_frame, image.size),
         )
         task = task or parsers.answer_task(text, self.dialect.label_list_after, bool(boxes))
         split = parsers.split_reasoning(text)
@@ -120,15 +121,18 @@ class CxrModel:
 
     def classify(self, study: Study, labels: tuple[str, ...] = CLASSIFY_LABELS) -> ModelOutput:
         """A probability per label (CheXpert-14 and the NIH-only names by default): the likelihood of "yes" to a
-        per-label question, in one batch."""
+        per-finding question, in one batch. Names of one finding in two vocabularies (NIH "Effusion", CheXpert
+        "Pleural Effusion") are asked once and share its probability."""
         start = time.perf_counter()
         images = [img.to_pil() for img in study_images(study)]
         question = self.dialect.classify_question
+        findings = list(dict.fromkeys(finding(name) for name in labels))
         conversations = [
-            self._with_system([self.first_turn(question.format(label=label_phrase(name)), study)]) for name in labels
+            self._with_system([self.first_turn(question.format(label=label_phrase(name)), study)]) for name in findings
         ]
         probs = self.engine.yes_probability(conversations, [images] * len(conversations))
-        probabilities = {name: round(p, 4) for name, p in zip(labels, probs, strict=True)}
+        by_finding = dict(zip(findings, probs, strict=True))
+        probabilities = {name: round(by_finding[finding(name)], 4) for name in labels}
         image = study.images[0]
         return ModelOutput(
             task="classify",

@@ -4,7 +4,7 @@ A dialect is picked by the model profile (cxrlm/models/profiles.py). Templates a
 recorded with every result so that evaluation runs can say which prompts produced them.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cxrlm.types import Task
 
@@ -66,6 +66,19 @@ MEDGEMMA = Dialect(
     think_tags=False,
 )
 
+# MedGemma 1.5 grounds in its own convention (cxrlm.box_formats "int1000_yxyx"): a JSON list of
+# {"box_2d": [y0, x0, y1, x1], "label": ...} in 0-1000, as Google's anatomy-localization notebook asks for it
+# (github.com/Google-Health/medgemma, notebooks/cxr_anatomy_localization_with_hugging_face.ipynb), sides being the
+# patient's. The other tasks are asked as for MedGemma 1.
+MEDGEMMA_1_5 = replace(
+    MEDGEMMA,
+    name="medgemma-1.5",
+    version="medgemma-1.5/1",
+    ground="Locate {phrase} on this chest X-ray. Left and right are the patient's sides. Output a JSON list of "
+           'objects {{"box_2d": [y0, x0, y1, x1], "label": "{phrase}"}}, where (y0, x0) is the top-left and '
+           "(y1, x1) the bottom-right corner, with coordinates normalized to the range [0, 1000] of the image.",
+)
+
 # Qwen3-VL-Instruct: grounding answers are JSON {"bbox_2d": [x1, y1, x2, y2], "label": ...} in 0-1000 units.
 QWEN3_VL = Dialect(
     name="qwen3-vl",
@@ -98,7 +111,7 @@ M4CXR = Dialect(
     think_tags=False,
 )
 
-DIALECTS = {d.name: d for d in (NV_REASON, RADVLM, MEDGEMMA, QWEN3_VL, M4CXR)}
+DIALECTS = {d.name: d for d in (NV_REASON, RADVLM, MEDGEMMA, MEDGEMMA_1_5, QWEN3_VL, M4CXR)}
 
 
 def task_prompt(dialect: Dialect, task: Task | str, phrase: str | None = None) -> str:
