@@ -16,16 +16,16 @@ from cxrlm.models.remote_code import IMAGE_TEXT, flatten
 from cxrlm.pathologies import CLASSIFY_LABELS
 from cxrlm.types import output_schema
 
-FAMILIES = {"llava_onevision": "radvlm", "gemma3": "medgemma", "qwen3_vl": "qwen3-vl"}
+FAMILIES_TO_PROFILES = {"llava_onevision": "radvlm", "gemma3": "medgemma", "qwen3_vl": "qwen3-vl"}
 TASKS = ("reason", "report", "classify", "ground")
 
 
 @pytest.fixture(scope="module")
 def family_checkpoints(tmp_path_factory):
-    from cxrlm.models.tiny_families import BUILDERS
+    from cxrlm.models.families import FAMILIES
 
     root = tmp_path_factory.mktemp("families")
-    folders = {name: build(root / f"tiny-{name}") for name, build in BUILDERS.items()}
+    folders = {name: FAMILIES[name].build_tiny(root / f"tiny-{name}") for name in FAMILIES_TO_PROFILES}
     # A small Qwen3-VL pixel budget keeps the test fast; cxrlm.json is the documented way to set it.
     (folders["qwen3_vl"] / "cxrlm.json").write_text(json.dumps({"min_pixels": 64 * 64, "max_pixels": 128 * 128}))
     return folders
@@ -36,17 +36,17 @@ def family_models(family_checkpoints):
     return {name: load_model(folder, device="cpu") for name, folder in family_checkpoints.items()}
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", FAMILIES_TO_PROFILES)
 def test_checkpoint_has_the_family_layout_and_profile(family_checkpoints, family):
     folder = family_checkpoints[family]
     config = json.loads((folder / "config.json").read_text())
     assert config["model_type"] == family
     assert {"model.safetensors", "tokenizer.json", "processor_config.json"} <= {p.name for p in folder.iterdir()}
-    assert resolve_profile(folder).name == FAMILIES[family]
+    assert resolve_profile(folder).name == FAMILIES_TO_PROFILES[family]
 
 
 @pytest.mark.parametrize("task", TASKS)
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", FAMILIES_TO_PROFILES)
 def test_every_family_and_task_returns_schema_valid_output(family_models, xray, family, task):
     out = family_models[family].predict(xray, task, phrase="right lung", max_new_tokens=4)
     jsonschema.validate(json.loads(out.to_json()), output_schema())
@@ -203,7 +203,7 @@ def test_qwen3_vl_prompt_has_no_default_system_message(family_models):
     assert text.startswith("<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Hi")
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", FAMILIES_TO_PROFILES)
 def test_every_family_runs_every_verb_through_the_cli(family_checkpoints, family, tmp_path, capsys):
     import numpy as np
     from PIL import Image

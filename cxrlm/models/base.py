@@ -1,14 +1,14 @@
 """`CxrModel`: one loaded checkpoint that answers CXR tasks in the project's one output schema.
 
-The family adapter formats messages, the engine produces text, the parsers turn text into structure.
+The family record (cxrlm.models.families) formats turns, the engine produces text, the parsers turn text into structure.
 """
 
-import importlib
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from cxrlm.engines.hf import Generation
+from cxrlm.models.families import FAMILIES
 from cxrlm.models.frames import view_region
 from cxrlm.models.profiles import INTEGER_BOX_FORMATS, ModelProfile
 from cxrlm.pathologies import CHEXPERT14, CLASSIFY_LABELS, label_phrase
@@ -24,7 +24,7 @@ class CxrModel:
         self.engine = engine
         self.load_s = load_s
         self.dialect = DIALECTS[profile.dialect]
-        self.adapter = importlib.import_module(f"cxrlm.models.{profile.family}")
+        self.adapter = FAMILIES[profile.family]  # user_turn(text, n_images), assistant_turn(text)
 
     @property
     def template_version(self) -> str:

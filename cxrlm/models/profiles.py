@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from cxrlm.errors import ModelLoadError
+from cxrlm.models.families import FAMILIES
 
 BOX_FORMATS = ("pixels", "norm1", "int100", "int1000", "auto")  # see cxrlm.prompts.parsers.parse_boxes
 INTEGER_BOX_FORMATS = ("pixels", "int100", "int1000")  # whole-number coordinates
@@ -18,7 +19,7 @@ BOX_FRAMES = ("image", "square_pad", "center_crop")  # see cxrlm.models.frames.v
 @dataclass(frozen=True)
 class ModelProfile:
     name: str
-    family: str  # adapter module under cxrlm/models/
+    family: str  # cxrlm.models.families.FAMILIES key: turn layout, loader, trainable modules
     model_types: tuple[str, ...]  # config.json model_type values this profile accepts
     dialect: str  # cxrlm.prompts.templates.DIALECTS key
     box_format: str  # how the model writes boxes: "pixels" (of its input frame), "norm1", "int100", "int1000"
@@ -33,6 +34,8 @@ class ModelProfile:
     remote_code: bool = False  # runs Python shipped with the checkpoint (config.json auto_map): opt-in only
 
     def __post_init__(self):
+        if self.family not in FAMILIES:
+            raise ValueError(f"family {self.family!r} is not one of {', '.join(FAMILIES)}")
         if self.box_format not in BOX_FORMATS:
             raise ValueError(f"box_format {self.box_format!r} is not one of {', '.join(BOX_FORMATS)}")
         if self.box_frame not in BOX_FRAMES:

@@ -4,7 +4,8 @@ Each folder has the layout of the real checkpoint (config.json with the family's
 chat template, safetensors), so tests exercise the same `load_model` path as RadVLM, MedGemma or Qwen3-VL would.
 Nothing is downloaded: tokenizers are trained here (see `cxrlm.models.tiny.train_tokenizer`), transformers builds
 every model from its config class. The weights are random: these folders test plumbing, never answers.
-Qwen2.5-VL (NV-Reason-CXR) lives in `cxrlm.models.tiny`.
+Qwen2.5-VL (NV-Reason-CXR) lives in `cxrlm.models.tiny`; each family's record (cxrlm.models.families) names its
+builder.
 """
 
 from collections.abc import Iterable
@@ -183,8 +184,6 @@ def build_qwen3_vl(out_dir: str | Path, corpus: Iterable[str] = FAMILY_CORPUS, s
     return _save(out_dir, Qwen3VLForConditionalGeneration, config, processor, ids("<|im_end|>"),
                  ids("<|endoftext|>"), seed)
 
-
-BUILDERS = {"llava_onevision": build_llava_onevision, "gemma3": build_gemma3, "qwen3_vl": build_qwen3_vl}
 
 
 def _save(out_dir, model_class, config, processor, eos_token_id, pad_token_id, seed: int) -> Path:
