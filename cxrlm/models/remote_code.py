@@ -2,8 +2,9 @@
 
 `load_model(..., trust_remote_code=True)` must be passed explicitly: without it such a folder is refused, because
 loading it runs Python written by the checkpoint's authors. The family record (cxrlm.models.families.REMOTE_CODE)
-loads the folder and never downloads anything; the code must already be in the folder. Such processors take plain-text turns with the image marker written into the text
-(M4CXR: "radiology image: <image> ..."), so the engine flattens the chat before templating.
+loads the folder and never downloads anything; the code must already be in the folder. Such processors take
+plain-text turns with the image marker written into the text (M4CXR: "radiology image: <image> ..."), so the
+engine flattens the chat before templating.
 
 Coordinates: M4CXR writes boxes as 0-100 integers of its input, a square resize of the whole radiograph, i.e. of
 the original image (profile box_format "int100", box_frame "image"); set box_frame in cxrlm.json for a

@@ -160,8 +160,9 @@ QWEN3_VL_TEMPLATE = CHAT_TEMPLATE.replace(
     "<|im_start|>{{ message['role'] }}\n",
     "<|im_start|>{{ message['role'] }}\n{% if message['role'] == 'assistant' %}{% generation %}"
     "{% if message['content'] is string %}{{ message['content'] }}{% else %}{% for content in message['content'] %}"
-    "{{ content['text'] }}{% endfor %}{% endif %}<|im_end|>\n{% endgeneration %}{% else %}").replace("{% endif %}{% endfor %}{% if add_generation_prompt %}",
-                          "{% endif %}{% endif %}{% endfor %}{% if add_generation_prompt %}")
+    "{{ content['text'] }}{% endfor %}{% endif %}<|im_end|>\n{% endgeneration %}{% else %}").replace(
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}",
+    "{% endif %}{% endif %}{% endfor %}{% if add_generation_prompt %}")
 
 
 def build_qwen3_vl(out_dir: str | Path, corpus: Iterable[str] = FAMILY_CORPUS, seed: int = 0,
