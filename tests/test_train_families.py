@@ -91,3 +91,21 @@ def test_a_remote_code_checkpoint_is_not_trained(tmp_path):
                                            f"output_dir={tmp_path / 'o'}"])
     with pytest.raises(ConfigError, match="built-in families only"):
         sft.main(recipe)
+
+
+def test_a_template_trl_cannot_mark_asks_to_drop_assistant_only_loss(checkpoints, tmp_path):
+    """RadVLM's real LLaVA-OneVision template has no {% generation %} markers and TRL 1.16 has no training variant
+    of it: SFT says what to do in one line."""
+    import shutil
+
+    from cxrlm.train import sft
+    from cxrlm.train.config import SFTRecipe, load_recipe
+
+    folder = shutil.copytree(checkpoints["llava_onevision"], tmp_path / "radvlm-like")
+    template = folder / "chat_template.jinja"
+    template.write_text(template.read_text().replace("{% generation %}", "").replace("{% endgeneration %}", ""))
+    recipe = load_recipe(None, SFTRecipe, [f"model={folder}", f"train_file={write_sft(tmp_path, n=1)}",
+                                           f"output_dir={tmp_path / 'o'}", "max_steps=1"])
+    with pytest.raises(ConfigError, match="not training-compatible.*or set assistant_only_loss=false") as err:
+        sft.main(recipe)
+    assert "\n" not in str(err.value)

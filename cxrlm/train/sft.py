@@ -45,7 +45,10 @@ def main(recipe: SFTRecipe) -> Path:
             callbacks=[build.progress_callback()],
         )
     except ValueError as err:  # TRL's checks of argument combinations are the user's to fix
-        raise ConfigError(f"SFT setup rejected: {str(err).splitlines()[0]}") from None
+        reason = str(err).splitlines()[0]
+        if "chat template" in reason and recipe.assistant_only_loss:  # e.g. LLaVA-OneVision's: TRL cannot patch it
+            reason = f"{reason.rstrip('.')}, or set assistant_only_loss=false"
+        raise ConfigError(f"SFT setup rejected: {reason}") from None
     trainer.data_collator = ImageLoadingCollator(trainer.data_collator, family.lay_out)
     if soft:
         trainer.data_collator = distill.SoftAnswerCollator(trainer.data_collator, *answers)
