@@ -270,3 +270,9 @@ def test_training_rows_are_laid_out_in_the_family_order():
     assert FAMILIES["llava_onevision"].lay_out(row) == row
     assert FAMILIES["gemma3"].user_turn("Q", 1) == {"role": "user", "content": [{"type": "text", "text": "Q"},
                                                                                 {"type": "image"}]}
+
+
+def test_cli_tiny_choices_are_the_families_with_a_tiny_builder():
+    from cxrlm.cli.models import TINY_FAMILIES
+
+    assert set(TINY_FAMILIES) == {name for name, family in FAMILIES.items() if family.build_tiny}
