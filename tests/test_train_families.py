@@ -59,8 +59,11 @@ def test_every_family_fine_tunes_and_reports(checkpoints, family, method, peft, 
     assert any(tower in key for key in before)
     changed = {key for key in before if not (before[key] == after[key]).all()}
     assert not any(tower in key for key in changed)
+    projector = (FAMILIES[family].projector or "").removeprefix("model.")
     if method == "sft":  # random GRPO groups can tie (zero advantage, no update); SFT always moves
         assert changed
+        if projector and not peft:  # freeze_vision keeps the tower, not the projector after it
+            assert any(projector in key for key in changed)
     if peft:
         adapted = tensors(out / "adapter" / "adapter_model.safetensors")
         assert adapted and all(".language_model.layers." in key for key in adapted)
