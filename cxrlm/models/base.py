@@ -1,6 +1,7 @@
 """`CxrModel`: one loaded checkpoint that answers CXR tasks in the project's one output schema.
 
-The family record (cxrlm.models.families) formats turns, the engine produces text, the parsers turn text into structure.
+The family record (cxrlm.models.families) formats turns, the engine produces text, the parsers turn text into
+structure.
 """
 
 import time

@@ -10,7 +10,6 @@ import shutil
 import time
 from datetime import timedelta
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from cxrlm.errors import ConfigError, CxrlmError
@@ -18,6 +17,7 @@ from cxrlm.train.config import TrainRecipe
 
 if TYPE_CHECKING:
     from cxrlm.models.families import Family
+
 
 def torch_dtype(recipe: TrainRecipe):
     import torch
@@ -45,6 +45,9 @@ def training_family(recipe: TrainRecipe) -> Family:
 def load_for_training(recipe: TrainRecipe, family: Family):
     """(model, processor) from the recipe's checkpoint folder, loaded by its family with the recipe's pixel budget;
     QLoRA loads the base in 4 bits (GPU only)."""
+    if recipe.cache_vision and not family.caches_vision:
+        raise ConfigError(f"cache_vision works with Qwen2.5-VL's vision tower, not {family.name}'s: "
+                          "set cache_vision=false")
     kwargs = {"dtype": torch_dtype(recipe)}
     if recipe.load_in_4bit:
         kwargs["quantization_config"] = _four_bit_config(kwargs["dtype"])
@@ -54,9 +57,6 @@ def load_for_training(recipe: TrainRecipe, family: Family):
         if tower is None:
             raise ConfigError(f"freeze_vision=true, but {recipe.model} has no vision tower at {family.vision_tower}")
         tower.requires_grad_(False)
-        if recipe.cache_vision and not family.caches_vision:
-            raise ConfigError(f"cache_vision works with Qwen2.5-VL's vision tower, not {family.name}'s: "
-                              "set cache_vision=false")
         if recipe.cache_vision:
             cache_vision_tokens(tower)
     return model, processor
