@@ -23,10 +23,9 @@ FAMILIES = ("qwen2_5_vl", "qwen3_vl", "llava_onevision", "gemma3")
 
 
 def _build(family: str, out_dir):
-    from cxrlm.models.tiny import build_tiny_checkpoint
-    from cxrlm.models.tiny_families import BUILDERS
+    from cxrlm.models.families import FAMILIES as RECORDS
 
-    return build_tiny_checkpoint(out_dir) if family == "qwen2_5_vl" else BUILDERS[family](out_dir)
+    return RECORDS[family].build_tiny(out_dir)
 
 
 @pytest.fixture(scope="module", params=FAMILIES)

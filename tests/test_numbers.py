@@ -7,7 +7,7 @@ from scripted_engine import ScriptedEngine
 from cxrlm.engines.hf import _branch_logprobs
 from cxrlm.engines.numbers import digit_tokens, mean_number, number_distribution
 from cxrlm.models.base import CxrModel
-from cxrlm.models.hf_common import images_first_turn
+from cxrlm.models.families import QWEN2_5_VL
 from cxrlm.models.profiles import PROFILES
 
 VOCAB = 12  # tokens 0-9 are the digits 0-9; 10 is "," and 11 is "]"
@@ -72,7 +72,7 @@ def test_tokenizers_that_merge_digits_are_refused(tiny_model):
 
 def _prompt(model, image):
     engine = model.engine
-    return engine._inputs([[images_first_turn("Locate the right lung.", 1)]], [[image.to_pil()]])
+    return engine._inputs([[QWEN2_5_VL.user_turn("Locate the right lung.", 1)]], [[image.to_pil()]])
 
 
 def test_branches_see_what_a_full_forward_sees(tiny_model, xray):
@@ -98,7 +98,7 @@ def test_decoding_loop_is_greedy_generate_when_numbers_are_greedy(tiny_model, xr
     from cxrlm.engines import numbers
 
     monkeypatch.setattr(numbers, "mean_number", lambda branch, first, digits: [int(first.argmax())])
-    engine, messages = tiny_model.engine, [images_first_turn("Locate the right lung.", 1)]
+    engine, messages = tiny_model.engine, [QWEN2_5_VL.user_turn("Locate the right lung.", 1)]
     pieces = []
     ours = engine.generate_mean_numbers(messages, [xray.to_pil()], 12, on_text=pieces.append)
     theirs = engine.generate(messages, [xray.to_pil()], 12)

@@ -100,8 +100,7 @@ def cli(monkeypatch):
     """`cxrlm` with only the train verb, so these tests do not depend on the other verbs' modules."""
     import cxrlm.cli
 
-    from cxrlm.cli import train as verb
-    monkeypatch.setattr(cxrlm.cli, "verb_modules", lambda: (verb,))
+    monkeypatch.setattr(cxrlm.cli, "VERB_MODULES", (cxrlm.cli.train,))
     return cxrlm.cli.main
 
 

@@ -16,8 +16,7 @@ pytestmark = pytest.mark.slow
 def cli(monkeypatch):
     import cxrlm.cli
 
-    from cxrlm.cli import train as verb
-    monkeypatch.setattr(cxrlm.cli, "verb_modules", lambda: (verb,))
+    monkeypatch.setattr(cxrlm.cli, "VERB_MODULES", (cxrlm.cli.train,))
     return cxrlm.cli.main
 
 

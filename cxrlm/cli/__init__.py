@@ -9,15 +9,20 @@ import os
 import sys
 
 from cxrlm import DISCLAIMER, __version__
+from cxrlm.cli import data, infer, label, models, serve, train
+from cxrlm.cli import eval as evaluate
 from cxrlm.errors import CxrlmError
 
-def verb_modules() -> tuple:
-    """One module per verb; each defines `register(subparsers)`."""
-    from cxrlm.cli import data, eval, infer, label, models, serve, train  # noqa: A004 - the `eval` verb's module
-
-    # report, chat, classify, ground; models; data build|instructions; label; train sft|grpo|tiny (tiny.py); serve;
-    # eval, eval compare|reasoning|rewards (checks.py)|cnn-baselines|tower-probe (tiny.py)
-    return infer, models, data, label, train, serve, eval
+# One line per verb module; each defines `register(subparsers)`.
+VERB_MODULES = (
+    infer,  # report, chat, classify, ground
+    models,  # models
+    data,  # data build, data instructions
+    label,  # label
+    train,  # train sft, train grpo, train tiny (tiny.py)
+    serve,  # serve
+    evaluate,  # eval; eval compare, reasoning, rewards (checks.py), cnn-baselines, tower-probe (tiny.py)
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"cxrlm {__version__}")
     subparsers = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
-    for module in verb_modules():
+    for module in VERB_MODULES:
         module.register(subparsers)
     return parser
 
@@ -50,3 +55,4 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: unexpected {type(err).__name__}: {err} (set CXRLM_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
+

@@ -10,20 +10,19 @@ import argparse
 from cxrlm.cli import tiny
 
 
-
 def _sft():
-    from cxrlm.train import sft
+    from cxrlm.train import config, sft
 
-    return sft.SFTRecipe, sft.main
+    return config.SFTRecipe, sft.main
 
 
 def _grpo():
-    from cxrlm.train import grpo
+    from cxrlm.train import config, grpo
 
-    return grpo.GRPORecipe, grpo.main
+    return config.GRPORecipe, grpo.main
 
 
-# method -> (what imports its recipe class and trainer: TRL loads only when one runs, help)
+# method -> (its recipe class and trainer, imported only when that method runs; the help line)
 METHODS = {
     "sft": (_sft, "supervised fine-tuning on conversations (LoRA, QLoRA or full)"),
     "grpo": (_grpo, "GRPO with verifiable rewards (format, labels, boxes, report CE-F1)"),
@@ -49,10 +48,10 @@ def run_train(args: argparse.Namespace) -> int:
     from cxrlm.errors import ConfigError
 
     try:
-        from cxrlm.train import config
+        from cxrlm.train.config import load_recipe
 
         recipe_class, train = METHODS[args.method][0]()
-        recipe = config.load_recipe(args.recipe, recipe_class, args.overrides)
+        recipe = load_recipe(args.recipe, recipe_class, args.overrides)
         if args.print_recipe:
             print(json.dumps(dataclasses.asdict(recipe), indent=2))
             return 0

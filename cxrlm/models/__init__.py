@@ -1,10 +1,10 @@
 """Load a CXR vision-language model from a local folder and run CXR tasks on it, into one output schema.
 
-`load_model(path)` picks the profile (family, prompt dialect, box format, image budget) and the family's adapter;
+`load_model(path)` picks the profile (family, prompt dialect, box format, image budget), which names the family
+record (cxrlm.models.families) that loads the folder;
 `CxrModel.predict(image, task)` returns a `ModelOutput`. Nothing here downloads anything.
 """
 
-import importlib
 import os
 import sys
 import time
@@ -137,9 +137,10 @@ def _load_engine(model_dir: Path, profile: ModelProfile, device: str, dtype):
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-    adapter = importlib.import_module(f"cxrlm.models.{profile.family}")
+    from cxrlm.models.families import FAMILIES
+
     try:
-        return adapter.load(model_dir, profile, device, dtype)
+        return FAMILIES[profile.family].load(model_dir, profile, device, dtype)
     except (OSError, ValueError, KeyError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelLoadError(f"cannot load the checkpoint in {model_dir}: {first_line}") from None

@@ -1,10 +1,9 @@
 """`CxrModel`: one loaded checkpoint that answers CXR tasks in the project's one output schema.
 
-The conversation (cxrlm.chat.Session) builds the turns, the family adapter formats them, the engine produces
-text, the parsers turn text into structure.
+The conversation (cxrlm.chat.Session) builds the turns, the family record (cxrlm.models.families) formats
+them, the engine produces text, the parsers turn text into structure.
 """
 
-import importlib
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -12,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from cxrlm import box_formats
 from cxrlm.chat import Session, opening_turn, report, study_images
 from cxrlm.engines.base import Generation
+from cxrlm.models.families import FAMILIES
 from cxrlm.models.profiles import ModelProfile
 from cxrlm.pathologies import CHEXPERT14, CLASSIFY_LABELS, finding, label_phrase
 from cxrlm.prompts import parsers
@@ -26,7 +26,7 @@ class CxrModel:
         self.engine = engine
         self.load_s = load_s
         self.dialect = DIALECTS[profile.dialect]
-        self.adapter = importlib.import_module(f"cxrlm.models.{profile.family}")
+        self.adapter = FAMILIES[profile.family]  # user_turn(text, n_images), assistant_turn(text)
 
     @property
     def template_version(self) -> str:

@@ -10,12 +10,13 @@ from pathlib import Path
 
 from cxrlm import box_formats
 from cxrlm.errors import ModelLoadError
+from cxrlm.models.families import FAMILIES
 
 
 @dataclass(frozen=True)
 class ModelProfile:
     name: str
-    family: str  # adapter module under cxrlm/models/
+    family: str  # cxrlm.models.families.FAMILIES key: turn layout, loader, trainable modules
     model_types: tuple[str, ...]  # config.json model_type values this profile accepts
     dialect: str  # cxrlm.prompts.templates.DIALECTS key
     box_format: str  # how the model writes boxes: a cxrlm.box_formats.FORMATS name ("pixels" of its input frame...)
@@ -28,6 +29,8 @@ class ModelProfile:
     remote_code: bool = False  # runs Python shipped with the checkpoint (config.json auto_map): opt-in only
 
     def __post_init__(self):
+        if self.family not in FAMILIES:
+            raise ValueError(f"family {self.family!r} is not one of {', '.join(FAMILIES)}")
         for field, check in (("box_format", box_formats.check), ("box_frame", box_formats.check_frame)):
             try:
                 check(getattr(self, field))
@@ -51,6 +54,17 @@ PROFILES = {
         # Qwen3-VL: 32 px merged patches, boxes in 0-1000 of its (aspect-kept, uncut) input, i.e. of the image.
         ModelProfile("qwen3-vl", "qwen3_vl", ("qwen3_vl",), "qwen3-vl", "int1000",
                      min_pixels=256 * 32 * 32, max_pixels=1024 * 32 * 32),
+        # Newer Qwen2.5-VL-based CXR models share model_type qwen2_5_vl, so they are chosen by name in the folder's
+        # cxrlm.json ({"profile": "chexone"}); dialects and sources in cxrlm/prompts/templates.py.
+        # CheXOne: 512*512 max pixels as its README recommends ("to align with the training setting"), its
+        # commented min_pixels 256*28*28. Boxes: "(x1,y1),(x2,y2)" whose scale CheXOne does not state; 0-100 is
+        # assumed from its GRPO script's example "(12,60),(18,87)" and CheXagent's CheXinstruct lineage.
+        ModelProfile("chexone", "qwen2_5_vl", ("qwen2_5_vl",), "chexone-reasoning", "int100",
+                     max_pixels=512 * 512),
+        ModelProfile("chexone-instruct", "qwen2_5_vl", ("qwen2_5_vl",), "chexone-instruct", "int100",
+                     max_pixels=512 * 512, max_new_tokens=1024),
+        # Lingshu-7B/32B: no published CXR prompt or box convention; Qwen2.5-VL's pixel boxes assumed (unverified).
+        ModelProfile("lingshu", "qwen2_5_vl", ("qwen2_5_vl",), "lingshu", "pixels", max_new_tokens=1024),
         # M4CXR and other checkpoints that ship their own code: any model_type with an auto_map, opt-in only.
         ModelProfile("m4cxr", "remote_code", (), "m4cxr", "int100", max_new_tokens=1024, remote_code=True),
     )

@@ -111,7 +111,59 @@ M4CXR = Dialect(
     think_tags=False,
 )
 
-DIALECTS = {d.name: d for d in (NV_REASON, RADVLM, MEDGEMMA, MEDGEMMA_1_5, QWEN3_VL, M4CXR)}
+# CheXOne (StanfordAIMI/CheXOne, Qwen2.5-VL-3B post-trained with instruction tuning then GRPO). Source: the README of
+# github.com/YBZh/CheXOne (Quick Start): "Write an example findings section for the CXR." in its two modes, Instruct
+# (the question alone) and Reasoning (the question + the suffix below; the answer ends in \boxed{...}). The suffix
+# is copied as that README passes it to the model, braces included. Grounding answers, from the repo's GRPO data
+# script (examples/train/chexone/grpo_prepare/1_prepare_data/prepare_iou.py), are written
+# "<|ref|>name<|/ref|><|box|>(x1,y1),(x2,y2)<|/box|>", and that output format is appended to the question as there.
+# Not published: the wording of its abnormality-list, classification, differential and grounding questions (they
+# come from its CheXinstruct-v2 data, not released when checked), so those are cxrlm's plain wording. cxrlm does
+# not yet read the \boxed{...} answer or the (x1,y1),(x2,y2) box syntax (docs/MODELS.md).
+CHEXONE_REASONING = " Please reason step by step, and put your final answer within \\boxed{{}}."
+_CHEXONE_BOX = ("\nOutput format:\n<|ref|>target name<|/ref|><|box|>(x1,y1),(x2,y2)<|/box|>\n"
+                "Example: <|ref|>pneumothorax<|/ref|><|box|>(12,60),(18,87)<|/box|>\n")
+CHEXONE_INSTRUCT = Dialect(
+    name="chexone-instruct",
+    version="chexone-instruct/1",
+    reason="List the abnormalities in the CXR.",
+    report="Write an example findings section for the CXR.",
+    differentials="Provide differentials for the CXR.",
+    structured_report="Write an example findings section for the CXR.",
+    classify_question="Is there {label} in the CXR? Answer yes or no.",
+    ground="Locate {phrase} in the CXR." + _CHEXONE_BOX.replace("{", "{{").replace("}", "}}"),
+    think_tags=False,
+)
+CHEXONE_REASONING_DIALECT = replace(
+    CHEXONE_INSTRUCT,
+    name="chexone-reasoning",
+    version="chexone-reasoning/1",
+    reason=CHEXONE_INSTRUCT.reason + CHEXONE_REASONING,
+    report=CHEXONE_INSTRUCT.report + CHEXONE_REASONING,
+    differentials=CHEXONE_INSTRUCT.differentials + CHEXONE_REASONING,
+    structured_report=CHEXONE_INSTRUCT.structured_report + CHEXONE_REASONING,
+    ground="Locate {phrase} in the CXR." + CHEXONE_REASONING.replace("{", "{{").replace("}", "}}")
+           + _CHEXONE_BOX.replace("{", "{{").replace("}", "}}"),
+)
+
+# Lingshu-7B / Lingshu-32B (lingshu-medical-mllm, Alibaba DAMO; Qwen2.5-VL-based generalist medical model, arXiv
+# 2506.07044). Its model card publishes no chest X-ray prompt and no box convention, so these are cxrlm's plain
+# instructions and the profile parses Qwen2.5-VL's native grounding ({"bbox_2d": [x1, y1, x2, y2]} in pixels of
+# the model input), which Lingshu inherits from its base model: unverified for Lingshu itself (docs/MODELS.md).
+LINGSHU = Dialect(
+    name="lingshu",
+    version="lingshu/1",
+    reason="List the abnormalities on this chest X-ray as a comma-separated list of findings.",
+    report="Write the findings and impression of a radiology report for this chest X-ray.",
+    differentials="Provide differentials for this chest X-ray.",
+    structured_report="Write a structured radiology report for this chest X-ray.",
+    classify_question="Is there {label} on this chest X-ray? Answer yes or no.",
+    ground="Locate {phrase} in this chest X-ray, and output its bbox coordinates in JSON format.",
+    think_tags=False,
+)
+
+DIALECTS = {d.name: d for d in (NV_REASON, RADVLM, MEDGEMMA, MEDGEMMA_1_5, QWEN3_VL, M4CXR, CHEXONE_INSTRUCT,
+                                CHEXONE_REASONING_DIALECT, LINGSHU)}
 
 
 def task_prompt(dialect: Dialect, task: Task | str, phrase: str | None = None) -> str:

@@ -22,7 +22,8 @@ def main(recipe: SFTRecipe) -> Path:
 
     train_dataset = read_dataset(recipe.train_file, SFT_COLUMNS, recipe.max_samples)
     eval_dataset = read_dataset(recipe.eval_file, SFT_COLUMNS) if recipe.eval_file else None
-    model, processor = build.load_for_training(recipe)
+    family = build.training_family(recipe)
+    model, processor = build.load_for_training(recipe, family)
     soft = soft_answers.COLUMN in train_dataset.column_names
     answers = soft_answers.answer_ids(processor.tokenizer) if soft else ()
     try:
@@ -40,12 +41,15 @@ def main(recipe: SFTRecipe) -> Path:
             train_dataset=train_dataset,
             eval_dataset=eval_dataset,
             processing_class=processor,
-            peft_config=build.lora_config(recipe),
+            peft_config=build.lora_config(recipe, family),
             callbacks=[build.progress_callback()],
         )
     except ValueError as err:  # TRL's checks of argument combinations are the user's to fix
-        raise ConfigError(f"SFT setup rejected: {str(err).splitlines()[0]}") from None
-    trainer.data_collator = ImageLoadingCollator(trainer.data_collator)
+        reason = str(err).splitlines()[0]
+        if "chat template" in reason and recipe.assistant_only_loss:  # e.g. LLaVA-OneVision's: TRL cannot patch it
+            reason = f"{reason.rstrip('.')}, or set assistant_only_loss=false"
+        raise ConfigError(f"SFT setup rejected: {reason}") from None
+    trainer.data_collator = ImageLoadingCollator(trainer.data_collator, family.lay_out)
     if soft:
         trainer.data_collator = soft_answers.SoftAnswerCollator(trainer.data_collator, *answers)
     build.run_training(trainer, recipe)

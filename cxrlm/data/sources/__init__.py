@@ -1,8 +1,9 @@
-"""The registry of dataset adapters, as data: name -> records reader, license, citation, patient-id namespace.
+"""The registry of dataset adapters, as data: name -> records function, license, citation, patient-id namespace.
 
 Each adapter module has `records(root: Path) -> Iterator[ManifestRecord]` that reads one published
 layout and nothing else. `collection` names whose patient ids a source uses: sources sharing one
-(nih14, nih14-64px) put a patient in the same split.
+(nih14, nih14-64px) put a patient in the same split. Adapters import only the standard library and cxrlm's
+data modules, so importing them all here stays light.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ PHYSIONET = "PhysioNet Credentialed Health Data License 1.5.0 (credentialed acce
 @dataclass(frozen=True)
 class Source:
     name: str
-    records: Callable[[Path], Iterator]
+    records: Callable[[Path], Iterator]  # the adapter's records(root)
     collection: str
     license: str
     citation: str
