@@ -91,3 +91,39 @@ def test_no_module_is_imported_by_a_computed_name():
     found = [where for path in modules().values() for where in dynamic_imports(path)]
     assert not found, "imports by a computed name (import the module directly, or keep a registry of references): " + (
         ", ".join(found))
+
+
+# docs/ARCHITECTURE.md's layers, lowest first: a module imports only from its own layer or the ones below it.
+LAYERS = (
+    ("types", "pathologies", "box_formats", "errors"),  # plain data
+    ("io", "prompts", "metrics", "data"),  # inputs, prompts, metrics, datasets
+    ("engines",),  # messages and images in, text out
+    ("chat",),  # the conversation: the one builder of turns
+    ("models",),  # profiles, families, CxrModel
+    ("structured", "eval", "train", "export"),  # workflows
+    ("cli", "serve", "__main__"),  # front ends
+)
+
+
+def layer(module: str) -> int | None:
+    """The layer of a cxrlm module; None for the package root (version and disclaimer, which every layer reads)."""
+    top = module.split(".")[1] if "." in module else None
+    return next((i for i, names in enumerate(LAYERS) if top in names), None) if top else None
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{a} -> {b}" for a, targets in graph.items() for b in targets
+                  if layer(a) is not None and layer(b) is not None and layer(b) > layer(a))
+
+
+def test_every_module_has_a_layer():
+    assert [m for m in modules() if m != "cxrlm" and layer(m) is None] == []
+
+
+def test_no_module_imports_from_a_layer_above_its_own():
+    assert upward_imports(import_graph()) == []
+
+
+def test_the_layer_check_sees_an_upward_import():
+    assert upward_imports({"cxrlm.engines.hf": {"cxrlm.models.base"}, "cxrlm.models.base": {"cxrlm.engines.hf"}}) == [
+        "cxrlm.engines.hf -> cxrlm.models.base"]
