@@ -101,7 +101,7 @@ def _bad_inputs(tmp_path, png, checkpoint):
         "unsupported family": ["report", png, "--model", bert],
         "bad dtype": ["report", png, "--model", checkpoint, "--dtype", "int3"],
         "zero tokens": ["report", png, "--max-new-tokens", "0"],
-        "five images": ["report", png, png, png, png, png],
+        "nine images": ["report", *[png] * 9],
         "prior report too long": ["report", png, "--prior-report", long_report],
     } | ({} if torch.cuda.is_available() else {"no GPU": ["report", png, "--model", checkpoint, "--device", "cuda"]})
 

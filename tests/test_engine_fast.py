@@ -12,7 +12,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from cxrlm.engines.batching import Request, TextStream, pick_tokens
+from cxrlm.engines.base import TextStream
+from cxrlm.engines.batching import Request, pick_tokens
 from cxrlm.engines.fast import FastEngine
 from cxrlm.errors import CxrlmError
 
@@ -22,10 +23,9 @@ FAMILIES = ("qwen2_5_vl", "qwen3_vl", "llava_onevision", "gemma3")
 
 
 def _build(family: str, out_dir):
-    from cxrlm.models.tiny import build_tiny_checkpoint
-    from cxrlm.models.tiny_families import BUILDERS
+    from cxrlm.models.families import FAMILIES as RECORDS
 
-    return build_tiny_checkpoint(out_dir) if family == "qwen2_5_vl" else BUILDERS[family](out_dir)
+    return RECORDS[family].build_tiny(out_dir)
 
 
 @pytest.fixture(scope="module", params=FAMILIES)

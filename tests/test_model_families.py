@@ -5,27 +5,28 @@ import json
 
 import jsonschema
 import pytest
+from scripted_engine import ScriptedEngine
 
 from cxrlm.chat import Session
-from cxrlm.engines.hf import Generation
 from cxrlm.errors import ModelLoadError
 from cxrlm.models import load_model
 from cxrlm.models.base import CxrModel
-from cxrlm.models.profiles import PROFILES, resolve_profile
+from cxrlm.models.families import FAMILIES
+from cxrlm.models.profiles import PROFILES, ModelProfile, resolve_profile
 from cxrlm.models.remote_code import IMAGE_TEXT, flatten
 from cxrlm.pathologies import CLASSIFY_LABELS
 from cxrlm.types import output_schema
 
-FAMILIES = {"llava_onevision": "radvlm", "gemma3": "medgemma", "qwen3_vl": "qwen3-vl"}
+FAMILIES_TO_PROFILES = {"llava_onevision": "radvlm", "gemma3": "medgemma", "qwen3_vl": "qwen3-vl"}
 TASKS = ("reason", "report", "classify", "ground")
 
 
 @pytest.fixture(scope="module")
 def family_checkpoints(tmp_path_factory):
-    from cxrlm.models.tiny_families import BUILDERS
+    from cxrlm.models.families import FAMILIES
 
     root = tmp_path_factory.mktemp("families")
-    folders = {name: build(root / f"tiny-{name}") for name, build in BUILDERS.items()}
+    folders = {name: FAMILIES[name].build_tiny(root / f"tiny-{name}") for name in FAMILIES_TO_PROFILES}
     # A small Qwen3-VL pixel budget keeps the test fast; cxrlm.json is the documented way to set it.
     (folders["qwen3_vl"] / "cxrlm.json").write_text(json.dumps({"min_pixels": 64 * 64, "max_pixels": 128 * 128}))
     return folders
@@ -36,17 +37,17 @@ def family_models(family_checkpoints):
     return {name: load_model(folder, device="cpu") for name, folder in family_checkpoints.items()}
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", FAMILIES_TO_PROFILES)
 def test_checkpoint_has_the_family_layout_and_profile(family_checkpoints, family):
     folder = family_checkpoints[family]
     config = json.loads((folder / "config.json").read_text())
     assert config["model_type"] == family
     assert {"model.safetensors", "tokenizer.json", "processor_config.json"} <= {p.name for p in folder.iterdir()}
-    assert resolve_profile(folder).name == FAMILIES[family]
+    assert resolve_profile(folder).name == FAMILIES_TO_PROFILES[family]
 
 
 @pytest.mark.parametrize("task", TASKS)
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", FAMILIES_TO_PROFILES)
 def test_every_family_and_task_returns_schema_valid_output(family_models, xray, family, task):
     out = family_models[family].predict(xray, task, phrase="right lung", max_new_tokens=4)
     jsonschema.validate(json.loads(out.to_json()), output_schema())
@@ -75,18 +76,6 @@ def test_follow_up_turns_send_the_image_once_through_the_real_processor(family_m
     jsonschema.validate(json.loads(out.to_json()), output_schema())
 
 
-class ScriptedEngine:
-    """Stands in for a trained model: answers each call with the next scripted text."""
-
-    def __init__(self, *texts):
-        self.texts = list(texts)
-        self.calls = []
-
-    def generate(self, messages, images, max_new_tokens, on_text=None):
-        self.calls.append(messages)
-        return Generation(self.texts[len(self.calls) - 1], 5, 0.0, 0.1, input_size=None)
-
-
 def scripted(profile: str, *texts) -> CxrModel:
     return CxrModel("scripted", PROFILES[profile], ScriptedEngine(*texts))
 
@@ -108,8 +97,8 @@ def test_radvlm_two_decimal_boxes_are_fractions_of_the_original_image(xray):
 
 
 def test_medgemma_scripted_turns_start_with_its_system_prompt(xray):
-    model = scripted("medgemma", "Findings: Clear lungs.\nImpression: Normal.")
-    out = model.predict(xray, "report")
+    model = scripted("medgemma", "No acute findings.", "Findings: Clear lungs.\nImpression: Normal.")
+    out = model.predict(xray, "report")  # the reasoning turn, then the report turn
     assert (out.findings, out.impression) == ("Clear lungs.", "Normal.")
     assert model.engine.calls[0][0]["content"][0]["text"] == "You are an expert radiologist."
 
@@ -119,6 +108,19 @@ def test_qwen3_vl_boxes_are_thousandths(xray):
         xray, "ground", phrase="right lung")
     (box,) = out.boxes
     assert box.xyxy == (120.0, 150.0, 240.0, 300.0) and box.label == "right lung"
+
+
+def test_medgemma_1_5_boxes_are_y_first_thousandths(xray, tmp_path):
+    """MedGemma 1.5's fenced {"box_2d": [y0, x0, y1, x1]} answer, picked by cxrlm.json on a Gemma 3 folder."""
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gemma3"}))
+    (tmp_path / "cxrlm.json").write_text(json.dumps({"profile": "medgemma-1.5"}))
+    assert resolve_profile(tmp_path).box_format == "int1000_yxyx"
+    answer = 'Final Answer: ```json\n[{"box_2d": [500, 0, 1000, 500], "label": "right lung"}]\n```'
+    model = scripted("medgemma-1.5", answer)
+    (box,) = model.predict(xray, "ground", phrase="right lung").boxes
+    assert box.xyxy == (0.0, 150.0, 120.0, 300.0) and box.label == "right lung"
+    asked = " ".join(part.get("text") or "" for part in model.engine.calls[0][-1]["content"])
+    assert "[y0, x0, y1, x1]" in asked and "[0, 1000]" in asked
 
 
 def test_m4cxr_report_is_a_two_turn_chain_of_thought(xray):
@@ -203,7 +205,7 @@ def test_qwen3_vl_prompt_has_no_default_system_message(family_models):
     assert text.startswith("<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Hi")
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", FAMILIES_TO_PROFILES)
 def test_every_family_runs_every_verb_through_the_cli(family_checkpoints, family, tmp_path, capsys):
     import numpy as np
     from PIL import Image
@@ -218,3 +220,60 @@ def test_every_family_runs_every_verb_through_the_cli(family_checkpoints, family
         out = json.loads(capsys.readouterr().out)
         jsonschema.validate(out, output_schema())
         assert out["task"] == verb and out["model"] == f"tiny-{family}"
+
+
+def test_chexone_modes_ask_its_published_questions(xray):
+    instruct = scripted("chexone-instruct", "The lungs are clear.")
+    instruct.predict(xray, "report")  # a report is the reasoning turn, then the report question
+    assert instruct.engine.calls[-1][-1]["content"][-1]["text"] == "Write an example findings section for the CXR."
+    reasoning = scripted("chexone", "Clear lungs. \\boxed{No acute process.}")
+    reasoning.predict(xray, "report")
+    assert reasoning.engine.calls[-1][-1]["content"][-1]["text"] == (
+        "Write an example findings section for the CXR. Please reason step by step, and put your final answer "
+        "within \\boxed{{}}.")
+    grounding = scripted("chexone", "<|ref|>effusion<|/ref|><|box|>(12,60),(18,87)<|/box|>")
+    grounding.predict(xray, "ground", phrase="effusion")
+    asked = grounding.engine.calls[0][0]["content"][1]["text"]
+    assert asked.startswith("Locate effusion in the CXR.") and "<|box|>(x1,y1),(x2,y2)<|/box|>" in asked
+
+
+def test_newer_qwen2_5_vl_models_are_chosen_by_name_in_cxrlm_json(tiny_checkpoint, tmp_path):
+    (tmp_path / "config.json").write_text((tiny_checkpoint / "config.json").read_text())
+    assert resolve_profile(tmp_path).name == "nv-reason-cxr"  # the model_type alone keeps its default
+    for name, dialect in (("chexone", "chexone-reasoning"), ("chexone-instruct", "chexone-instruct"),
+                          ("lingshu", "lingshu")):
+        (tmp_path / "cxrlm.json").write_text(json.dumps({"profile": name}))
+        profile = resolve_profile(tmp_path)
+        assert (profile.name, profile.family, profile.dialect) == (name, "qwen2_5_vl", dialect)
+
+
+def test_a_profile_names_a_registered_family(tiny_checkpoint, tmp_path):
+    with pytest.raises(ValueError, match="family 'qwen9'"):
+        ModelProfile("x", "qwen9", ("x",), "nv-reason", "pixels")
+    (tmp_path / "config.json").write_text((tiny_checkpoint / "config.json").read_text())
+    (tmp_path / "cxrlm.json").write_text(json.dumps({"family": "qwen9"}))
+    with pytest.raises(ModelLoadError, match="bad field.*family 'qwen9' is not one of qwen2_5_vl"):
+        resolve_profile(tmp_path)
+
+
+def test_every_profile_points_to_a_family_record_and_dialect():
+    from cxrlm.prompts.templates import DIALECTS
+
+    for profile in PROFILES.values():
+        assert FAMILIES[profile.family].name == profile.family and profile.dialect in DIALECTS
+
+
+def test_training_rows_are_laid_out_in_the_family_order():
+    row = [{"role": "user", "content": [{"type": "image", "text": None}, {"type": "text", "text": "Q"}]},
+           {"role": "assistant", "content": [{"type": "text", "text": "A"}]}]
+    assert FAMILIES["gemma3"].lay_out(row)[0]["content"] == [{"type": "text", "text": "Q"},
+                                                              {"type": "image", "text": None}]
+    assert FAMILIES["llava_onevision"].lay_out(row) == row
+    assert FAMILIES["gemma3"].user_turn("Q", 1) == {"role": "user", "content": [{"type": "text", "text": "Q"},
+                                                                                {"type": "image"}]}
+
+
+def test_cli_tiny_choices_are_the_families_with_a_tiny_builder():
+    from cxrlm.cli.models import TINY_FAMILIES
+
+    assert set(TINY_FAMILIES) == {name for name, family in FAMILIES.items() if family.build_tiny}

@@ -100,7 +100,7 @@ def cli(monkeypatch):
     """`cxrlm` with only the train verb, so these tests do not depend on the other verbs' modules."""
     import cxrlm.cli
 
-    monkeypatch.setattr(cxrlm.cli, "VERB_MODULES", ("cxrlm.cli.train",))
+    monkeypatch.setattr(cxrlm.cli, "VERB_MODULES", (cxrlm.cli.train,))
     return cxrlm.cli.main
 
 

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 def cli(monkeypatch):
     import cxrlm.cli
 
-    monkeypatch.setattr(cxrlm.cli, "VERB_MODULES", ("cxrlm.cli.train",))
+    monkeypatch.setattr(cxrlm.cli, "VERB_MODULES", (cxrlm.cli.train,))
     return cxrlm.cli.main
 
 

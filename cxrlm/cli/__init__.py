@@ -5,22 +5,23 @@ imports (torch, transformers, pydicom) happen inside the function that runs the 
 """
 
 import argparse
-import importlib
 import os
 import sys
 
 from cxrlm import DISCLAIMER, __version__
+from cxrlm.cli import data, infer, label, models, serve, train
+from cxrlm.cli import eval as evaluate
 from cxrlm.errors import CxrlmError
 
 # One line per verb module; each defines `register(subparsers)`.
 VERB_MODULES = (
-    "cxrlm.cli.infer",  # report, chat, classify, ground
-    "cxrlm.cli.models",  # models
-    "cxrlm.cli.data",  # data build, data instructions
-    "cxrlm.cli.label",  # label
-    "cxrlm.cli.train",  # train sft, train grpo
-    "cxrlm.cli.serve",  # serve
-    "cxrlm.cli.eval",  # eval, eval compare
+    infer,  # report, chat, classify, ground
+    models,  # models
+    data,  # data build, data instructions
+    label,  # label
+    train,  # train sft, train grpo, train tiny (tiny.py)
+    serve,  # serve
+    evaluate,  # eval; eval compare, reasoning, rewards (checks.py), cnn-baselines, tower-probe (tiny.py)
 )
 
 
@@ -32,8 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"cxrlm {__version__}")
     subparsers = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
-    for name in VERB_MODULES:
-        importlib.import_module(name).register(subparsers)
+    for module in VERB_MODULES:
+        module.register(subparsers)
     return parser
 
 
@@ -55,6 +56,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unexpected {type(err).__name__}: {err} (set CXRLM_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,10 +1,10 @@
 """Load a CXR vision-language model from a local folder and run CXR tasks on it, into one output schema.
 
-`load_model(path)` picks the profile (family, prompt dialect, box format, image budget) and the family's adapter;
+`load_model(path)` picks the profile (family, prompt dialect, box format, image budget), which names the family
+record (cxrlm.models.families) that loads the folder;
 `CxrModel.predict(image, task)` returns a `ModelOutput`. Nothing here downloads anything.
 """
 
-import importlib
 import os
 import sys
 import time
@@ -14,7 +14,6 @@ from cxrlm.errors import ModelLoadError
 from cxrlm.models.profiles import ModelProfile, resolve_profile
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[2] / "weights" / "cxrlm-tiny"
-TASKS = ("reason", "report", "classify", "ground")
 
 
 def default_model_dir() -> Path:
@@ -93,6 +92,7 @@ def load_model(
 
 def _load_remote(url: str, profile: str = "nv-reason-cxr", **options):
     """A CxrModel whose engine is a remote server; `profile` names the prompts and box format of what it serves."""
+    from cxrlm import box_formats
     from cxrlm.engines.remote import RemoteEngine
     from cxrlm.models.base import CxrModel
     from cxrlm.models.profiles import PROFILES
@@ -102,7 +102,7 @@ def _load_remote(url: str, profile: str = "nv-reason-cxr", **options):
     if not url.startswith(("http://", "https://")):
         raise ModelLoadError(f"engine 'remote' needs a server URL such as http://host:8000/v1, not {url!r}")
     start = time.perf_counter()
-    if PROFILES[profile].box_format == "pixels":  # boxes in pixels of the model's input: send that frame exactly
+    if box_formats.get(PROFILES[profile].box_format).in_pixels:  # pixels of the model's input: send that frame
         options.setdefault("input_frame", _qwen_frame(PROFILES[profile]))
     engine = RemoteEngine(url, **options)
     return CxrModel(engine.model_name, PROFILES[profile], engine, load_s=time.perf_counter() - start)
@@ -137,9 +137,10 @@ def _load_engine(model_dir: Path, profile: ModelProfile, device: str, dtype):
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-    adapter = importlib.import_module(f"cxrlm.models.{profile.family}")
+    from cxrlm.models.families import FAMILIES
+
     try:
-        return adapter.load(model_dir, profile, device, dtype)
+        return FAMILIES[profile.family].load(model_dir, profile, device, dtype)
     except (OSError, ValueError, KeyError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelLoadError(f"cannot load the checkpoint in {model_dir}: {first_line}") from None

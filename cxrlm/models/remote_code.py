@@ -1,24 +1,25 @@
 """Checkpoints that ship their own model code (config.json `auto_map`), such as M4CXR; opt-in only.
 
 `load_model(..., trust_remote_code=True)` must be passed explicitly: without it such a folder is refused, because
-loading it runs Python written by the checkpoint's authors. This adapter does not download anything; the code
-must already be in the folder. Such processors take plain-text turns with the image marker written into the text
-(M4CXR: "radiology image: <image> ..."), so the engine flattens the chat before templating.
+loading it runs Python written by the checkpoint's authors. The family record (cxrlm.models.families.REMOTE_CODE)
+loads the folder and never downloads anything; the code must already be in the folder. Such processors take
+plain-text turns with the image marker written into the text (M4CXR: "radiology image: <image> ..."), so the
+engine flattens the chat before templating.
 
 Coordinates: M4CXR writes boxes as 0-100 integers of its input, a square resize of the whole radiograph, i.e. of
 the original image (profile box_format "int100", box_frame "image"); set box_frame in cxrlm.json for a
 checkpoint that pads or crops.
 """
 
-from pathlib import Path
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from cxrlm.engines.hf import HFEngine
-from cxrlm.models.hf_common import assistant_turn
-from cxrlm.models.hf_common import images_first_turn as user_turn  # flattened to strings by the engine
-from cxrlm.models.profiles import ModelProfile
 from cxrlm.prompts.templates import DIALECTS
 
-__all__ = ["RemoteCodeEngine", "assistant_turn", "flatten", "load", "user_turn"]
+if TYPE_CHECKING:
+    from cxrlm.models.profiles import ModelProfile
 
 # How a plain-text turn names its images, per dialect; a dialect not listed gets the bare "<image>" marker.
 IMAGE_TEXT = {"m4cxr": "radiology image: <image> "}
@@ -48,14 +49,6 @@ def flatten(messages: list[dict], image_text: str) -> list[dict]:
     return flat
 
 
-def load(model_dir: Path, profile: ModelProfile, device: str, dtype) -> RemoteCodeEngine:
-    # Reached only after load_model checked the explicit opt-in (cxrlm.models._check_remote_code).
-    from transformers import AutoModelForCausalLM, AutoProcessor
-
-    processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=True, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, trust_remote_code=True,
-                                                 local_files_only=True)
-    model.to(device).eval()
-    image_text = IMAGE_TEXT.get(DIALECTS[profile.dialect].name, "<image> ")
-    return RemoteCodeEngine(model, processor, device, image_text)
-
+def engine(model, processor, device: str, profile: ModelProfile) -> RemoteCodeEngine:
+    """The engine for a loaded remote-code model: turns flattened with the profile dialect's image text."""
+    return RemoteCodeEngine(model, processor, device, IMAGE_TEXT.get(DIALECTS[profile.dialect].name, "<image> "))

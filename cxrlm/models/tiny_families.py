@@ -4,7 +4,8 @@ Each folder has the layout of the real checkpoint (config.json with the family's
 chat template, safetensors), so tests exercise the same `load_model` path as RadVLM, MedGemma or Qwen3-VL would.
 Nothing is downloaded: tokenizers are trained here (see `cxrlm.models.tiny.train_tokenizer`), transformers builds
 every model from its config class. The weights are random: these folders test plumbing, never answers.
-Qwen2.5-VL (NV-Reason-CXR) lives in `cxrlm.models.tiny`.
+Qwen2.5-VL (NV-Reason-CXR) lives in `cxrlm.models.tiny`; each family's record (cxrlm.models.families) names its
+builder.
 """
 
 from collections.abc import Iterable
@@ -22,14 +23,20 @@ FAMILY_CORPUS = SEED_CORPUS + (
 # --- LLaVA-OneVision (RadVLM): Qwen2 text, SigLIP vision, "anyres" tiling --------------------------------------
 
 # The qwen_1_5 conversation LLaVA-OneVision was trained with: images as <image> lines before the user's text.
+# The assistant's turn sits in {% generation %} markers (rendering nothing at inference) so that SFT's assistant-only
+# loss can mask the rest, as TRL's training variants of the real templates do (see docs/TRAINING.md).
 LLAVA_ONEVISION_TEMPLATE = (
     "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
     "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
     "<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% if message['role'] == 'assistant' %}{% generation %}"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ content['text'] }}{% endfor %}"
+    "{% endif %}<|im_end|>\n{% endgeneration %}"
+    "{% elif message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
     "{% else %}{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}<image>\n"
     "{% endfor %}{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
-    "{{ content['text'] }}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{{ content['text'] }}{% endfor %}<|im_end|>\n{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
@@ -78,7 +85,8 @@ def build_llava_onevision(out_dir: str | Path, corpus: Iterable[str] = FAMILY_CO
 GEMMA3_SPECIAL = ("<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>", "<start_of_image>",
                   "<end_of_image>", "<image_soft_token>")
 
-# Gemma 3's template: a system message is folded into the first user turn; the model speaks as "model".
+# Gemma 3's template: a system message is folded into the first user turn; the model speaks as "model" (its turn
+# in {% generation %} markers, as above).
 GEMMA3_TEMPLATE = (
     "{{ bos_token }}{% if messages[0]['role'] == 'system' %}"
     "{% set first_user_prefix = (messages[0]['content'] if messages[0]['content'] is string "
@@ -86,10 +94,14 @@ GEMMA3_TEMPLATE = (
     "{% else %}{% set first_user_prefix = '' %}{% set loop_messages = messages %}{% endif %}"
     "{% for message in loop_messages %}{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
     "{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '') }}"
-    "{% if message['content'] is string %}{{ message['content'] | trim }}"
+    "{% if role == 'model' %}{% generation %}"
+    "{% if message['content'] is string %}{{ message['content'] | trim }}{% else %}"
+    "{% for item in message['content'] | selectattr('type', 'equalto', 'text') %}{{ item['text'] | trim }}{% endfor %}"
+    "{% endif %}<end_of_turn>\n{% endgeneration %}"
+    "{% elif message['content'] is string %}{{ message['content'] | trim }}<end_of_turn>\n"
     "{% else %}{% for item in message['content'] %}{% if item['type'] == 'image' %}{{ '<start_of_image>' }}"
-    "{% elif item['type'] == 'text' %}{{ item['text'] | trim }}{% endif %}{% endfor %}{% endif %}"
-    "<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
+    "{% elif item['type'] == 'text' %}{{ item['text'] | trim }}{% endif %}{% endfor %}<end_of_turn>\n{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
 )
 
 
@@ -140,10 +152,17 @@ def build_gemma3(out_dir: str | Path, corpus: Iterable[str] = FAMILY_CORPUS, see
 
 # --- Qwen3-VL: Qwen2.5-VL's tokens, 16 px patches merged 2x2, deepstack vision features -------------------------
 
-# Qwen3-VL-Instruct's template is Qwen2.5-VL's without the default system message.
+# Qwen3-VL-Instruct's template is Qwen2.5-VL's without the default system message; the assistant's turn sits in
+# {% generation %} markers (as above).
 QWEN3_VL_TEMPLATE = CHAT_TEMPLATE.replace(
     "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
-    "{% endif %}", "")
+    "{% endif %}", "").replace(
+    "<|im_start|>{{ message['role'] }}\n",
+    "<|im_start|>{{ message['role'] }}\n{% if message['role'] == 'assistant' %}{% generation %}"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}{% for content in message['content'] %}"
+    "{{ content['text'] }}{% endfor %}{% endif %}<|im_end|>\n{% endgeneration %}{% else %}").replace(
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}",
+    "{% endif %}{% endif %}{% endfor %}{% if add_generation_prompt %}")
 
 
 def build_qwen3_vl(out_dir: str | Path, corpus: Iterable[str] = FAMILY_CORPUS, seed: int = 0,
@@ -183,8 +202,6 @@ def build_qwen3_vl(out_dir: str | Path, corpus: Iterable[str] = FAMILY_CORPUS, s
     return _save(out_dir, Qwen3VLForConditionalGeneration, config, processor, ids("<|im_end|>"),
                  ids("<|endoftext|>"), seed)
 
-
-BUILDERS = {"llava_onevision": build_llava_onevision, "gemma3": build_gemma3, "qwen3_vl": build_qwen3_vl}
 
 
 def _save(out_dir, model_class, config, processor, eos_token_id, pad_token_id, seed: int) -> Path:

@@ -4,7 +4,9 @@ A dialect is picked by the model profile (cxrlm/models/profiles.py). Templates a
 recorded with every result so that evaluation runs can say which prompts produced them.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+from cxrlm.types import Task
 
 
 @dataclass(frozen=True)
@@ -18,9 +20,6 @@ class Dialect:
     classify_question: str  # per-label yes/no question, scored by the likelihood of "yes"
     ground: str
     system: str | None = None
-    # User turns asked before the report, in the same conversation, their answers kept as reasoning (M4CXR's
-    # chain of thought: first which findings are present, then the report).
-    report_chain: tuple[str, ...] = ()
     think_tags: bool = True  # answers come as <think>...</think><answer>...</answer>
     label_list_after: str = ""  # the label list starts after the first occurrence of this text ("" = at once)
 
@@ -67,6 +66,19 @@ MEDGEMMA = Dialect(
     think_tags=False,
 )
 
+# MedGemma 1.5 grounds in its own convention (cxrlm.box_formats "int1000_yxyx"): a JSON list of
+# {"box_2d": [y0, x0, y1, x1], "label": ...} in 0-1000, as Google's anatomy-localization notebook asks for it
+# (github.com/Google-Health/medgemma, notebooks/cxr_anatomy_localization_with_hugging_face.ipynb), sides being the
+# patient's. The other tasks are asked as for MedGemma 1.
+MEDGEMMA_1_5 = replace(
+    MEDGEMMA,
+    name="medgemma-1.5",
+    version="medgemma-1.5/1",
+    ground="Locate {phrase} on this chest X-ray. Left and right are the patient's sides. Output a JSON list of "
+           'objects {{"box_2d": [y0, x0, y1, x1], "label": "{phrase}"}}, where (y0, x0) is the top-left and '
+           "(y1, x1) the bottom-right corner, with coordinates normalized to the range [0, 1000] of the image.",
+)
+
 # Qwen3-VL-Instruct: grounding answers are JSON {"bbox_2d": [x1, y1, x2, y2], "label": ...} in 0-1000 units.
 QWEN3_VL = Dialect(
     name="qwen3-vl",
@@ -81,7 +93,8 @@ QWEN3_VL = Dialect(
 )
 
 # M4CXR (Mistral [INST] turns, remote code): "radiology image: <image>" opens the first turn (the remote-code
-# engine writes it), answers are plain text, boxes are 0-100 integers; reports follow a two-turn chain of thought.
+# engine writes it), answers are plain text, boxes are 0-100 integers. Its two-turn chain of thought (which findings
+# are present, then the report) is what every report is (cxrlm.chat.Session.report): the reasoning turn first.
 _M4CXR_FINDINGS = (
     "Enlarged Cardiomediastinum, Cardiomegaly, Lung Opacity, Lung Lesion, Edema, Consolidation, Pneumonia, "
     "Atelectasis, Pneumothorax, Pleural Effusion, Pleural Other, Fracture, Support Devices"
@@ -91,9 +104,6 @@ M4CXR = Dialect(
     version="m4cxr/1",
     reason=f"Which of the following findings are present in the radiology image? Findings: {_M4CXR_FINDINGS}",
     report="Based on the previous conversation, provide a description of the findings in the radiology image.",
-    report_chain=(
-        f"Which of the following findings are present in the radiology image? Findings: {_M4CXR_FINDINGS}",
-    ),
     differentials="What are the possible differential diagnoses for the radiology image?",
     structured_report="Provide a description of the findings in the radiology image.",
     classify_question="Is {label} present in the radiology image?",
@@ -101,15 +111,67 @@ M4CXR = Dialect(
     think_tags=False,
 )
 
-DIALECTS = {d.name: d for d in (NV_REASON, RADVLM, MEDGEMMA, QWEN3_VL, M4CXR)}
+# CheXOne (StanfordAIMI/CheXOne, Qwen2.5-VL-3B post-trained with instruction tuning then GRPO). Source: the README of
+# github.com/YBZh/CheXOne (Quick Start): "Write an example findings section for the CXR." in its two modes, Instruct
+# (the question alone) and Reasoning (the question + the suffix below; the answer ends in \boxed{...}). The suffix
+# is copied as that README passes it to the model, braces included. Grounding answers, from the repo's GRPO data
+# script (examples/train/chexone/grpo_prepare/1_prepare_data/prepare_iou.py), are written
+# "<|ref|>name<|/ref|><|box|>(x1,y1),(x2,y2)<|/box|>", and that output format is appended to the question as there.
+# Not published: the wording of its abnormality-list, classification, differential and grounding questions (they
+# come from its CheXinstruct-v2 data, not released when checked), so those are cxrlm's plain wording. cxrlm does
+# not yet read the \boxed{...} answer or the (x1,y1),(x2,y2) box syntax (docs/MODELS.md).
+CHEXONE_REASONING = " Please reason step by step, and put your final answer within \\boxed{{}}."
+_CHEXONE_BOX = ("\nOutput format:\n<|ref|>target name<|/ref|><|box|>(x1,y1),(x2,y2)<|/box|>\n"
+                "Example: <|ref|>pneumothorax<|/ref|><|box|>(12,60),(18,87)<|/box|>\n")
+CHEXONE_INSTRUCT = Dialect(
+    name="chexone-instruct",
+    version="chexone-instruct/1",
+    reason="List the abnormalities in the CXR.",
+    report="Write an example findings section for the CXR.",
+    differentials="Provide differentials for the CXR.",
+    structured_report="Write an example findings section for the CXR.",
+    classify_question="Is there {label} in the CXR? Answer yes or no.",
+    ground="Locate {phrase} in the CXR." + _CHEXONE_BOX.replace("{", "{{").replace("}", "}}"),
+    think_tags=False,
+)
+CHEXONE_REASONING_DIALECT = replace(
+    CHEXONE_INSTRUCT,
+    name="chexone-reasoning",
+    version="chexone-reasoning/1",
+    reason=CHEXONE_INSTRUCT.reason + CHEXONE_REASONING,
+    report=CHEXONE_INSTRUCT.report + CHEXONE_REASONING,
+    differentials=CHEXONE_INSTRUCT.differentials + CHEXONE_REASONING,
+    structured_report=CHEXONE_INSTRUCT.structured_report + CHEXONE_REASONING,
+    ground="Locate {phrase} in the CXR." + CHEXONE_REASONING.replace("{", "{{").replace("}", "}}")
+           + _CHEXONE_BOX.replace("{", "{{").replace("}", "}}"),
+)
+
+# Lingshu-7B / Lingshu-32B (lingshu-medical-mllm, Alibaba DAMO; Qwen2.5-VL-based generalist medical model, arXiv
+# 2506.07044). Its model card publishes no chest X-ray prompt and no box convention, so these are cxrlm's plain
+# instructions and the profile parses Qwen2.5-VL's native grounding ({"bbox_2d": [x1, y1, x2, y2]} in pixels of
+# the model input), which Lingshu inherits from its base model: unverified for Lingshu itself (docs/MODELS.md).
+LINGSHU = Dialect(
+    name="lingshu",
+    version="lingshu/1",
+    reason="List the abnormalities on this chest X-ray as a comma-separated list of findings.",
+    report="Write the findings and impression of a radiology report for this chest X-ray.",
+    differentials="Provide differentials for this chest X-ray.",
+    structured_report="Write a structured radiology report for this chest X-ray.",
+    classify_question="Is there {label} on this chest X-ray? Answer yes or no.",
+    ground="Locate {phrase} in this chest X-ray, and output its bbox coordinates in JSON format.",
+    think_tags=False,
+)
+
+DIALECTS = {d.name: d for d in (NV_REASON, RADVLM, MEDGEMMA, MEDGEMMA_1_5, QWEN3_VL, M4CXR, CHEXONE_INSTRUCT,
+                                CHEXONE_REASONING_DIALECT, LINGSHU)}
 
 
-def task_prompt(dialect: Dialect, task: str, phrase: str | None = None) -> str:
-    """The user text for one task. `ground` needs the phrase to locate."""
-    if task == "ground":
+def task_prompt(dialect: Dialect, task: Task | str, phrase: str | None = None) -> str:
+    """The user text for one task (or "differentials", "structured_report"). `ground` needs the phrase to locate."""
+    if task == Task.GROUND:
         if not phrase:
             raise ValueError("grounding needs a phrase, e.g. 'right lung' or 'pleural effusion'")
         return dialect.ground.format(phrase=phrase)
-    if task == "classify":
+    if task == Task.CLASSIFY:
         raise ValueError("classify is asked per label: use dialect.classify_question")
     return getattr(dialect, task)

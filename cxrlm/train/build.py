@@ -1,4 +1,5 @@
-"""What SFT and GRPO share: the model and processor loaded for training, the LoRA config, TRL's common arguments,
+"""What SFT and GRPO share: the model and processor loaded for training through the checkpoint's family record
+(cxrlm.models.families: processor arguments, vision tower, LoRA targets), the LoRA config, TRL's common arguments,
 a console progress line (loss, rewards, samples/s, ETA) and saving a checkpoint that `cxrlm.models.load_model`
 reads back. Not here: anything specific to one method (sft.py, grpo.py).
 """
@@ -9,11 +10,13 @@ import shutil
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cxrlm.errors import ConfigError, CxrlmError
 from cxrlm.train.config import TrainRecipe
 
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+if TYPE_CHECKING:
+    from cxrlm.models.families import Family
 
 
 def torch_dtype(recipe: TrainRecipe):
@@ -24,27 +27,46 @@ def torch_dtype(recipe: TrainRecipe):
     return getattr(torch, recipe.dtype)
 
 
-def load_for_training(recipe: TrainRecipe):
-    """(model, processor) from the recipe's checkpoint folder; QLoRA loads the base in 4 bits (GPU only)."""
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+def training_family(recipe: TrainRecipe) -> Family:
+    """The family record of the recipe's checkpoint folder, found as `load_model` finds it (config.json's
+    model_type, or the profile its cxrlm.json names)."""
+    from cxrlm.models.families import FAMILIES
+    from cxrlm.models.profiles import resolve_profile
 
     model_dir = Path(recipe.model)
     if not (model_dir / "config.json").is_file():
         raise ConfigError(f"model {model_dir} is not a checkpoint folder (no config.json): set model=DIR")
-    size = {"shortest_edge": recipe.min_pixels, "longest_edge": recipe.max_pixels}
-    processor = AutoProcessor.from_pretrained(model_dir, size=size, local_files_only=True)
-    kwargs = {"dtype": torch_dtype(recipe), "local_files_only": True}
+    family = FAMILIES[resolve_profile(model_dir).family]
+    if family.remote_code:
+        raise ConfigError(f"{model_dir} runs its own model code (auto_map): cxrlm trains built-in families only")
+    return family
+
+
+def load_for_training(recipe: TrainRecipe, family: Family):
+    """(model, processor) from the recipe's checkpoint folder, loaded by its family with the recipe's pixel budget;
+    QLoRA loads the base in 4 bits (GPU only)."""
+    if recipe.cache_vision and not family.caches_vision:
+        raise ConfigError(f"cache_vision works with Qwen2.5-VL's vision tower, not {family.name}'s: "
+                          "set cache_vision=false")
+    kwargs = {"dtype": torch_dtype(recipe)}
     if recipe.load_in_4bit:
         kwargs["quantization_config"] = _four_bit_config(kwargs["dtype"])
-    model = AutoModelForImageTextToText.from_pretrained(model_dir, **kwargs)
+    model, processor = family.load_pretrained(Path(recipe.model), recipe.min_pixels, recipe.max_pixels, **kwargs)
     if recipe.freeze_vision:
-        visual = getattr(getattr(model, "model", model), "visual", None)
-        if visual is None:
-            raise ConfigError(f"freeze_vision=true, but {model_dir} has no vision tower named `visual`")
-        visual.requires_grad_(False)
+        tower = _submodule(model, family.vision_tower)
+        if tower is None:
+            raise ConfigError(f"freeze_vision=true, but {recipe.model} has no vision tower at {family.vision_tower}")
+        tower.requires_grad_(False)
         if recipe.cache_vision:
-            cache_vision_tokens(visual)
+            cache_vision_tokens(tower)
     return model, processor
+
+
+def _submodule(model, path: str):
+    """The module at a dotted path such as "model.visual"; None when the model has nothing there."""
+    for name in path.split("."):
+        model = getattr(model, name, None)
+    return model
 
 
 def cache_vision_tokens(visual) -> None:
@@ -92,7 +114,7 @@ def _four_bit_config(dtype):
                               bnb_4bit_use_double_quant=True)
 
 
-def lora_config(recipe: TrainRecipe):
+def lora_config(recipe: TrainRecipe, family: Family):
     if not recipe.use_peft:
         return None
     from peft import LoraConfig
@@ -102,9 +124,9 @@ def lora_config(recipe: TrainRecipe):
         r=recipe.lora_r,
         lora_alpha=recipe.lora_alpha,
         lora_dropout=recipe.lora_dropout,
-        # "all-linear" in peft would also adapt the vision tower; the language model's projections are the usual
-        # choice for VLM fine-tuning, and the vision blocks' names (qkv, proj) are not in this list.
-        target_modules=list(LORA_TARGETS) if targets == "all-linear" else targets,
+        # "all-linear" in peft would also adapt the vision tower and its projector: the language model's attention
+        # and MLP projections are the usual choice for VLM fine-tuning. A list in the recipe is used as given.
+        target_modules=family.lora_targets() if targets == "all-linear" else targets,
         task_type="CAUSAL_LM",
     )
 

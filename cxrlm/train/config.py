@@ -26,11 +26,13 @@ class TrainRecipe:
     """Fields shared by every method."""
 
     # --- model
-    model: str = ""  # checkpoint folder to start from (Qwen2.5-VL layout, e.g. NV-Reason-CXR-3B or cxrlm-tiny)
+    model: str = ""  # checkpoint folder of a built-in family (cxrlm.models.families), e.g. NV-Reason-CXR-3B
     dtype: str = "auto"  # auto = bfloat16 on a GPU, float32 on CPU
-    freeze_vision: bool = False  # keep the vision tower fixed (trains only the projector and language model)
+    freeze_vision: bool = False  # keep the family's vision tower fixed (Qwen's includes its patch merger)
     cache_vision: bool = False  # with freeze_vision: compute each image's vision tokens once (single process)
-    min_pixels: int = 56 * 56  # image token budget: Qwen2.5-VL spends about H*W/28^2 tokens per image
+    # Image token budget of the Qwen families (Qwen2.5-VL spends about H*W/28^2 tokens per image, Qwen3-VL H*W/32^2);
+    # Gemma 3 and LLaVA-OneVision processors have a fixed input size (Family.processor_args gives them nothing).
+    min_pixels: int = 56 * 56
     max_pixels: int = 448 * 448
 
     # --- data (JSONL from `cxrlm data instructions`; image paths relative to the JSONL file's folder)

@@ -69,16 +69,21 @@ def load_pil(path: str):
 
 
 class ImageLoadingCollator:
-    """Wraps a TRL collator: replaces each row's image paths by PIL images, then calls it.
+    """Wraps a TRL collator: replaces each row's image paths by PIL images, lays out its turns as the model's family
+    does at inference (`lay_out`, e.g. cxrlm.models.families.Family.lay_out), then calls it.
 
     TRL's vision collators (SFT) and GRPO's identity collator expect decoded images under `images`; keeping paths
     in the dataset keeps it small and lets the DataLoader's workers do the decoding.
     """
 
-    def __init__(self, inner):
+    def __init__(self, inner, lay_out=None):
         self.inner = inner
+        self.lay_out = lay_out
 
     def __call__(self, examples: list[dict]):
         loaded = [{**ex, "images": [load_pil(p) if isinstance(p, str) else p for p in ex.get("images") or []]}
                   for ex in examples]
+        if self.lay_out:
+            for ex in loaded:
+                ex.update({key: self.lay_out(ex[key]) for key in ("messages", "prompt") if key in ex})
         return self.inner(loaded)

@@ -9,12 +9,16 @@ each reward scores its own task and returns None for the others. Generation runs
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cxrlm.errors import ConfigError
 from cxrlm.train import build
 from cxrlm.train.config import GRPORecipe
 from cxrlm.train.data import GRPO_COLUMNS, ImageLoadingCollator, read_dataset
 from cxrlm.train.rewards import get_reward
+
+if TYPE_CHECKING:
+    from cxrlm.models.families import Family
 
 
 def reward_functions(recipe: GRPORecipe) -> list:
@@ -39,15 +43,12 @@ def vllm_arguments(recipe: GRPORecipe) -> dict:
     }
 
 
-VISION_TOKEN_FIELDS = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
-
-
-def generation_arguments(recipe: GRPORecipe, model) -> dict:
+def generation_arguments(recipe: GRPORecipe, model, family: Family) -> dict:
     """Keep image placeholder tokens out of sampled completions: a completion holding one makes the model's
     multimodal position ids disagree with its pixel inputs in the loss pass (an undertrained model samples them)."""
     if recipe.use_vllm:  # vLLM's sampler takes no bad_words_ids; its models do not sample these tokens in practice
         return {}
-    ids = [getattr(model.config, name, None) for name in VISION_TOKEN_FIELDS]
+    ids = [getattr(model.config, name) for name in family.placeholder_tokens]
     return {"generation_kwargs": {"bad_words_ids": [[i] for i in ids if i is not None]}}
 
 
@@ -55,7 +56,8 @@ def main(recipe: GRPORecipe) -> Path:
     from trl import GRPOConfig, GRPOTrainer
 
     train_dataset = read_dataset(recipe.train_file, GRPO_COLUMNS, recipe.max_samples)
-    model, processor = build.load_for_training(recipe)
+    family = build.training_family(recipe)
+    model, processor = build.load_for_training(recipe, family)
     # TRL left-pads prompts for generation but rebuilds the multimodal inputs of the loss pass (mm_token_type_ids)
     # with the processor's own padding side; Qwen tokenizers pad right, which shifts the image-token map against
     # the tokens when prompts differ in length (wrong M-RoPE positions, or a shape error). Pad left everywhere.
@@ -64,7 +66,7 @@ def main(recipe: GRPORecipe) -> Path:
         args = GRPOConfig(
             **build.trainer_arguments(recipe),
             **vllm_arguments(recipe),
-            **generation_arguments(recipe, model),
+            **generation_arguments(recipe, model, family),
             remove_unused_columns=False,  # the rewards read the ground-truth columns
             num_generations=recipe.num_generations,
             max_completion_length=recipe.max_completion_length,
@@ -84,11 +86,11 @@ def main(recipe: GRPORecipe) -> Path:
             args=args,
             train_dataset=train_dataset,
             processing_class=processor,
-            peft_config=build.lora_config(recipe),
+            peft_config=build.lora_config(recipe, family),
             callbacks=[build.progress_callback()],
         )
     except ValueError as err:  # e.g. a generation batch that num_generations does not divide
         raise ConfigError(f"GRPO setup rejected: {str(err).splitlines()[0]}") from None
-    trainer.data_collator = ImageLoadingCollator(trainer.data_collator)
+    trainer.data_collator = ImageLoadingCollator(trainer.data_collator, family.lay_out)
     build.run_training(trainer, recipe)
     return build.save_checkpoint(trainer, processor, recipe)
