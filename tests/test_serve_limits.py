@@ -84,6 +84,9 @@ def test_7_images_per_message_are_capped(http, store):
     before = stored(store)
     images = [data_url(png_bytes(seed=i)) for i in range(3)]
     refusal(http.post("/v1/chat/completions", json=chat("Findings?", images)), 400, "--max-images")
+    # A good image then a broken one: refused, and the good one is not stored either.
+    broken = http.post("/v1/chat/completions", json=chat("Findings?", [images[0], data_url(b"not an image")]))
+    assert broken.status_code == 400
     assert stored(store) == before
     assert http.post("/v1/chat/completions", json=chat("Findings?", images[:2])).status_code == 200
 
