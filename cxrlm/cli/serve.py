@@ -35,7 +35,8 @@ def register(subparsers) -> None:
                         help="characters of text per request, all messages together")
     parser.add_argument("--max-prompt-tokens", type=int, default=MAX_PROMPT_TOKENS,
                         help="the same text in the model's tokens (counted before generation)")
-    parser.add_argument("--max-images", type=int, default=MAX_IMAGES, help="images per chat message (one study)")
+    parser.add_argument("--max-images", type=int, default=MAX_IMAGES,
+                        help="images per request (the views of one study): a chat message's, or a task's study_ids")
     parser.add_argument("--rate-limit", type=int, default=120, help="requests per minute per API key (0: off)")
     parser.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                         help="allow browser calls from this origin (repeatable; CORS is off by default)")
