@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import struct
+import warnings
 import zlib
 from pathlib import Path
 
@@ -39,8 +40,6 @@ J2K_ZEROS_20000 = base64.b64decode(
 def build_corpus(folder: Path, count: int = 300, seed: int = 0) -> list[Path]:
     """Write `count` files into `folder`, named `NNNN-<maker>.<ext>`; the same seed gives the same files."""
     folder.mkdir(parents=True, exist_ok=True)
-    import warnings
-
     rng = np.random.default_rng(seed)
     bases = _base_images(rng)
     paths = []
@@ -250,13 +249,15 @@ def dicom_bytes(ds) -> bytes:
     buffer = io.BytesIO()
     pydicom.config.replace_un_with_known_vr = False  # write raw UN garbage as it is (see raw_element)
     try:
-        pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
+        with warnings.catch_warnings():  # about the malformed values we write on purpose
+            warnings.simplefilter("ignore")
+            pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
     finally:
         pydicom.config.replace_un_with_known_vr = True
     return buffer.getvalue()
 
 
-def _item(**elements):
+def lut_item(**elements):
     """A sequence item; `elements` maps keyword -> (VR, value), so malformed values keep their VR."""
     from pydicom.dataset import Dataset
 
@@ -272,24 +273,24 @@ def _lut(count: int) -> bytes:
 
 def dicom_broken_voi_lut(rng, base):
     """VOI LUT Sequence items with 0, 2 or no descriptor values, no data, empty data, or a count that lies."""
-    items = [_item(LUTDescriptor=("US", [4096, 0]), LUTData=("OW", _lut(4096))),
-             _item(LUTDescriptor=("US", []), LUTData=("OW", _lut(4096))),
-             _item(LUTData=("OW", _lut(4096))),
-             _item(LUTDescriptor=("US", [4096, 0, 16])),
-             _item(LUTDescriptor=("US", [4096, 0, 16]), LUTData=("OW", b"")),
-             _item(LUTDescriptor=("US", [0, 0, 16]), LUTData=("OW", _lut(3))),
-             _item(LUTDescriptor=("US", [10, 65535, 16]), LUTData=("OW", _lut(10))),
-             _item(LUTDescriptor=("US", [4096, 0, 16]), LUTData=("OW", b"\x00\x00" * 4096)),
-             _item()]  # fmt: skip
+    items = [lut_item(LUTDescriptor=("US", [4096, 0]), LUTData=("OW", _lut(4096))),
+             lut_item(LUTDescriptor=("US", []), LUTData=("OW", _lut(4096))),
+             lut_item(LUTData=("OW", _lut(4096))),
+             lut_item(LUTDescriptor=("US", [4096, 0, 16])),
+             lut_item(LUTDescriptor=("US", [4096, 0, 16]), LUTData=("OW", b"")),
+             lut_item(LUTDescriptor=("US", [0, 0, 16]), LUTData=("OW", _lut(3))),
+             lut_item(LUTDescriptor=("US", [10, 65535, 16]), LUTData=("OW", _lut(10))),
+             lut_item(LUTDescriptor=("US", [4096, 0, 16]), LUTData=("OW", b"\x00\x00" * 4096)),
+             lut_item()]  # fmt: skip
     ds = dicom_dataset(base, VOILUTSequence=[items[rng.integers(len(items))]])
     return dicom_bytes(ds), ".dcm"
 
 
 def dicom_broken_modality_lut(rng, base):
     """Modality LUT Sequence items missing their descriptor or data, or with too few descriptor values."""
-    items = [_item(), _item(LUTDescriptor=("US", [4096, 0])), _item(LUTData=("OW", _lut(4096))),
-             _item(LUTDescriptor=("US", [4096, 0, 16])), _item(LUTDescriptor=("US", [4096, 0, 16]), LUTData=("OW", b"")),
-             _item(LUTDescriptor=("US", [4096, 0, 16]), LUTData=("OW", _lut(4096)), ModalityLUTType=("LO", "US"))]  # fmt: skip
+    items = [lut_item(), lut_item(LUTDescriptor=("US", [4096, 0])), lut_item(LUTData=("OW", _lut(4096))),
+             lut_item(LUTDescriptor=("US", [4096, 0, 16])), lut_item(LUTDescriptor=("US", [4096, 0, 16]), LUTData=("OW", b"")),
+             lut_item(LUTDescriptor=("US", [4096, 0, 16]), LUTData=("OW", _lut(4096)), ModalityLUTType=("LO", "US"))]  # fmt: skip
     ds = dicom_dataset(base)
     ds.ModalityLUTSequence = [items[rng.integers(len(items))]] if rng.integers(6) else []
     return dicom_bytes(ds), ".dcm"
@@ -358,7 +359,9 @@ def raw_element(ds, keyword: str, vr: str, value: str | bytes) -> None:
 
     data = value.encode("latin-1", "replace") if isinstance(value, str) else value
     if vr in ("LO", "LT", "UT"):
-        ds.add_new(keyword, vr, data.decode("latin-1"))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds.add_new(keyword, vr, data.decode("latin-1"))
         return
     data += b" " * (len(data) % 2)
     tag = tag_for_keyword(keyword)

@@ -181,7 +181,7 @@ def _check_content(ds: pydicom.Dataset, name: str) -> None:
 def _check_size(ds: pydicom.Dataset, name: str, max_pixels: int) -> None:
     frames = _integer(ds, "NumberOfFrames", name, default=1)
     if frames > 1:
-        raise InputError(f"{name}: DICOM has {frames} frames: extract one frame into its own file and load that")
+        raise InputError(f"{name}: DICOM has {quote(frames)} frames: extract one frame into its own file and load that")
     if frames < 1:
         raise InputError(f"{name}: NumberOfFrames is {quote(frames)}: re-export the file")
     samples = _integer(ds, "SamplesPerPixel", name, default=1)
@@ -207,7 +207,7 @@ def _integer(ds: pydicom.Dataset, keyword: str, name: str, default: int) -> int:
     try:
         return int(value)
     except (TypeError, ValueError):
-        raise InputError(f"{name}: {keyword} is {quote(value)!r}, not a whole number: re-export the file") from None
+        raise InputError(f"{name}: {keyword} is '{quote(value)}', not a whole number: re-export the file") from None
 
 
 def _number(ds, keyword: str, name: str) -> float | None:
@@ -220,7 +220,8 @@ def _number(ds, keyword: str, name: str) -> float | None:
     except (TypeError, ValueError):
         number = math.nan
     if not math.isfinite(number):
-        raise InputError(f"{name}: {keyword} is {quote(value)!r}, not a finite number: fix or remove it")
+        shown = "empty" if value is None or value == "" else f"'{quote(value)}', not a finite number"
+        raise InputError(f"{name}: {keyword} is {shown}: fix or remove it")
     return number
 
 
@@ -232,7 +233,8 @@ def _check_pixel_data_length(ds: pydicom.Dataset, name: str) -> None:
     actual = len(ds.PixelData)
     if actual < frame_bytes:
         raise InputError(
-            f"{name}: DICOM pixel data is truncated ({actual:,} bytes, {columns}x{rows} needs {frame_bytes:,}): "
+            f"{name}: DICOM pixel data is truncated or corrupt ({actual:,} bytes, {columns}x{rows} needs "
+            f"{frame_bytes:,}): "
             "re-export or re-download the file"
         )
     if actual >= 2 * frame_bytes:
@@ -249,16 +251,17 @@ def _check_frame_header(ds: pydicom.Dataset, name: str) -> None:
     try:
         first = next(itertools.islice(generate_fragments(ds.PixelData), 1, None), b"")  # after the offset table
     except (ValueError, TypeError) as exc:
-        raise InputError(f"{name}: compressed pixel data is not properly encapsulated: re-export the file") from exc
+        raise InputError(f"{name}: DICOM pixel data is truncated or corrupt (bad encapsulation): re-export the file") from exc
     size = frame_size(first)
     if size is None:
-        raise InputError(f"{name}: compressed pixel data has no readable frame header: re-export the file")
+        raise InputError(f"{name}: DICOM pixel data is truncated or corrupt (no frame header): re-export the file")
     rows, columns, components = size
     expected = (int(ds.Rows), int(ds.Columns), _integer(ds, "SamplesPerPixel", name, 1))
     if size != expected:
         raise InputError(
-            f"{name}: the compressed image is {columns}x{rows} with {components} component(s), but the DICOM "
-            f"header says {expected[1]}x{expected[0]} with {expected[2]}: re-export the file"
+            f"{name}: DICOM pixel data is truncated or corrupt (the compressed image is {columns}x{rows} with "
+            f"{components} component(s), the DICOM header says {expected[1]}x{expected[0]} with {expected[2]}): "
+            "re-export the file"
         )
 
 

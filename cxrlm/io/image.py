@@ -195,7 +195,7 @@ def _normalize_view(view: str | None, name: str, strict: bool) -> str | None:
     if value in VIEW_POSITIONS:
         return value
     if strict:
-        raise InputError(f"{name}: unknown view position {quote(view)!r}: use one of {', '.join(VIEW_POSITIONS)}")
+        raise InputError(f"{name}: unknown view position '{quote(view)}': use one of {', '.join(VIEW_POSITIONS)}")
     return None
 
 
@@ -203,7 +203,7 @@ def _resolve_view(image: XrayImage, requested: str | None) -> None:
     """The file's own ViewPosition wins over the argument; a disagreement is reported."""
     from_file = _normalize_view(image.view_position, image.source, strict=False)
     if image.view_position and from_file is None:
-        image.warnings.append(f"ViewPosition {quote(image.view_position)!r} is not one of {', '.join(VIEW_POSITIONS)}")
+        image.warnings.append(f"ViewPosition '{quote(image.view_position)}' is not one of {', '.join(VIEW_POSITIONS)}")
     if from_file and requested and from_file != requested:
         image.warnings.append(f"file says view {from_file}, argument says {requested}: using {from_file}")
     image.view_position = from_file or requested
