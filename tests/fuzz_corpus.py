@@ -410,7 +410,7 @@ def dicom_rescale_and_window(rng, base):
 
 def _compressed(base, syntax):
     ds = dicom_dataset(base)
-    ds.compress(syntax, encoding_plugin="pylibjpeg" if "2000" in syntax.name else "")
+    ds.compress(syntax, encoding_plugin="pylibjpeg" if "2000" in syntax.name else "", generate_instance_uid=False)
     return ds
 
 
@@ -484,3 +484,37 @@ MAKERS = tuple((fn.__name__, fn) for fn in (
     dicom_garbled_attribute, dicom_bad_pixel_format, dicom_rescale_and_window, dicom_lying_codestream,
     dicom_broken_file, dicom_valid_with_marker,
 ))  # fmt: skip
+
+
+# --- outcomes ---------------------------------------------------------------------------------------------
+
+
+def load_problem(path: Path) -> str | None:
+    """Load one file; None if the outcome is allowed (an image, or cxrlm's own one-line InputError), else why not."""
+    from cxrlm.errors import MESSAGE_LIMIT, InputError
+    from cxrlm.io import load_image
+
+    try:
+        image = load_image(path)
+    except InputError as err:
+        return message_problem(path.name, str(err), MESSAGE_LIMIT)
+    except Exception as err:  # noqa: BLE001 - exactly what the fuzz test hunts for
+        return f"{path.name}: unhandled {type(err).__name__}: {str(err)[:200]!r}"
+    texts = image.warnings + [str(image.metadata)]
+    if image.pixels.dtype != np.uint8 or image.pixels.ndim != 2:
+        return f"{path.name}: loaded as {image.pixels.dtype} {image.pixels.shape}"
+    if image.pixels.min() == image.pixels.max() and "image has a single gray level" not in image.warnings:
+        return f"{path.name}: loaded a single gray level without saying so"
+    return next((message_problem(path.name, text, MESSAGE_LIMIT, own=False) for text in texts
+                 if message_problem(path.name, text, MESSAGE_LIMIT, own=False)), None)  # fmt: skip
+
+
+def message_problem(name: str, message: str, limit: int, own: bool = True) -> str | None:
+    """A message or warning must be one printable line, capped, and never carry an identifying tag's value."""
+    if not message.isprintable() or len(message) > limit:
+        return f"{name}: not one short printable line: {message[:200]!r}"
+    if MARKER in message:
+        return f"{name}: an identifying tag's value came out: {message[:200]!r}"
+    if own and not message.startswith(name):
+        return f"{name}: the message does not name the file: {message[:200]!r}"
+    return None

@@ -182,8 +182,7 @@ def _stretch(values: np.ndarray) -> tuple[np.ndarray, list[str]]:
     low, high = float(values.min()), float(values.max())
     if high <= low:
         return np.zeros(values.shape, dtype=np.uint8), ["image has a single gray level"]
-    span = high / 2 - low / 2  # halves: high - low itself overflows for float data near +-1.8e308
-    return np.rint((values / 2 - low / 2) / span * 255.0).astype(np.uint8), []
+    return np.rint((values - low) / (high - low) * 255.0).astype(np.uint8), []
 
 
 def _normalize_view(view: str | None, name: str, strict: bool) -> str | None:
