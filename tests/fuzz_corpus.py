@@ -129,7 +129,8 @@ def png_bad_chunks(rng, base):
         data = bytearray(_png(width, height, 8, 0, zlib.compress(rows)))
         data[29] ^= 0xFF  # IHDR's CRC
         return bytes(data), ".png"
-    extra = [_png_chunk(b"ZZZZ", b"critical and unknown"), _png_chunk(b"zTXt", b"k\x00\x00" + zlib.compress(b"\x00" * 10**7)),
+    bomb_text = b"k\x00\x00" + zlib.compress(b"\x00" * 10**7)
+    extra = [_png_chunk(b"ZZZZ", b"critical and unknown"), _png_chunk(b"zTXt", bomb_text),
              _png_chunk(b"PLTE", rng.bytes(7)), b""][case - 1]  # fmt: skip
     idat = zlib.compress(rows) if case < 4 else rng.bytes(300)
     return _png(width, height, 8, 0, idat, extra), ".png"
@@ -288,9 +289,10 @@ def dicom_broken_voi_lut(rng, base):
 
 def dicom_broken_modality_lut(rng, base):
     """Modality LUT Sequence items missing their descriptor or data, or with too few descriptor values."""
+    descriptor = ("US", [4096, 0, 16])
     items = [lut_item(), lut_item(LUTDescriptor=("US", [4096, 0])), lut_item(LUTData=("OW", _lut(4096))),
-             lut_item(LUTDescriptor=("US", [4096, 0, 16])), lut_item(LUTDescriptor=("US", [4096, 0, 16]), LUTData=("OW", b"")),
-             lut_item(LUTDescriptor=("US", [4096, 0, 16]), LUTData=("OW", _lut(4096)), ModalityLUTType=("LO", "US"))]  # fmt: skip
+             lut_item(LUTDescriptor=descriptor), lut_item(LUTDescriptor=descriptor, LUTData=("OW", b"")),
+             lut_item(LUTDescriptor=descriptor, LUTData=("OW", _lut(4096)), ModalityLUTType=("LO", "US"))]  # fmt: skip
     ds = dicom_dataset(base)
     ds.ModalityLUTSequence = [items[rng.integers(len(items))]] if rng.integers(6) else []
     return dicom_bytes(ds), ".dcm"
@@ -304,18 +306,19 @@ def dicom_garbled_numbers(rng, base):
     ds = dicom_dataset(base)
     keyword = ("RescaleSlope", "RescaleIntercept", "WindowCenter", "WindowWidth", "NumberOfFrames")[rng.integers(5)]
     raw_element(ds, keyword, "IS" if keyword == "NumberOfFrames" else "DS", NUMBERS[rng.integers(len(NUMBERS))])
-    if keyword.startswith("Rescale"):
-        ds.add_new("RescaleSlope" if keyword == "RescaleIntercept" else "RescaleIntercept", "DS", "1" if keyword == "RescaleIntercept" else "0")
-    if keyword.startswith("Window"):
-        ds.add_new("WindowWidth" if keyword == "WindowCenter" else "WindowCenter", "DS", "2000")
+    partner = {"RescaleSlope": ("RescaleIntercept", "0"), "RescaleIntercept": ("RescaleSlope", "1"),
+               "WindowCenter": ("WindowWidth", "2000"), "WindowWidth": ("WindowCenter", "2000")}.get(keyword)
+    if partner:  # the transform applies only when both of its attributes are there
+        ds.add_new(partner[0], "DS", partner[1])
     return dicom_bytes(ds), ".dcm"
 
 
 def dicom_lying_size(rng, base):
     """Rows/Columns/NumberOfFrames that disagree with the length of the pixel data (128x128 of it)."""
     pixels = np.resize(base, (128, 128))
-    rows, columns, frames = [(1, 1, None), (64, 128, None), (128, 64, None), (64, 64, None), (256, 256, None),
-                             (64, 128, 2), (128, 128, 3), (1, 16384, None), (16384, 1, None)][rng.integers(9)]  # fmt: skip
+    sizes = [(1, 1, None), (64, 128, None), (128, 64, None), (64, 64, None), (256, 256, None), (64, 128, 2),
+             (128, 128, 3), (1, 16384, None), (16384, 1, None)]  # fmt: skip
+    rows, columns, frames = sizes[rng.integers(len(sizes))]
     ds = dicom_dataset(pixels, Rows=rows, Columns=columns)
     if frames:
         ds.NumberOfFrames = frames
@@ -331,7 +334,7 @@ GARBLE_TAGS = (("Modality", "CS"), ("PhotometricInterpretation", "CS"), ("ViewPo
 
 def _garbage_text(rng) -> str:
     """Up to 1000 characters with newlines, escape sequences and other control characters."""
-    alphabet = list("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 \\^.-_") + ["\n", "\r", "\t", "\x00", "\x1b[31m", "\x7f", "é"]
+    alphabet = list("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 \\^.-_é") + ["\n", "\r", "\t", "\x00", "\x1b[31m", "\x7f"]
     return "".join(alphabet[i] for i in rng.integers(0, len(alphabet), int(rng.integers(1, 1000))))
 
 
@@ -433,7 +436,8 @@ def dicom_lying_codestream(rng, base):
         ds.PixelData = encapsulate([J2K_ZEROS_20000])  # header still says 80x96
         ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
     elif case == 1:
-        ds.Rows, ds.Columns = [(1, 1), (8, 8), (80, 4000), (4000, 4000), (base.shape[0] * 2, base.shape[1])][rng.integers(5)]
+        sizes = [(1, 1), (8, 8), (80, 4000), (4000, 4000), (base.shape[0] * 2, base.shape[1])]
+        ds.Rows, ds.Columns = sizes[rng.integers(len(sizes))]
     elif case == 2:
         ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
     else:
@@ -469,7 +473,8 @@ def dicom_valid_with_marker(rng, base):
     """A readable DICOM (sometimes compressed, sometimes MONOCHROME1) whose identifying tags hold MARKER."""
     import pydicom.uid as uids
 
-    syntax = [uids.ExplicitVRLittleEndian, uids.JPEG2000Lossless, uids.RLELossless, uids.JPEGLSLossless][rng.integers(4)]
+    syntaxes = [uids.ExplicitVRLittleEndian, uids.JPEG2000Lossless, uids.RLELossless, uids.JPEGLSLossless]
+    syntax = syntaxes[rng.integers(len(syntaxes))]
     ds = _compressed(base, syntax) if syntax != uids.ExplicitVRLittleEndian else dicom_dataset(base)
     if rng.integers(2):
         ds.PhotometricInterpretation = "MONOCHROME1"

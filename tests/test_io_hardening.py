@@ -100,18 +100,19 @@ def test_deflated_dataset_is_inflated_only_up_to_the_pixel_budget(tmp_path):
 
 # --- case 4: malformed attributes that crashed ------------------------------------------------------------
 
-MALFORMED = {
-    "VOI LUT descriptor of 2 values": ("VOILUTSequence", [lut_item(LUTDescriptor=("US", [256, 0]), LUTData=("OW", b"\0\1" * 256))], "LUTDescriptor has 2 value"),  # noqa: E501
-    "VOI LUT descriptor of 0 values": ("VOILUTSequence", [lut_item(LUTDescriptor=("US", []), LUTData=("OW", b"\0\1" * 256))], "LUTDescriptor has 0 value"),  # noqa: E501
-    "VOI LUT without descriptor": ("VOILUTSequence", [lut_item(LUTData=("OW", b"\0\1" * 256))], "LUTDescriptor has 0 value"),
-    "VOI LUT without data": ("VOILUTSequence", [lut_item(LUTDescriptor=("US", [256, 0, 16]))], "VOI LUT Sequence has no LUTData"),
-    "Modality LUT sequence empty": ("ModalityLUTSequence", [lut_item()], "Modality LUT Sequence's LUTDescriptor has 0"),
-    "Modality LUT without data": ("ModalityLUTSequence", [lut_item(LUTDescriptor=("US", [256, 0, 16]))], "Modality LUT Sequence has no LUTData"),  # noqa: E501
-    "Modality LUT without descriptor": ("ModalityLUTSequence", [lut_item(LUTData=("OW", b"\0\1" * 256))], "LUTDescriptor has 0"),
+DESCRIPTOR, DATA = ("US", [256, 0, 16]), ("OW", b"\0\1" * 256)
+MALFORMED = {  # case: (keyword, value or LUT item, what the message says)
+    "VOI LUT, 2 descriptor values": ("VOILUTSequence", dict(LUTDescriptor=("US", [256, 0]), LUTData=DATA), "has 2 val"),
+    "VOI LUT, 0 descriptor values": ("VOILUTSequence", dict(LUTDescriptor=("US", []), LUTData=DATA), "has 0 value"),
+    "VOI LUT, no descriptor": ("VOILUTSequence", dict(LUTData=DATA), "LUTDescriptor has 0 value"),
+    "VOI LUT, no data": ("VOILUTSequence", dict(LUTDescriptor=DESCRIPTOR), "VOI LUT Sequence has no LUTData"),
+    "Modality LUT, empty item": ("ModalityLUTSequence", dict(), "Modality LUT Sequence's LUTDescriptor has 0"),
+    "Modality LUT, no data": ("ModalityLUTSequence", dict(LUTDescriptor=DESCRIPTOR), "Modality LUT Sequence has no"),
+    "Modality LUT, no descriptor": ("ModalityLUTSequence", dict(LUTData=DATA), "LUTDescriptor has 0"),
     "RescaleSlope abc": ("RescaleSlope", "abc", "RescaleSlope is 'abc', not a finite number"),
     "RescaleSlope empty": ("RescaleSlope", "", "RescaleSlope is empty: fix or remove it"),
     "NumberOfFrames abc": ("NumberOfFrames", "abc", "NumberOfFrames is 'abc', not a whole number"),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("case", MALFORMED)
@@ -121,7 +122,7 @@ def test_malformed_attributes_are_one_line_input_errors(tmp_path, case):
     if isinstance(value, str):
         raw_element(ds, keyword, "IS" if keyword == "NumberOfFrames" else "DS", value)
     else:
-        setattr(ds, keyword, value)
+        setattr(ds, keyword, [lut_item(**value)])
     refused(write(tmp_path, ds), match)
 
 

@@ -70,6 +70,7 @@ DECODER_PACKAGES = (
 PERCENTILE_WINDOW = (0.5, 99.5)
 WINDOW_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
 BITS_ALLOCATED = (1, 8, 16, 32, 64)
+US_MAX = 65_535  # Rows and Columns are US: anything larger came from a malformed element
 # A deflated dataset is inflated whole before any tag is read: at most this many bytes per allowed pixel.
 INFLATED_BYTES_PER_PIXEL = 8
 
@@ -186,16 +187,16 @@ def _check_size(ds: pydicom.Dataset, name: str, max_pixels: int) -> None:
         raise InputError(f"{name}: NumberOfFrames is {quote(frames)}: re-export the file")
     samples = _integer(ds, "SamplesPerPixel", name, default=1)
     if samples not in (1, 3):
-        raise InputError(f"{name}: SamplesPerPixel is {quote(samples)}, not 1 (grayscale) or 3 (color): re-export the file")
+        raise InputError(f"{name}: SamplesPerPixel is {quote(samples)}, not 1 (gray) or 3 (color): re-export the file")
     bits = _integer(ds, "BitsAllocated", name, default=0)
     if bits not in BITS_ALLOCATED:
         raise InputError(f"{name}: BitsAllocated is {quote(bits)}, not one of {BITS_ALLOCATED}: re-export the file")
     rows, columns = _integer(ds, "Rows", name, default=0), _integer(ds, "Columns", name, default=0)
-    if rows <= 0 or columns <= 0:
+    if not (0 < rows <= US_MAX and 0 < columns <= US_MAX):
         raise InputError(f"{name}: DICOM has no valid Rows/Columns: re-export the file")
     if rows * columns > max_pixels:
         raise InputError(
-            f"{name}: {quote(columns, 12)}x{quote(rows, 12)} = {quote(f'{rows * columns:,}', 24)} pixels exceeds max_pixels={max_pixels:,}: "
+            f"{name}: {columns}x{rows} = {rows * columns:,} pixels exceeds max_pixels={max_pixels:,}: "
             "downscale the image or raise max_pixels"
         )
 
@@ -251,7 +252,7 @@ def _check_frame_header(ds: pydicom.Dataset, name: str) -> None:
     try:
         first = next(itertools.islice(generate_fragments(ds.PixelData), 1, None), b"")  # after the offset table
     except (ValueError, TypeError) as exc:
-        raise InputError(f"{name}: DICOM pixel data is truncated or corrupt (bad encapsulation): re-export the file") from exc
+        raise InputError(f"{name}: DICOM pixel data is truncated or corrupt (bad encapsulation): re-export it") from exc
     size = frame_size(first)
     if size is None:
         raise InputError(f"{name}: DICOM pixel data is truncated or corrupt (no frame header): re-export the file")
@@ -412,7 +413,8 @@ def voi_lut(values: np.ndarray, item: pydicom.Dataset, name: str = "DICOM") -> n
 def _lut_item(item: pydicom.Dataset, what: str, name: str) -> tuple[int, np.ndarray]:
     """(first mapped value, entries) of a LUT item, or an InputError naming what is malformed."""
     descriptor = item.get("LUTDescriptor")
-    descriptor = [] if descriptor is None else descriptor if isinstance(descriptor, (list, pydicom.multival.MultiValue)) else [descriptor]
+    if not isinstance(descriptor, (list, pydicom.multival.MultiValue)):
+        descriptor = [] if descriptor is None else [descriptor]
     try:
         entries, first_mapped, _bits = (int(v) for v in descriptor)
     except (TypeError, ValueError):
