@@ -329,7 +329,7 @@ GARBLE_TAGS = (("Modality", "CS"), ("PhotometricInterpretation", "CS"), ("ViewPo
                ("VOILUTFunction", "CS"), ("RescaleType", "LO"), ("PixelSpacing", "DS"), ("ImagerPixelSpacing", "DS"),
                ("SamplesPerPixel", "US"), ("BitsAllocated", "US"), ("BitsStored", "US"), ("HighBit", "US"),
                ("PixelRepresentation", "US"), ("PlanarConfiguration", "US"), ("Rows", "US"), ("Columns", "US"),
-               ("SOPClassUID", "UI"), ("WindowCenter", "DS"), ("NumberOfFrames", "IS"))  # fmt: skip
+               ("WindowCenter", "DS"), ("NumberOfFrames", "IS"))  # fmt: skip (not SOPClassUID: it must go in the meta)
 
 
 def _garbage_text(rng) -> str:

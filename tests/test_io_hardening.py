@@ -169,6 +169,19 @@ def test_float_tiff_with_non_finite_values_is_refused(tmp_path, bad):
     refused(path, "1 pixel\\(s\\) are NaN or infinite")
 
 
+def test_any_pillow_failure_is_an_input_error(tmp_path, monkeypatch):
+    """The long fuzz run (scripts/fuzz_inputs.py, seed 2) found a bit-flipped TIFF on which Pillow raises TypeError."""
+    from PIL import TiffImagePlugin
+
+    def broken(_self):
+        raise TypeError("Missing dimensions")
+
+    path = tmp_path / "t.tif"
+    Image.fromarray(BASE).save(path)
+    monkeypatch.setattr(TiffImagePlugin.TiffImageFile, "load", broken)
+    refused(path, r"truncated or corrupt \(Missing dimensions\)")
+
+
 def test_rows_64_over_128x128_of_data_is_refused_not_read_as_two_frames(tmp_path):
     refused(write(tmp_path, dicom_dataset(BASE, Rows=64)), "2 times what one 128x64 frame needs")
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
-import struct
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -137,7 +136,9 @@ def _read_raster(path: Path, max_pixels: int) -> XrayImage:
             upright = ImageOps.exif_transpose(im)  # phone photos of films carry an EXIF rotation
     except Image.DecompressionBombError as exc:
         raise InputError(f"{name}: image is too large to decode safely: downscale it") from exc
-    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:  # Pillow's ways of saying "broken"
+    except InputError:
+        raise
+    except Exception as exc:  # Pillow says "broken file" in many ways: OSError, SyntaxError, TypeError, struct.error
         reason = str(exc).splitlines()[0].replace(str(path), name) if str(exc) else type(exc).__name__
         raise InputError(
             f"{name}: image is truncated or corrupt ({quote(reason, 120)}): re-export or re-download it"
