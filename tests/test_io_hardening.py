@@ -93,6 +93,8 @@ def test_every_compressed_frame_header_is_checked_against_rows_and_columns(tmp_p
 
 def test_deflated_dataset_is_inflated_only_up_to_the_pixel_budget(tmp_path):
     ds = dicom_dataset(BASE)
+    ds.file_meta.TransferSyntaxUID = uids.DeflatedExplicitVRLittleEndian
+    assert load_image(write(tmp_path, ds)).size == (128, 128)
     ds.PixelData = bytes(2**24)  # 16 MB of zeros: 16 KB deflated
     ds.file_meta.TransferSyntaxUID = uids.DeflatedExplicitVRLittleEndian
     refused(write(tmp_path, ds), "inflates to more than 1,080,576 bytes", max_pixels=4000)

@@ -121,9 +121,12 @@ def _check_deflated_size(path: Path, name: str, max_pixels: int) -> None:
     meta = pydicom.filereader.read_file_meta_info(path)
     if meta.get("TransferSyntaxUID") != uids.DeflatedExplicitVRLittleEndian:
         return
+    meta_length = meta.get("FileMetaInformationGroupLength")
+    if not isinstance(meta_length, int):
+        raise InputError(f"{name}: DICOM header is corrupt or truncated: re-export the file")
     limit = max_pixels * INFLATED_BYTES_PER_PIXEL + 2**20
     with open(path, "rb") as handle:
-        handle.seek(132 + 12 + int(meta.FileMetaInformationGroupLength))  # preamble, DICM, group length element
+        handle.seek(132 + 12 + meta_length)  # preamble and "DICM", the group length element, the rest of the meta
         inflater = zlib.decompressobj(-zlib.MAX_WBITS)
         inflated = 0
         while chunk := handle.read(2**16):
@@ -211,7 +214,7 @@ def _integer(ds: pydicom.Dataset, keyword: str, name: str, default: int) -> int:
         raise InputError(f"{name}: {keyword} is '{quote(value)}', not a whole number: re-export the file") from None
 
 
-def _number(ds, keyword: str, name: str) -> float | None:
+def _number(ds: pydicom.Dataset, keyword: str, name: str) -> float | None:
     """A finite decimal, None when absent; anything else (text, empty, NaN, infinity) is an InputError."""
     if keyword not in ds:
         return None
@@ -235,8 +238,7 @@ def _check_pixel_data_length(ds: pydicom.Dataset, name: str) -> None:
     if actual < frame_bytes:
         raise InputError(
             f"{name}: DICOM pixel data is truncated or corrupt ({actual:,} bytes, {columns}x{rows} needs "
-            f"{frame_bytes:,}): "
-            "re-export or re-download the file"
+            f"{frame_bytes:,}): re-export or re-download the file"
         )
     if actual >= 2 * frame_bytes:
         raise InputError(
