@@ -69,8 +69,23 @@ CHEXPERT_TO_NIH = {
 
 VOCABULARIES = {"chexpert14": CHEXPERT14, "nih14": NIH14}
 
+# NIH-14 names for the very finding a CheXpert-14 label names (not only evidence for it, as Mass and Nodule are for
+# Lung Lesion and Infiltration for Lung Opacity). Names spelled alike in both are one finding already.
+SAME_FINDING = {"Effusion": "Pleural Effusion"}
+
 # What `classify` scores: CheXpert-14, then the NIH-14 names CheXpert lacks, so NIH data is scored in its own words.
 CLASSIFY_LABELS = (*CHEXPERT14, *(name for name in NIH14 if name not in CHEXPERT14))
+
+
+def finding(name: str) -> str:
+    """The finding a label name stands for, named in CheXpert-14 where it has the same finding: "Effusion" ->
+    "Pleural Effusion". `classify` asks once per finding, so its names for one finding get one probability."""
+    return SAME_FINDING.get(name, name)
+
+
+def label_vocabularies(name: str) -> list[str]:
+    """The vocabularies (VOCABULARIES keys) a label name belongs to: "Atelectasis" -> ["chexpert14", "nih14"]."""
+    return [key for key, names in VOCABULARIES.items() if name in names]
 
 
 def label_phrase(name: str) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 from cxrlm import DISCLAIMER
 from cxrlm.pathologies import normalize_label
 from cxrlm.prompts.parsers import parse_list, parse_report
-from cxrlm.types import Box, ModelOutput, Study
+from cxrlm.types import Box, ModelOutput, Study, Task
 
 STRUCTURED_SCHEMA_VERSION = "1.0"
 NO_COMPARISON = "None available."
@@ -260,7 +260,7 @@ def build_structured_report(
     sections = parse_structured_text(structured_text) if structured_text else {}
     findings_text = output.findings or sections.get("findings")
     impression_text = output.impression or sections.get("impression")
-    if not findings_text and not impression_text and output.answer and output.task == "report":
+    if not findings_text and not impression_text and output.answer and output.task == Task.REPORT:
         findings_text, impression_text = parse_report(output.answer)
     views = _views(study)
     report = StructuredReport(

@@ -8,16 +8,34 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
 
 from cxrlm import DISCLAIMER
+from cxrlm.pathologies import label_vocabularies
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 VIEW_POSITIONS = ("PA", "AP", "LL", "RL", "LATERAL")
 FRONTAL_VIEWS = ("PA", "AP")
+
+
+class Task(StrEnum):
+    """What a model is asked; a chat answer's task is what its content turned out to carry (cxrlm.chat)."""
+
+    REASON = "reason"  # findings as CheXpert-14 labels, with the reasoning that led to them
+    REPORT = "report"  # the reasoning turn, then findings and impression
+    CLASSIFY = "classify"  # a probability per label
+    GROUND = "ground"  # boxes for a phrase
+    CHAT = "chat"  # a free question whose answer carries none of the above
+    VQA = "vqa"  # training data only: a short question and answer
+    CONVERSATION = "conversation"  # training data only: a multi-turn exchange
+
+
+PREDICT_TASKS = (Task.REASON, Task.REPORT, Task.CLASSIFY, Task.GROUND)  # what CxrModel.predict answers
+SCORED_TASKS = (Task.REPORT, Task.CLASSIFY, Task.GROUND)  # what `cxrlm eval` scores
 
 
 @dataclass
@@ -110,12 +128,21 @@ class Timings:
             return None
         return self.new_tokens / self.generate_s
 
+    def plus(self, later: Timings) -> Timings:
+        """Two turns of one conversation: the work adds up, the model was loaded once."""
+        return Timings(self.load_s, _add(self.preprocess_s, later.preprocess_s),
+                       _add(self.generate_s, later.generate_s), _add(self.new_tokens, later.new_tokens))
+
+
+def _add(a, b):
+    return None if a is None and b is None else (a or 0) + (b or 0)
+
 
 @dataclass
 class ModelOutput:
     """One structured, checkable result. The same fields for every model family."""
 
-    task: str
+    task: Task
     model: str
     raw_text: str
     reasoning: str | None = None
@@ -132,9 +159,35 @@ class ModelOutput:
     disclaimer: str = DISCLAIMER
     schema_version: str = SCHEMA_VERSION
 
+    def merged_with(self, later: ModelOutput) -> ModelOutput:
+        """This turn and a later one that builds on it, as one output (a report: the reasoning turn, then the
+        report turn). The later turn's task, answer and sections win; this turn's reasoning (its <think>, or its
+        whole answer when the model does not tag its thinking) leads the reasoning; text, labels, boxes and
+        timings add up."""
+        names = {label.name for label in self.labels}
+        return replace(
+            later,
+            raw_text=f"{self.raw_text}\n\n{later.raw_text}",
+            reasoning="\n\n".join(filter(None, (self.reasoning or self.answer, later.reasoning))) or None,
+            labels=self.labels + [label for label in later.labels if label.name not in names],
+            probabilities={**self.probabilities, **later.probabilities},
+            findings=later.findings or self.findings,
+            impression=later.impression or self.impression,
+            boxes=self.boxes + later.boxes,
+            differentials=self.differentials + later.differentials,
+            timings=self.timings.plus(later.timings),
+            warnings=list(dict.fromkeys(self.warnings + later.warnings)),  # the images' own warnings come twice
+        )
+
+    @property
+    def vocabularies(self) -> dict[str, list[str]]:
+        """The vocabularies each name in `probabilities` belongs to ("chexpert14", "nih14", or both)."""
+        return {name: label_vocabularies(name) for name in self.probabilities}
+
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["timings"]["tokens_per_s"] = self.timings.tokens_per_s
+        out["vocabularies"] = self.vocabularies
         return _finite(out)
 
     def to_json(self, indent: int | None = 2) -> str:

@@ -15,7 +15,8 @@ SHARED = {"nih14": "nih14", "nih14-64px": "nih14-64px", "covid-chestxray": "covi
 @pytest.fixture
 def run(monkeypatch, capsys):
     """Run `cxrlm ARGS` with only the data verb registered (other verbs belong to other modules)."""
-    monkeypatch.setattr(cli, "VERB_MODULES", ("cxrlm.cli.data",))
+    from cxrlm.cli import data as verb
+    monkeypatch.setattr(cli, "verb_modules", lambda: (verb,))
 
     def call(*args):
         code = cli.main([str(a) for a in args])

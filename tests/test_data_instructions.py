@@ -6,6 +6,7 @@ import random
 import pytest
 
 from cxrlm.data.instructions import (
+    BOX_FORMATS,
     TASKS,
     Context,
     InstructionConfig,
@@ -79,14 +80,13 @@ def test_format_box_clips_and_rejects_unknown():
         format_box((0, 0, 1, 1), (10, 10), "xyxy")
 
 
-@pytest.mark.parametrize("fmt", ["qwen", "norm1", "int100"])
+@pytest.mark.parametrize("fmt", BOX_FORMATS)
 def test_box_strings_parse_back(fmt):
-    """The project's own parser reads what the builder writes (same box, within rounding)."""
+    """The project's own parser reads what the builder writes (same box, within rounding), in every format."""
     size = (640, 480)
     boxes = [make_box("nodule", (64, 48, 320, 240)), make_box("nodule", (400, 100, 600, 300))]
     text = format_boxes(boxes, size, fmt, "nodule")
-    parser_format = {"qwen": "pixels", "norm1": "norm1", "int100": "int100"}[fmt]
-    parsed = parsers.parse_boxes(text, size, box_format=parser_format)
+    parsed = parsers.parse_boxes(text, size, box_format=fmt)
     assert len(parsed) == 2
     for box, truth in zip(parsed, boxes):
         assert box.xyxy == pytest.approx(truth["xyxy"], abs=4)
@@ -231,6 +231,7 @@ def test_grpo_dataset_schema(tmp_path):
     write_instructions(read_manifest(manifest(tmp_path)), tmp_path / "grpo", config)
     train = load(tmp_path / "grpo")["train"]
     assert {"prompt", "images", "task", "labels", "boxes", "report", "answer", "image_size"} <= set(train.features)
+    assert set(train["box_format"]) == {"int100"}  # the box rewards read the answers in it
     assert "messages" not in train.features
     for row in train:
         assert row["prompt"][-1]["role"] == "user" and row["task"] != "conversation"

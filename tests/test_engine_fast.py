@@ -12,7 +12,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from cxrlm.engines.batching import Request, TextStream, pick_tokens
+from cxrlm.engines.base import TextStream
+from cxrlm.engines.batching import Request, pick_tokens
 from cxrlm.engines.fast import FastEngine
 from cxrlm.errors import CxrlmError
 

@@ -190,7 +190,8 @@ def test_cli_eval_and_compare(manifest, oracle_run, tmp_path, monkeypatch, capsy
     import cxrlm.models
     from cxrlm import cli
 
-    monkeypatch.setattr(cli, "VERB_MODULES", ("cxrlm.cli.eval",))
+    from cxrlm.cli import eval as verb
+    monkeypatch.setattr(cli, "verb_modules", lambda: (verb,))
     monkeypatch.setattr(cxrlm.models, "load_model", lambda path, **options: DimModel())
     code = cli.main(
         [

@@ -626,3 +626,16 @@ def test_cli_main_prints_one_line_errors(tmp_path, capsys):
     assert main(["label", str(tmp_path / "missing.csv")]) == InputError.exit_code
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_evaluate_scores_a_gold_csv_as_a_markdown_table(tmp_path, capsys):
+    gold = [{**REPORTS[0], "Effusion": "1", "Pneumonia": "0"}, {**REPORTS[1], "Effusion": "0", "Pneumonia": "0"},
+            {**REPORTS[2], "Effusion": "0", "Pneumonia": "1"}]
+    _write_csv(tmp_path / "gold.csv", gold, ["uid", "findings", "impression", "Effusion", "Pneumonia"])
+    assert _run_label(["label", str(tmp_path / "gold.csv"), "--evaluate"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "3 reports, split=all"
+    assert lines[1] == "| label | precision | recall | F1 | gold positives | predicted positives |"
+    assert "| Effusion | 1.000 | 1.000 | 1.000 | 1 | 1 |" in lines
+    assert _run_label(["label", str(tmp_path / "gold.csv"), "--evaluate", "--split", "odd"]) == 0
+    assert capsys.readouterr().out.startswith("2 reports, split=odd")

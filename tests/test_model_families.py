@@ -5,9 +5,9 @@ import json
 
 import jsonschema
 import pytest
+from scripted_engine import ScriptedEngine
 
 from cxrlm.chat import Session
-from cxrlm.engines.hf import Generation
 from cxrlm.errors import ModelLoadError
 from cxrlm.models import load_model
 from cxrlm.models.base import CxrModel
@@ -75,18 +75,6 @@ def test_follow_up_turns_send_the_image_once_through_the_real_processor(family_m
     jsonschema.validate(json.loads(out.to_json()), output_schema())
 
 
-class ScriptedEngine:
-    """Stands in for a trained model: answers each call with the next scripted text."""
-
-    def __init__(self, *texts):
-        self.texts = list(texts)
-        self.calls = []
-
-    def generate(self, messages, images, max_new_tokens, on_text=None):
-        self.calls.append(messages)
-        return Generation(self.texts[len(self.calls) - 1], 5, 0.0, 0.1, input_size=None)
-
-
 def scripted(profile: str, *texts) -> CxrModel:
     return CxrModel("scripted", PROFILES[profile], ScriptedEngine(*texts))
 
@@ -108,8 +96,8 @@ def test_radvlm_two_decimal_boxes_are_fractions_of_the_original_image(xray):
 
 
 def test_medgemma_scripted_turns_start_with_its_system_prompt(xray):
-    model = scripted("medgemma", "Findings: Clear lungs.\nImpression: Normal.")
-    out = model.predict(xray, "report")
+    model = scripted("medgemma", "No acute findings.", "Findings: Clear lungs.\nImpression: Normal.")
+    out = model.predict(xray, "report")  # the reasoning turn, then the report turn
     assert (out.findings, out.impression) == ("Clear lungs.", "Normal.")
     assert model.engine.calls[0][0]["content"][0]["text"] == "You are an expert radiologist."
 
@@ -119,6 +107,19 @@ def test_qwen3_vl_boxes_are_thousandths(xray):
         xray, "ground", phrase="right lung")
     (box,) = out.boxes
     assert box.xyxy == (120.0, 150.0, 240.0, 300.0) and box.label == "right lung"
+
+
+def test_medgemma_1_5_boxes_are_y_first_thousandths(xray, tmp_path):
+    """MedGemma 1.5's fenced {"box_2d": [y0, x0, y1, x1]} answer, picked by cxrlm.json on a Gemma 3 folder."""
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gemma3"}))
+    (tmp_path / "cxrlm.json").write_text(json.dumps({"profile": "medgemma-1.5"}))
+    assert resolve_profile(tmp_path).box_format == "int1000_yxyx"
+    answer = 'Final Answer: ```json\n[{"box_2d": [500, 0, 1000, 500], "label": "right lung"}]\n```'
+    model = scripted("medgemma-1.5", answer)
+    (box,) = model.predict(xray, "ground", phrase="right lung").boxes
+    assert box.xyxy == (0.0, 150.0, 120.0, 300.0) and box.label == "right lung"
+    asked = " ".join(part.get("text") or "" for part in model.engine.calls[0][-1]["content"])
+    assert "[y0, x0, y1, x1]" in asked and "[0, 1000]" in asked
 
 
 def test_m4cxr_report_is_a_two_turn_chain_of_thought(xray):

@@ -3,8 +3,8 @@ import os
 
 import jsonschema
 import pytest
+from scripted_engine import ScriptedEngine
 
-from cxrlm.engines.hf import Generation
 from cxrlm.errors import ModelLoadError
 from cxrlm.models import load_model
 from cxrlm.models.base import CxrModel
@@ -45,28 +45,45 @@ def test_classify_gives_a_probability_per_label(tiny_model, xray):
     assert len(set(out.probabilities.values())) > 1  # the question really differs per label
 
 
+class CountingEngine:
+    """The tiny model's engine, counting the yes/no questions it is asked."""
+
+    def __init__(self, engine):
+        self.engine, self.questions = engine, []
+
+    def yes_probability(self, conversations, images):
+        self.questions += [c[-1]["content"][-1]["text"] for c in conversations]
+        return self.engine.yes_probability(conversations, images)
+
+
+def test_one_probability_per_finding_whichever_vocabulary_names_it(tiny_model, xray):
+    from cxrlm.pathologies import finding
+
+    counting = CxrModel("tiny", tiny_model.profile, CountingEngine(tiny_model.engine))
+    out = counting.predict(xray, "classify", labels=("Effusion", "Pleural Effusion", "Atelectasis"))
+    assert out.probabilities["Effusion"] == out.probabilities["Pleural Effusion"] != out.probabilities["Atelectasis"]
+    assert len(counting.engine.questions) == 2 and "pleural effusion" in counting.engine.questions[0]
+    assert out.to_dict()["vocabularies"] == {"Effusion": ["nih14"], "Pleural Effusion": ["chexpert14"],
+                                             "Atelectasis": ["chexpert14", "nih14"]}
+    counting.engine.questions = []
+    everything = counting.predict(xray, "classify")
+    assert list(everything.probabilities) == list(CLASSIFY_LABELS)
+    assert len(counting.engine.questions) == len({finding(name) for name in CLASSIFY_LABELS}) == 21
+    assert everything.probabilities["Effusion"] == everything.probabilities["Pleural Effusion"]
+    jsonschema.validate(json.loads(everything.to_json()), output_schema())
+
+
 def test_streaming_pieces_add_up_to_the_answer(tiny_model, xray):
     pieces = []
     out = tiny_model.predict(xray, "reason", max_new_tokens=10, on_text=pieces.append)
     assert "".join(pieces).strip() == out.raw_text.strip()
 
 
-class ScriptedEngine:
-    """Stands in for a trained model: returns fixed text, as if the model saw a 280x336 input."""
-
-    def __init__(self, text):
-        self.text = text
-        self.calls = []
-
-    def generate(self, messages, images, max_new_tokens, on_text=None):
-        self.calls.append(messages)
-        return Generation(self.text, 12, 0.0, 0.1, input_size=(280, 336))
-
-
 def test_nv_reason_output_is_structured(xray):
     text = ('<think>Right base opacity.</think><answer>Pneumonia, Cardiomegally, fish</answer> '
             '{"bbox_2d": [140, 168, 280, 336], "label": "pneumonia"}')
-    model = CxrModel("scripted", PROFILES["nv-reason-cxr"], ScriptedEngine(text))
+    # Stands in for a trained model: fixed text, as if the model saw a 280x336 input.
+    model = CxrModel("scripted", PROFILES["nv-reason-cxr"], ScriptedEngine(text, input_size=(280, 336)))
     out = model.predict(xray, "reason")
     assert out.reasoning == "Right base opacity."
     assert [label.name for label in out.labels] == ["Pneumonia", "Cardiomegaly"]

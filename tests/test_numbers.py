@@ -2,8 +2,9 @@
 
 import pytest
 import torch
+from scripted_engine import ScriptedEngine
 
-from cxrlm.engines.hf import Generation, _branch_logprobs
+from cxrlm.engines.hf import _branch_logprobs
 from cxrlm.engines.numbers import digit_tokens, mean_number, number_distribution
 from cxrlm.models.base import CxrModel
 from cxrlm.models.hf_common import images_first_turn
@@ -105,39 +106,23 @@ def test_decoding_loop_is_greedy_generate_when_numbers_are_greedy(tiny_model, xr
     assert "".join(pieces) == ours.text
 
 
-class Engine:
-    """Records which decoder each call used."""
-
-    def __init__(self, mean_supported=True):
-        self.calls = []
-        if not mean_supported:
-            self.generate_mean_numbers = lambda *args: None  # a tokenizer that merges digits
-
-    def generate(self, messages, images, max_new_tokens, on_text=None):
-        self.calls.append("greedy")
-        return Generation("[10, 20, 50, 80]", 12, 0.0, 0.1, input_size=None)
-
-    def generate_mean_numbers(self, messages, images, max_new_tokens, on_text=None):
-        self.calls.append("mean")
-        return Generation("[10, 20, 50, 80]", 12, 0.0, 0.1, input_size=None)
-
-
 @pytest.mark.parametrize("profile, task, expected", [
     ("m4cxr", "ground", ["mean"]),  # int100
     ("qwen3-vl", "ground", ["mean"]),  # int1000
+    ("medgemma-1.5", "ground", ["mean"]),  # int1000_yxyx
     ("radvlm", "ground", ["greedy"]),  # 0-1 fractions: their digits are not whole numbers
     ("m4cxr", "reason", ["greedy"]),  # numbers in prose are not coordinates
 ])
 def test_grounding_with_whole_number_boxes_uses_the_mean(xray, profile, task, expected):
-    engine = Engine()
+    engine = ScriptedEngine("[10, 20, 50, 80]", mean_numbers=True)
     CxrModel("scripted", PROFILES[profile], engine).predict(xray, task, phrase="right lung")
-    assert engine.calls == expected
+    assert engine.decoders == expected
 
 
 def test_greedy_when_the_engine_cannot_decode_means(xray):
-    engine = Engine(mean_supported=False)
+    engine = ScriptedEngine("[10, 20, 50, 80]", mean_numbers=False)  # as with a tokenizer that merges digits
     out = CxrModel("scripted", PROFILES["m4cxr"], engine).predict(xray, "ground", phrase="right lung")
-    assert engine.calls == ["greedy"] and out.boxes
+    assert engine.decoders == ["greedy"] and out.boxes
 
 
 def test_a_flat_belief_keeps_only_the_likeliest_strings():

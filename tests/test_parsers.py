@@ -148,7 +148,7 @@ def test_unknown_box_format_raises():
 
 
 def test_padded_square_coordinates_map_back_to_the_image():
-    from cxrlm.models.frames import view_region
+    from cxrlm.box_formats import view_region
     from cxrlm.prompts.parsers import parse_boxes
 
     # A 240x300 portrait radiograph centred on a 300x300 square: 30 px of padding left and right.
@@ -161,7 +161,7 @@ def test_padded_square_coordinates_map_back_to_the_image():
 def test_center_crop_coordinates_map_back_to_the_image():
     import pytest
 
-    from cxrlm.models.frames import view_region
+    from cxrlm.box_formats import view_region
     from cxrlm.prompts.parsers import parse_boxes
 
     view = view_region("center_crop", (240, 300))  # the middle 240x240 square

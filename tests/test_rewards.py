@@ -234,3 +234,16 @@ def test_box_reward_uses_the_recorded_image_size():
     out = R.box_iou_reward(["<answer> [20, 20, 100, 80] </answer>"], boxes=[ref], images=[[]], image_size=[[200, 100]],
                            task=["ground"])
     assert out == [1.0]
+
+
+def test_box_reward_reads_the_rows_box_format():
+    """A policy trained on 0-100 boxes writes them; the dataset's `box_format` column says so (a guess would take
+    them for pixels), and a recipe's `box_format` setting overrides the column."""
+    ref = [{"label": "x", "xyxy": [20, 20, 100, 80]}]
+    text = ["<answer> [10, 20, 50, 80] </answer>"]
+    columns = dict(boxes=[ref], images=[[]], image_size=[[200, 100]], task=["ground"])
+    assert R.box_iou_reward(text, **columns) != [1.0]
+    assert R.box_iou_reward(text, box_format=["int100"], **columns) == [1.0]
+    assert R.box_f1_reward(text, box_format=[None], **columns) != [1.0]
+    assert R.get_reward("box_iou", box_format="int100")(text, **columns) == [1.0]
+    assert R.get_reward("box_iou", box_format="norm1")(text, **{**columns, "box_format": ["int100"]}) != [1.0]

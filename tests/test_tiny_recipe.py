@@ -1,4 +1,5 @@
-"""The cxrlm-tiny recipe's parts: encoder pretraining, mask boxes, instruction rows, the vision-token cache."""
+"""The cxrlm-tiny recipe's parts (cxrlm_tiny; `cxrlm train tiny`): encoder pretraining, mask boxes, instruction rows,
+the vision-token cache."""
 
 import json
 import random
@@ -13,8 +14,10 @@ from cxrlm.data.instructions import load_templates
 from cxrlm.data.manifest import ManifestRecord, normal_labels
 from cxrlm.pathologies import CLASSIFY_LABELS, label_phrase
 from cxrlm.prompts.templates import NV_REASON
-from cxrlm.train import encoder, tiny_recipe
+from cxrlm.cli import main
 from cxrlm.train.build import cache_vision_tokens
+from cxrlm_tiny import encoder
+from cxrlm_tiny import recipe as tiny_recipe
 
 SMALL_VISION = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=28, window_size=112,
                     fullatt_block_indexes=[0, 1])
@@ -342,16 +345,16 @@ def test_single_turn_stage_trains_the_language_model_and_keeps_the_tower(patch28
 def test_label_distillation_asks_every_label_with_the_towers_probes(patch28_checkpoint, tmp_path, monkeypatch):
     import argparse
 
-    from cxrlm.train import distill
+    from cxrlm_tiny import probes
 
     records, asked_model = _random_records(tmp_path), []
 
-    def probes(model_dir, images, targets, seed):  # the probes' cross-fitting is tested in test_distill.py
+    def fake_probes(model_dir, images, targets, seed):  # the probes' cross-fitting is tested in test_tiny_probes.py
         asked_model.append(model_dir)
         return {image: {name: 0.25 for name, t in targets.items() if not np.isnan(t[i])}
                 for i, image in enumerate(images)}
 
-    monkeypatch.setattr(distill, "soft_answers", probes)
+    monkeypatch.setattr(probes, "soft_answers", fake_probes)
     args = argparse.Namespace(seed=0, questions=2, single_turn_lr=1e-3, distil_steps=2)
     out = tiny_recipe.label_distillation(patch28_checkpoint, records, tmp_path / "work", args)
     rows = [json.loads(line) for line in (tmp_path / "work" / "distil.jsonl").read_text().splitlines()]
@@ -365,7 +368,7 @@ def test_label_distillation_asks_every_label_with_the_towers_probes(patch28_chec
 def test_teacher_boxes_fill_unboxed_images_where_the_ensemble_agrees(tmp_path, monkeypatch):
     from PIL import Image
 
-    from cxrlm.eval import cnn_baselines
+    from cxrlm_tiny import cnn
 
     def record(name, boxed, split="train"):
         Image.fromarray(np.zeros((40, 50), np.uint8)).save(tmp_path / f"{name}.png")
@@ -384,8 +387,8 @@ def test_teacher_boxes_fill_unboxed_images_where_the_ensemble_agrees(tmp_path, m
     good = logit([0.1, 0.1, 0.4, 0.9, 0.6, 0.1, 0.9, 0.9])
     off = logit([0.5, 0.5, 0.6, 0.6, 0.6, 0.1, 0.9, 0.9])  # this member puts the right lung elsewhere
     outputs = iter([np.concatenate([good, good, good]), np.concatenate([good, off, good])])  # per seed: agree, disagree, val
-    monkeypatch.setattr(cnn_baselines, "train_net", lambda *a, **k: (None, (0.0, 1.0)))
-    monkeypatch.setattr(cnn_baselines, "predict", lambda net, pixels, norm: next(outputs))
+    monkeypatch.setattr(cnn, "train_net", lambda *a, **k: (None, (0.0, 1.0)))
+    monkeypatch.setattr(cnn, "predict", lambda net, pixels, norm: next(outputs))
     boxes, val_iou = tiny_recipe.teacher_boxes(train, val, seeds=2)
     assert list(boxes) == [train[2].image]  # boxed images keep theirs; the disagreeing one gets none
     np.testing.assert_allclose(boxes[train[2].image], [[0.1, 0.1, 0.4, 0.9], [0.6, 0.1, 0.9, 0.9]], atol=1e-5)
@@ -399,7 +402,8 @@ def test_teacher_boxes_fill_unboxed_images_where_the_ensemble_agrees(tmp_path, m
 
 
 def test_a_wrong_data_folder_is_a_one_line_error(tmp_path, capsys):
-    assert tiny_recipe.main(["--data", str(tmp_path), "--work", str(tmp_path / "w"), "--out", str(tmp_path / "o")]) == 2
+    argv = ["train", "tiny", "--data", str(tmp_path), "--work", str(tmp_path / "w"), "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
     message = f"error: --data {tmp_path} has no nih14/ folder: pass the folder that holds the shared datasets"
     assert capsys.readouterr().err.strip() == message
 
@@ -408,8 +412,28 @@ def test_a_wrong_data_folder_is_a_one_line_error(tmp_path, capsys):
                                                      (["--encoder-epochs", "30", "--label-anchor", "30"], 30, 30),
                                                      (["--encoder-epochs", "20"], 30, 20)])  # the default anchor
 def test_a_label_anchor_outside_the_encoder_epochs_is_a_one_line_error(tmp_path, capsys, options, anchor, epochs):
-    with pytest.raises(SystemExit) as stop:
-        tiny_recipe.main(["--data", str(tmp_path), *options])
-    assert stop.value.code == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
-        f"--label-anchor {anchor} must be 0 (none) or an epoch before --encoder-epochs {epochs}")
+    assert main(["train", "tiny", "--data", str(tmp_path), *options]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: --label-anchor {anchor} must be 0 (none) or an epoch before --encoder-epochs {epochs}")
+
+
+def test_the_recipe_command_shows_every_default_and_passes_only_its_options(tmp_path, monkeypatch, capsys):
+    from cxrlm_tiny import recipe
+
+    with pytest.raises(SystemExit):
+        main(["train", "tiny", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    for default in ("(default: ../shared/data)", "(default: 120)", "(default: 30)", "(default: 0.0003)"):
+        assert default in shown  # the recipe is its defaults
+    seen = {}
+
+    def fake_run(data, work, out, args):
+        seen.update(vars(args), where=(data, work, out))
+        return {"stages_s": {"SFT": 1}}
+
+    monkeypatch.setattr(recipe, "run", fake_run)
+    assert main(["train", "tiny", "--out", str(tmp_path / "o"), "--grpo-steps", "0"]) == 0
+    assert seen["where"] == (Path("../shared/data"), Path("runs/tiny-train"), tmp_path / "o")
+    assert seen["grpo_steps"] == 0 and seen["encoder_epochs"] == 120 and seen["single_turn_lr"] == 3e-4
+    assert not {"run", "verb", "method"} & set(seen)  # the training log keeps the recipe's own options only
+    assert json.loads(capsys.readouterr().out) == {"SFT": 1}

@@ -100,7 +100,8 @@ def cli(monkeypatch):
     """`cxrlm` with only the train verb, so these tests do not depend on the other verbs' modules."""
     import cxrlm.cli
 
-    monkeypatch.setattr(cxrlm.cli, "VERB_MODULES", ("cxrlm.cli.train",))
+    from cxrlm.cli import train as verb
+    monkeypatch.setattr(cxrlm.cli, "verb_modules", lambda: (verb,))
     return cxrlm.cli.main
 
 

@@ -51,6 +51,7 @@ def write_grpo(folder: Path, n: int = 4, size=(224, 224)) -> Path:
             "boxes": [{"label": "right lung", "xyxy_norm": [0.1, 0.2, 0.5, 0.8]}] if task == "ground" else None,
             "report": "Findings: Enlarged heart. Impression: Cardiomegaly." if task == "report" else None,
             "answer": None,
+            "box_format": "int100",  # as `cxrlm data instructions` records it: TRL hands it to the box rewards
         })
     return _write(folder / "grpo.jsonl", rows)
 

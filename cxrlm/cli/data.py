@@ -9,6 +9,8 @@
 import argparse
 import sys
 
+from cxrlm.box_formats import FORMATS, NAMES
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("data", help="dataset manifests and instruction datasets")
@@ -41,8 +43,9 @@ def register(subparsers) -> None:
                       help="comma-separated tasks (default: all)")
     inst.add_argument("--mix", default="", help="task weights, e.g. reason=3,classify=2 (others keep defaults)")
     inst.add_argument("--format", choices=("sft", "grpo"), default="sft")
-    inst.add_argument("--box-format", choices=("qwen", "norm1", "int100"), default="qwen",
-                      help="qwen: pixels of the stored image; norm1: 0-1 fractions; int100: 0-100 integers")
+    inst.add_argument("--box-format", choices=NAMES, default="pixels", metavar="FORMAT",
+                      help="how answers write boxes: " + "; ".join(f"{f.name} ({f.writer})" for f in FORMATS.values())
+                      + "; qwen = pixels (default: pixels of the stored image)")
     inst.add_argument("--seed", type=int, default=0)
     inst.add_argument("--per-image", type=int, default=1, help="examples drawn per image")
     inst.add_argument("--uncertain", choices=("positive", "negative"), default="positive",

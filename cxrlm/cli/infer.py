@@ -7,6 +7,7 @@ import argparse
 import sys
 
 from cxrlm.cli.model_options import add_model_options, load_model_from_args
+from cxrlm.types import Task
 
 
 def _common(parser: argparse.ArgumentParser, several_images: bool = True) -> None:
@@ -18,7 +19,9 @@ def _common(parser: argparse.ArgumentParser, several_images: bool = True) -> Non
     add_model_options(parser)
     parser.add_argument("--json", action="store_true", help="print the JSON output schema instead of text")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="cap on generated tokens per answer")
-    parser.add_argument("--view", default=None, help="view position when the file does not say (PA, AP, LL)")
+    parser.add_argument("--view", default=None, metavar="VIEWS",
+                        help="view position of each image where its file does not say, in order, e.g. PA,LL "
+                             "(one value applies to every image); PA, AP, LL, RL or LATERAL")
 
 
 def register(subparsers) -> None:
@@ -56,11 +59,24 @@ def _load(args):
         from cxrlm.errors import ConfigError
 
         raise ConfigError("--max-new-tokens must be at least 1")
-    views = [args.view] * len(args.images) if args.view else None
+    views = _views(args.view, len(args.images)) if args.view else None
     study = load_study(args.images, view_positions=views)  # read inputs first: a bad file fails fast
     if getattr(args, "prior", None) or getattr(args, "prior_report", None):
         _attach_prior(study, args)
     return load_model_from_args(args), study
+
+
+def _views(text: str, n_images: int) -> list[str]:
+    """--view PA,LL: one view per image, in order; a single value applies to every image."""
+    from cxrlm.errors import InputError
+
+    views = [part.strip() for part in text.split(",")]
+    if len(views) == 1:
+        return views * n_images
+    if len(views) != n_images:
+        raise InputError(f"--view names {len(views)} views for {n_images} image(s): give one per image, in order "
+                         "(e.g. --view PA,LL), or one for all")
+    return views
 
 
 def run_report(args) -> int:
@@ -74,13 +90,7 @@ def run_report(args) -> int:
         raise ConfigError("--export sr writes a binary DICOM file: add --out REPORT.dcm")
     model, study = _load(args)
     session = Session(model, study, args.max_new_tokens)
-    out = session.reason()
-    report = session.ask(task_prompt(model.dialect, "report"), task="report")
-    out.task = "report"
-    out.findings, out.impression = report.findings, report.impression
-    out.raw_text = out.raw_text + "\n\n" + report.raw_text
-    out.timings.generate_s += report.timings.generate_s
-    out.timings.new_tokens += report.timings.new_tokens
+    out = session.report()
     differentials = None
     if args.export in ("md", "fhir", "sr"):
         differentials = session.ask(task_prompt(model.dialect, "differentials")).raw_text
@@ -139,7 +149,7 @@ def _write_export(out, study, differentials, args) -> None:
 def run_classify(args) -> int:
     labels = _label_names(args.labels) if args.labels else None  # a bad name fails before the model loads
     model, study = _load(args)
-    _emit(model.predict(study, "classify", labels=labels), args.json)
+    _emit(model.predict(study, Task.CLASSIFY, labels=labels), args.json)
     return 0
 
 
@@ -161,7 +171,7 @@ def _label_names(text: str) -> tuple[str, ...]:
 
 def run_ground(args) -> int:
     model, study = _load(args)
-    _emit(model.predict(study, "ground", phrase=args.phrase, max_new_tokens=args.max_new_tokens), args.json)
+    _emit(model.predict(study, Task.GROUND, phrase=args.phrase, max_new_tokens=args.max_new_tokens), args.json)
     return 0
 
 

@@ -2,7 +2,8 @@
 
 A text file prints one line per label (positive / negative / uncertain / not mentioned); a CSV gets one
 column per label added to its rows, in the CheXpert labeler's convention: 1, 0, -1, empty when not
-mentioned. It labels text only; it does not look at images.
+mentioned. It labels text only; it does not look at images. With --evaluate, a CSV with gold 0/1 NIH-14 columns
+(the OpenI gold standard's layout) is scored instead: precision, recall and F1 per label, as a Markdown table.
 """
 
 import argparse
@@ -36,6 +37,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", metavar="OUT.csv", help="where to write the labeled CSV (default: standard output)")
     parser.add_argument("--prefix", default="", help="prefix for the added label columns, e.g. pred_")
     parser.add_argument("--explain", action="store_true", help="text file: also list each mention and its cue")
+    parser.add_argument("--evaluate", action="store_true",
+                        help="score the labeler on a CSV with gold 0/1 NIH-14 columns; print a Markdown table")
+    parser.add_argument("--split", choices=("all", "even", "odd"), default="all",
+                        help="--evaluate: score the rows whose uid is even or odd (default: all)")
     parser.set_defaults(run=run)
 
 
@@ -43,9 +48,20 @@ def run(args: argparse.Namespace) -> int:
     path = Path(args.input)
     if not path.is_file():
         raise InputError(f"{path}: no such file; give a report text file or a .csv of reports")
+    if args.evaluate:
+        return _evaluate(path, args.split)
     if path.suffix.lower() == ".csv":
         return _label_csv(path, args)
     return _label_text(path, args)
+
+
+def _evaluate(path: Path, split: str) -> int:
+    from cxrlm.data import labeler
+
+    scores = labeler.evaluate_gold(str(path), split)
+    print(f"{scores['reports']['n']} reports, split={split}")
+    print(labeler.score_table(scores))
+    return 0
 
 
 def _read_text(path: Path) -> str:

@@ -1,16 +1,18 @@
 """Plain-text rendering of a ModelOutput for people; the research-use notice always comes first."""
 
-from cxrlm.types import ModelOutput
+from cxrlm.types import ModelOutput, Task
 
 
 def render_text(out: ModelOutput) -> str:
     lines = [f"[{out.disclaimer}]", f"model: {out.model}   task: {out.task}"]
     if out.reasoning:
         lines += ["", "Reasoning:", _indent(out.reasoning)]
-    if out.task == "classify":
+    if out.task == Task.CLASSIFY:
         lines += ["", "Label probabilities:"]
-        lines += [f"  {name:<28} {p:.3f}" for name, p in sorted(out.probabilities.items(), key=lambda kv: -kv[1])]
-    elif out.labels or out.task in ("reason", "report"):
+        vocabularies = out.vocabularies  # a name's vocabulary tells NIH "Effusion" from CheXpert "Pleural Effusion"
+        lines += [f"  {name:<28} {p:.3f}  {', '.join(vocabularies[name])}"
+                  for name, p in sorted(out.probabilities.items(), key=lambda kv: -kv[1])]
+    elif out.labels or out.task in (Task.REASON, Task.REPORT):
         names = ", ".join(label.name for label in out.labels) or "(none parsed)"
         lines += ["", f"Labels: {names}"]
     if out.findings:

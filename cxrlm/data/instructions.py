@@ -7,8 +7,9 @@ one multi-turn chat). Prompts come from the versioned templates in cxrlm/data/te
 seeded RNG per image, so a build is reproducible and independent of record order.
 
 Text that no radiologist wrote - the `<think>` reviews and reports templated from labels - is marked
-`synthetic: true` in every example that contains it. Boxes are written in pixels of the STORED image
-(`qwen`), as 0-1 fractions (`norm1`, RadVLM) or 0-100 integers (`int100`, M4CXR): see `format_box`.
+`synthetic: true` in every example that contains it. Boxes are written in a `cxrlm.box_formats` format:
+pixels of the STORED image (`pixels`, alias `qwen`), 0-1 fractions (`norm1`, RadVLM), 0-100 or 0-1000 integers
+(`int100`, M4CXR; `int1000`, Qwen3-VL) or MedGemma 1.5's [y0, x0, y1, x1] in 0-1000 (`int1000_yxyx`).
 Not here: tokenisation, image loading and the training loop (cxrlm.train).
 """
 
@@ -24,17 +25,16 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from cxrlm import box_formats
 from cxrlm.data.manifest import ManifestRecord
 from cxrlm.errors import ConfigError
 from cxrlm.pathologies import CHEXPERT14
-from cxrlm.types import FRONTAL_VIEWS
+from cxrlm.types import FRONTAL_VIEWS, Task
 
-TASKS = ("reason", "report", "classify", "ground", "vqa", "conversation")
-DEFAULT_MIX = {"reason": 3, "report": 2, "classify": 2, "ground": 2, "vqa": 1, "conversation": 1}
+TASKS = (Task.REASON, Task.REPORT, Task.CLASSIFY, Task.GROUND, Task.VQA, Task.CONVERSATION)
+DEFAULT_MIX = {Task.REASON: 3, Task.REPORT: 2, Task.CLASSIFY: 2, Task.GROUND: 2, Task.VQA: 1, Task.CONVERSATION: 1}
 FORMATS = ("sft", "grpo")
-BOX_FORMATS = ("qwen", "norm1", "int100")
-# The same formats in the vocabulary of cxrlm.prompts.parsers.parse_boxes(box_format=...).
-PARSER_BOX_FORMAT = {"qwen": "pixels", "norm1": "norm1", "int100": "int100"}
+BOX_FORMATS = box_formats.NAMES  # every format can be written
 TEMPLATES = "data/templates/instructions.json"
 
 
@@ -48,7 +48,7 @@ class InstructionConfig:
     tasks: tuple[str, ...] = TASKS
     mix: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MIX))
     format: str = "sft"
-    box_format: str = "qwen"
+    box_format: str = "pixels"  # a cxrlm.box_formats name ("qwen" is an alias of "pixels")
     seed: int = 0
     per_image: int = 1  # examples drawn per image
     uncertain: str = "positive"  # CheXpert -1 in answers: "positive" (U-Ones) or "negative" (U-Zeros)
@@ -103,32 +103,25 @@ def load_templates(path: str | None = None) -> dict[str, Any]:
 # ---------------------------------------------------------------- boxes as text
 
 
-def format_box(xyxy, size: tuple[int, int], fmt: str) -> str:
-    """One box as "[x1, y1, x2, y2]".
-
-    `qwen`: integer pixels of the stored image (NOT of Qwen2.5-VL's resized input: a trainer that
-    resizes must rescale, see docs/DATA.md); `norm1`: fractions with 2 decimals; `int100`: 0-100 ints.
-    Corners are clipped to the image.
-    """
+def _norm(xyxy, size: tuple[int, int]) -> list[float]:
     width, height = size
     x1, y1, x2, y2 = (float(v) for v in xyxy)
-    norm = [min(max(v, 0.0), 1.0) for v in (x1 / width, y1 / height, x2 / width, y2 / height)]
-    if fmt == "qwen":
-        values = [round(norm[0] * width), round(norm[1] * height), round(norm[2] * width), round(norm[3] * height)]
-        return "[" + ", ".join(str(v) for v in values) + "]"
-    if fmt == "norm1":
-        return "[" + ", ".join(f"{v:.2f}" for v in norm) + "]"
-    if fmt == "int100":
-        return "[" + ", ".join(str(round(v * 100)) for v in norm) + "]"
-    raise ConfigError(f"unknown box format {fmt!r}; choose from: {', '.join(BOX_FORMATS)}")
+    return [x1 / width, y1 / height, x2 / width, y2 / height]
+
+
+def format_box(xyxy, size: tuple[int, int], fmt: str) -> str:
+    """One box (pixels of the stored image) as text in format `fmt`, corners clipped to the image.
+
+    `pixels` (`qwen`) writes integer pixels of the STORED image, NOT of Qwen2.5-VL's resized input: a trainer that
+    resizes must rescale, see docs/DATA.md.
+    """
+    return box_formats.get(fmt).write(_norm(xyxy, size), size)
 
 
 def format_boxes(boxes: list[dict], size: tuple[int, int], fmt: str, label: str) -> str:
-    """Boxes of one target: Qwen2.5-VL's JSON list for `qwen`, else the bare boxes joined by ", "."""
-    if fmt == "qwen":
-        items = [{"bbox_2d": json.loads(format_box(b["xyxy"], size, fmt)), "label": label} for b in boxes]
-        return json.dumps(items)
-    return ", ".join(format_box(b["xyxy"], size, fmt) for b in boxes)
+    """Boxes of one target as the format's writer lists them: a JSON list of {"bbox_2d"/"box_2d", "label"} for
+    the Qwen and MedGemma 1.5 formats, else the bare boxes joined by ", "."""
+    return box_formats.get(fmt).write_boxes([_norm(b["xyxy"], size) for b in boxes], size, label)
 
 
 # ---------------------------------------------------------------- one turn of one task
@@ -223,7 +216,7 @@ def reason_turn(ctx: Context) -> Turn | None:
         return None
     answer = ", ".join(labels)
     text = f"<think>\n{review(ctx)}\n</think>\n<answer>{answer}</answer>"
-    return Turn("reason", ctx.prompt("reason"), text, True, answer, labels=labels)
+    return Turn(Task.REASON, ctx.prompt("reason"), text, True, answer, labels=labels)
 
 
 def report_text(findings: str | None, impression: str | None) -> str:
@@ -253,7 +246,7 @@ def report_turn(ctx: Context) -> Turn | None:
         text, synthetic = templated_report(ctx), True
         if text is None:
             return None
-    return Turn("report", ctx.prompt("report"), text, synthetic, text, report=text)
+    return Turn(Task.REPORT, ctx.prompt("report"), text, synthetic, text, report=text)
 
 
 def yes_no(ctx: Context, name: str) -> bool:
@@ -272,12 +265,12 @@ def classify_turn(ctx: Context) -> Turn | None:
         return None
     if ctx.rng.choice(options) == "list":
         answer = ", ".join(labels)
-        return Turn("classify", ctx.prompt("classify_list", choices=", ".join(CHEXPERT14)), answer, False, answer,
+        return Turn(Task.CLASSIFY, ctx.prompt("classify_list", choices=", ".join(CHEXPERT14)), answer, False, answer,
                     labels=labels)
     name = ctx.rng.choice(ctx.known())
     answer = ctx.answer("yes" if yes_no(ctx, name) else "no")
     question = ctx.prompt("classify_yes_no", finding=ctx.templates["finding_phrases"][name])
-    return Turn("classify", question, answer, False, answer)
+    return Turn(Task.CLASSIFY, question, answer, False, answer)
 
 
 def truth_box(box: dict, size: tuple[int, int]) -> dict:
@@ -310,7 +303,7 @@ def ground_turn(ctx: Context) -> Turn | None:
     slot = {"anatomy": "region", "finding": "finding", "phrase": "phrase"}[kind]
     question = ctx.prompt(f"ground_{kind}", **{slot: target})
     answer = format_boxes(boxes, size, ctx.config.box_format, boxes[0]["label"] if kind == "phrase" else target)
-    return Turn("ground", question, answer, False, answer, boxes=[truth_box(b, size) for b in boxes])
+    return Turn(Task.GROUND, question, answer, False, answer, boxes=[truth_box(b, size) for b in boxes])
 
 
 def side(box: dict, width: int) -> str | None:
@@ -378,15 +371,15 @@ def vqa_turn(ctx: Context) -> Turn | None:
     if not options:
         return None
     question, answer = options[ctx.rng.choice(sorted(options))]()
-    return Turn("vqa", question, answer, False, answer)
+    return Turn(Task.VQA, question, answer, False, answer)
 
 
 TURN_BUILDERS: dict[str, Callable[[Context], Turn | None]] = {
-    "reason": reason_turn,
-    "report": report_turn,
-    "classify": classify_turn,
-    "ground": ground_turn,
-    "vqa": vqa_turn,
+    Task.REASON: reason_turn,
+    Task.REPORT: report_turn,
+    Task.CLASSIFY: classify_turn,
+    Task.GROUND: ground_turn,
+    Task.VQA: vqa_turn,
 }
 
 
@@ -409,7 +402,7 @@ def draw_turns(ctx: Context) -> tuple[str, list[Turn]] | None:
     remaining = [t for t in ctx.config.tasks if ctx.config.mix.get(t, 0) > 0]
     while remaining:
         task = ctx.rng.choices(remaining, weights=[ctx.config.mix[t] for t in remaining])[0]
-        if task == "conversation":
+        if task == Task.CONVERSATION:
             turns = conversation_turns(ctx)
         else:
             turn = TURN_BUILDERS[task](ctx)
@@ -463,6 +456,7 @@ def example(record: ManifestRecord, task: str, turns: list[Turn], index: int, co
         boxes=last.boxes,
         report=last.report,
         image_size=list(record.size) if record.size else None,
+        box_format=box_formats.get(config.box_format).name,  # how `answer` writes boxes; the box rewards read it
     )
     return row
 
@@ -523,6 +517,6 @@ def write_instructions(records: Iterable[ManifestRecord], out_dir: str | Path, c
             for row in examples:
                 out.write(json.dumps(row, ensure_ascii=False) + "\n")
     info = {"config": asdict(config), "template_version": templates["version"],
-            "parser_box_format": PARSER_BOX_FORMAT[config.box_format], **stats.to_dict()}
+            "parser_box_format": box_formats.get(config.box_format).name, **stats.to_dict()}
     (out_dir / "info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return stats

@@ -530,34 +530,14 @@ def _prf(tp: int, fp: int, fn: int) -> dict[str, float]:
     return {"precision": precision, "recall": recall, "f1": f1, "tp": tp, "fp": fp, "fn": fn, "support": tp + fn}
 
 
-def _markdown(scores: Mapping[str, Mapping[str, float]]) -> str:
+def score_table(scores: Mapping[str, Mapping[str, float]]) -> str:
+    """`evaluate_gold`'s scores as a Markdown table (`cxrlm label GOLD.csv --evaluate`)."""
     lines = ["| label | precision | recall | F1 | gold positives | predicted positives |", "|---|---|---|---|---|---|"]
     for label, s in scores.items():
         if label != "reports":
             counts = f"{s['support']} | {s['tp'] + s['fp']}" if "tp" in s else " | "
             lines.append(f"| {label} | {s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} | {counts} |")
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m cxrlm.data.labeler --evaluate GOLD.csv [--split even|odd]`: print a Markdown score table."""
-    import argparse
-    import sys
-
-    from cxrlm.errors import CxrlmError
-
-    parser = argparse.ArgumentParser(prog="python -m cxrlm.data.labeler", description=main.__doc__)
-    parser.add_argument("--evaluate", metavar="CSV", required=True, help="gold CSV (findings, impression, NIH-14 0/1)")
-    parser.add_argument("--split", choices=("all", "even", "odd"), default="all", help="rows by uid parity")
-    args = parser.parse_args(argv)
-    try:
-        scores = evaluate_gold(args.evaluate, args.split)
-    except CxrlmError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_code
-    print(f"{scores['reports']['n']} reports, split={args.split}")
-    print(_markdown(scores))
-    return 0
 
 
 __all__ = [
@@ -573,6 +553,3 @@ __all__ = [
     "label_reports",
 ]
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

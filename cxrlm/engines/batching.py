@@ -1,15 +1,15 @@
-"""The per-request side of continuous batching: requests, their handles, token sampling and streamed text.
+"""The per-request side of continuous batching: requests, their handles and token sampling.
 
 `FastEngine` (engines/fast.py) owns the model, the KV cache slots and the scheduler thread; this module holds the
-pieces that know nothing of the model: what a request asks for, how the next token is picked from logits
-(greedy, or temperature / top-k / top-p with a per-request seed), and how token ids become streamed text.
+pieces that know nothing of the model: what a request asks for and how the next token is picked from logits
+(greedy, or temperature / top-k / top-p with a per-request seed). Streamed text is base.TextStream.
 """
 
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from cxrlm.engines.hf import Generation
+from cxrlm.engines.base import Generation
 
 
 @dataclass
@@ -98,42 +98,3 @@ def make_generator(seed: int | None, device: str):
         generator.manual_seed(seed)
     return generator
 
-
-class TextStream:
-    """Token ids in, finished text pieces out, decoding only the last few tokens per step (vLLM's offsets).
-
-    Decoding a short window that starts a few tokens back keeps word-initial spaces right for tokenizers that
-    mark them on the token; a piece is held back while it ends inside a multi-byte character.
-    """
-
-    def __init__(self, tokenizer, on_text: Callable[[str], None] | None):
-        self.tokenizer = tokenizer
-        self.on_text = on_text
-        self.tokens: list[int] = []
-        self.prefix_offset = 0
-        self.read_offset = 0
-        self.sent = ""
-
-    def push(self, token: int) -> None:
-        self.tokens.append(token)
-        if self.on_text is None:
-            return
-        prefix = self._decode(self.tokens[self.prefix_offset:self.read_offset])
-        window = self._decode(self.tokens[self.prefix_offset:])
-        if len(window) > len(prefix) and not window.endswith("\ufffd"):
-            self._send(window[len(prefix):])
-            self.prefix_offset, self.read_offset = self.read_offset, len(self.tokens)
-
-    def finish(self) -> str:
-        """The whole text, decoded once; sends whatever the stream still held back."""
-        text = self._decode(self.tokens)
-        if self.on_text is not None and text.startswith(self.sent) and len(text) > len(self.sent):
-            self._send(text[len(self.sent):])
-        return text
-
-    def _send(self, piece: str) -> None:
-        self.sent += piece
-        self.on_text(piece)
-
-    def _decode(self, tokens: list[int]) -> str:
-        return self.tokenizer.decode(tokens, skip_special_tokens=True)

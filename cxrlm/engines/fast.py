@@ -18,8 +18,9 @@ import threading
 import time
 from dataclasses import dataclass
 
-from cxrlm.engines.batching import FastGeneration, Handle, Request, TextStream, make_generator, pick_tokens
-from cxrlm.engines.hf import HFEngine, _eos_ids, _input_size
+from cxrlm.engines.base import EngineCapabilities, TextStream, eos_ids, input_size
+from cxrlm.engines.batching import FastGeneration, Handle, Request, make_generator, pick_tokens
+from cxrlm.engines.hf import HFEngine
 from cxrlm.errors import CxrlmError
 
 log = logging.getLogger(__name__)
@@ -97,13 +98,13 @@ class FastEngine(HFEngine):
     cuda_graphs: capture the decode step per batch bucket (default: on CUDA only).
     """
 
-    concurrent = True  # generate() from many threads: requests join the running batch
-
     def __init__(self, model, processor, device: str, max_batch: int | None = None, max_len: int | None = None,
                  cuda_graphs: bool | None = None):
         import torch
 
         super().__init__(model, processor, device)
+        # generate() from many threads: requests join the running batch.
+        self.capabilities = EngineCapabilities(concurrent=True, mean_numbers=self.digits is not None)
         on_cuda = device.startswith("cuda")
         self.text_config = model.config.get_text_config()
         self.max_batch = max_batch or (64 if on_cuda else 8)
@@ -113,7 +114,7 @@ class FastEngine(HFEngine):
         self.spans = tuple(2**k for k in range(8, 20) if 2**k < self.max_len) + (self.max_len,)
         self.decoder = getattr(model.model, "language_model", None) or model.get_decoder()
         self.lm_head = model.get_output_embeddings()
-        self.eos = _eos_ids(model.generation_config)
+        self.eos = eos_ids(model.generation_config)
         self.repetition_penalty = float(getattr(model.generation_config, "repetition_penalty", None) or 1.0)
         self.cache = SlotCache(self.text_config.num_hidden_layers, self.max_batch, self.text_config.num_key_value_heads,
                                self.max_len, _head_dim(self.text_config), model.dtype, device)
@@ -281,7 +282,7 @@ class FastEngine(HFEngine):
         run = _Running(request, handle, TextStream(self.processor.tokenizer, request.on_text),
                        make_generator(request.seed, self.device), length,
                        int(deltas.flatten()[0]) if deltas is not None else 0, -1, submitted, admitted, 0.0,
-                       preprocess_s, _input_size(inputs, self.processor))
+                       preprocess_s, input_size(inputs, self.processor))
         self.running.append(run)
         self._advance([run], out.logits[:, -1], [slot])
 

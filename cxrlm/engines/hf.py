@@ -1,29 +1,27 @@
 """The reference engine: plain transformers `generate`, streamed token by token.
 
 It knows nothing of CXR: it takes chat messages (Hugging Face format, image entries in the first user turn)
-and PIL images, and returns text. Faster engines keep the same two methods.
+and PIL images, and returns text. It implements cxrlm.engines.base.Engine; so do the faster ones.
 """
 
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
-
-@dataclass
-class Generation:
-    text: str
-    new_tokens: int
-    preprocess_s: float
-    generate_s: float
-    input_size: tuple[int, int] | None  # (width, height) of the first image as the model saw it
+from cxrlm.engines import numbers
+from cxrlm.engines.base import EngineCapabilities, Generation, TextStream, eos_ids, input_size
 
 
 class HFEngine:
-    concurrent = False  # generate() may not be called from several threads at once
     def __init__(self, model, processor, device: str):
         self.model = model
         self.processor = processor
         self.device = device
+        # One request at a time; expected-value numbers need a tokenizer that writes one digit per token.
+        self.digits = numbers.digit_tokens(processor.tokenizer)
+        self.capabilities = EngineCapabilities(concurrent=False, mean_numbers=self.digits is not None)
+        self.counter = None  # count_tokens' own copy of the tokenizer, made on first use
+        self.count_lock = threading.Lock()
 
     def _inputs(self, conversations: list[list[dict]], images: list[list]):
         texts = [
@@ -61,27 +59,24 @@ class HFEngine:
             new_tokens=int(new.numel()),
             preprocess_s=prepared - start,
             generate_s=time.perf_counter() - prepared,
-            input_size=_input_size(inputs, self.processor),
+            input_size=input_size(inputs, self.processor),
         )
 
     def generate_mean_numbers(self, messages: list[dict], images: list, max_new_tokens: int,
-                              on_text: Callable[[str], None] | None = None) -> Generation | None:
+                              on_text: Callable[[str], None] | None = None) -> Generation:
         """Greedy decoding, except that every number is the expected value of the model's belief over whole
-        numbers (cxrlm.engines.numbers): for box coordinates. None when the tokenizer does not write one digit
-        per token; the caller then decodes greedily."""
+        numbers (cxrlm.engines.numbers): for box coordinates."""
         import torch
 
-        from cxrlm.engines.batching import TextStream  # batching imports this module
-        from cxrlm.engines.numbers import digit_tokens, mean_number
-
-        tokenizer = self.processor.tokenizer
-        digits = digit_tokens(tokenizer)
+        digits = self.digits
         if digits is None:
-            return None
+            raise NotImplementedError("this tokenizer writes several digits per token: check "
+                                      "engine.capabilities.mean_numbers before calling generate_mean_numbers")
+        tokenizer = self.processor.tokenizer
         start = time.perf_counter()
         inputs = self._inputs([messages], [images])
         prepared = time.perf_counter()
-        stop = _eos_ids(self.model.generation_config)
+        stop = eos_ids(self.model.generation_config)
         stream = TextStream(tokenizer, on_text)
         new: list[int] = []
         with torch.inference_mode():
@@ -95,7 +90,7 @@ class HFEngine:
                 token = int(logprobs.argmax())
                 if token in stop:
                     break
-                chosen = mean_number(branch, logprobs, digits) if token in digits else [token]
+                chosen = numbers.mean_number(branch, logprobs, digits) if token in digits else [token]
                 chosen = chosen[: max_new_tokens - len(new)]
                 out = self.model(input_ids=torch.tensor([chosen], device=self.device), past_key_values=cache,
                                  use_cache=True)
@@ -109,7 +104,7 @@ class HFEngine:
             new_tokens=len(new),
             preprocess_s=prepared - start,
             generate_s=time.perf_counter() - prepared,
-            input_size=_input_size(inputs, self.processor),
+            input_size=input_size(inputs, self.processor),
         )
 
     def yes_probability(self, conversations: list[list[dict]], images: list[list]) -> list[float]:
@@ -126,6 +121,19 @@ class HFEngine:
         probs = torch.softmax(logits, dim=-1)
         p_yes, p_no = probs[:, yes].sum(-1), probs[:, no].sum(-1)
         return (p_yes / (p_yes + p_no).clamp_min(1e-12)).tolist()
+
+    def count_tokens(self, texts: list[str]) -> int:
+        """Counted on a copy of the tokenizer, under a lock: request threads count while a generation runs, and a
+        fast tokenizer used by two threads at once raises "Already borrowed"."""
+        import copy
+
+        with self.count_lock:
+            if self.counter is None:
+                self.counter = copy.deepcopy(self.processor.tokenizer)
+            return sum(len(self.counter.encode(text, add_special_tokens=False)) for text in texts)
+
+    def close(self) -> None:
+        """Nothing to release: no threads, and the model is freed with the engine."""
 
 
 def _branch_logprobs(model, cache, prefixes: list[list[int]], device, chunk: int = 16):
@@ -145,31 +153,14 @@ def _branch_logprobs(model, cache, prefixes: list[list[int]], device, chunk: int
     return torch.cat(rows)
 
 
-def _eos_ids(generation_config) -> set[int]:
-    """The tokens `generate` stops on: the checkpoint's generation_config.eos_token_id (one id or a list)."""
-    eos = generation_config.eos_token_id
-    return set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-
-
 def _first_token_ids(tokenizer, words) -> list[int]:
     return sorted({tokenizer.encode(w, add_special_tokens=False)[0] for w in words})
 
 
-def _input_size(inputs, processor) -> tuple[int, int] | None:
-    grid = inputs.get("image_grid_thw")
-    if grid is None:
-        return None
-    patch = processor.image_processor.patch_size
-    _, rows, cols = (int(v) for v in grid[0])
-    return cols * patch, rows * patch
-
-
 class _CallbackStreamer:
-    """transformers' streamer protocol (put/end) over the fast engine's TextStream; the first put is the prompt."""
+    """transformers' streamer protocol (put/end) over TextStream; the first put is the prompt."""
 
     def __init__(self, tokenizer, on_text: Callable[[str], None]):
-        from cxrlm.engines.batching import TextStream  # batching imports this module
-
         self._stream = TextStream(tokenizer, on_text)
         self._prompt_done = False
 

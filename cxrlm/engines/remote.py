@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from http.client import HTTPConnection, HTTPException, HTTPSConnection
 from urllib.parse import urlsplit
 
-from cxrlm.engines.hf import Generation
+from cxrlm.engines.base import EngineCapabilities, Generation
 from cxrlm.errors import CxrlmError
 
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
@@ -41,7 +41,9 @@ class _Retryable(Exception):
 class RemoteEngine:
     """base_url: the server's OpenAI root, e.g. http://gpu-host:8000/v1; model_name: the served model's id."""
 
-    concurrent = True  # generate() from many threads, up to max_concurrency requests in flight
+    # generate() from many threads, up to max_concurrency requests in flight. Expected-value numbers need the
+    # next-token distribution after digit strings the model did not write, which a chat API cannot give: greedy boxes.
+    capabilities = EngineCapabilities(concurrent=True, mean_numbers=False)
 
     def __init__(self, base_url: str, model_name: str | None = None, api_key: str | None = None,
                  max_concurrency: int = 8, timeout_s: float = 300.0, retries: int = 4, backoff_s: float = 0.5,
@@ -103,6 +105,17 @@ class RemoteEngine:
         """P(yes) / (P(yes) + P(no)) over the first answer token's top-20 logprobs, one request per conversation."""
         with ThreadPoolExecutor(self.max_concurrency) as pool:
             return list(pool.map(self._yes_probability, conversations, images))
+
+    def generate_mean_numbers(self, messages, images, max_new_tokens, on_text=None) -> Generation:
+        raise NotImplementedError("the remote engine cannot decode expected-value numbers: check "
+                                  "engine.capabilities.mean_numbers before calling generate_mean_numbers")
+
+    def count_tokens(self, texts: list[str]) -> None:
+        """None: the server's tokenizer is not at hand (the OpenAI API has no tokenize route)."""
+        return None
+
+    def close(self) -> None:
+        """Nothing to release: every request opens and closes its own connection."""
 
     def _yes_probability(self, messages: list[dict], images: list) -> float:
         body = {"model": self.model_name, "messages": openai_messages(messages, self._framed(images)), "max_tokens": 1,

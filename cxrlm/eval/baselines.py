@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from cxrlm.pathologies import CLASSIFY_LABELS, normalize_label, reference_labels
-from cxrlm.types import Box, Label, ModelOutput, XrayImage
+from cxrlm.types import Box, Label, ModelOutput, Task, XrayImage
 
 NORMAL_FINDINGS = (
     "The lungs are clear. There is no pleural effusion or pneumothorax. "
@@ -44,22 +44,22 @@ def _output(name: str, task: str, image: XrayImage, **fields) -> ModelOutput:
 
 def _label_output(name: str, image: XrayImage, probabilities: dict[str, float]) -> ModelOutput:
     present = [Label(n, p) for n, p in probabilities.items() if p >= 0.5]
-    return _output(name, "classify", image, probabilities=dict(probabilities), labels=present)
+    return _output(name, Task.CLASSIFY, image, probabilities=dict(probabilities), labels=present)
 
 
 class ConstantNormal:
     name = "constant-normal"
-    tasks = ("report", "classify")
+    tasks = (Task.REPORT, Task.CLASSIFY)
 
     def predict(self, image: XrayImage, task: str, *, phrase=None, max_new_tokens=None) -> ModelOutput:
-        if task == "report":
+        if task == Task.REPORT:
             return _output(self.name, task, image, findings=NORMAL_FINDINGS, impression=NORMAL_IMPRESSION)
         return _label_output(self.name, image, {n: float(n == "No Finding") for n in CLASSIFY_LABELS})
 
 
 class LabelPrior:
     name = "label-prior"
-    tasks = ("classify",)
+    tasks = (Task.CLASSIFY,)
 
     def __init__(self, prevalence: dict[str, float]):
         self.prevalence = prevalence
@@ -70,7 +70,7 @@ class LabelPrior:
 
 class NearestNeighbour:
     name = "nearest-neighbour"
-    tasks = ("report", "classify")
+    tasks = (Task.REPORT, Task.CLASSIFY)
 
     def __init__(self, embeddings: np.ndarray, records: Sequence, prevalence: dict[str, float]):
         self.embeddings = embeddings  # (n, 1024), unit rows
@@ -85,10 +85,10 @@ class NearestNeighbour:
         return self.records[int(np.argmax(similarity))]  # argmax takes the first of ties: deterministic
 
     def predict(self, image: XrayImage, task: str, *, phrase=None, max_new_tokens=None) -> ModelOutput:
-        if task == "report" and self.has_report.any():
+        if task == Task.REPORT and self.has_report.any():
             report = self.neighbour(image, self.has_report).report
             return _output(self.name, task, image, findings=report.get("findings"), impression=report.get("impression"))
-        if task == "report":
+        if task == Task.REPORT:
             return _output(self.name, task, image)
         neighbour = self.neighbour(image)
         labels = reference_labels(neighbour.labels, neighbour.source_labels)
@@ -98,7 +98,7 @@ class NearestNeighbour:
 
 class MeanBox:
     name = "mean-box"
-    tasks = ("ground",)
+    tasks = (Task.GROUND,)
 
     def __init__(self, mean_boxes: dict[str, tuple[float, float, float, float]], overall: tuple):
         self.mean_boxes = mean_boxes  # label -> mean (x1, y1, x2, y2) in 0-1

@@ -1,25 +1,22 @@
 """Do a model's reasoning answers parse? Runs `predict(image, "reason")` on a manifest split and counts them.
 
-    python -m cxrlm.eval.reasoning --model weights/cxrlm-tiny --manifest runs/nih14.jsonl --split val --out r.json
+    cxrlm eval reasoning --model weights/cxrlm-tiny --manifest runs/nih14.jsonl --split val --out r.json
 
 An answer parses when it has a closed `<think>` review and a closed `<answer>` whose every item is a CheXpert-14
 label (or "No Finding"); `ModelOutput.warnings` records each way it can fail. Also reported: micro F1 of the
 answered labels against the record's positive CheXpert labels (records whose labels are all unknown are
 skipped for F1), tokens and seconds per answer, and the first failures' raw text, to see what went wrong.
-Not here: the other tasks (cxrlm.eval.runner scores classify, ground and report with intervals).
+Not here: the other tasks (cxrlm.eval.runner scores classify, ground and report with intervals), the command
+line (cxrlm/cli/checks.py).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
-import sys
 import time
-from pathlib import Path
 
-from cxrlm.errors import CxrlmError
 from cxrlm.pathologies import CHEXPERT14
+from cxrlm.types import Task
 
 
 def parses(output) -> bool:
@@ -33,7 +30,7 @@ def check(model, records, limit_failures: int = 5) -> dict:
     for record in records:
         image = load_image(record.image_path)
         start = time.perf_counter()
-        output = model.predict(image, "reason")
+        output = model.predict(image, Task.REASON)
         seconds.append(time.perf_counter() - start)
         tokens.append(output.timings.new_tokens or 0)
         if parses(output):
@@ -56,29 +53,3 @@ def check(model, records, limit_failures: int = 5) -> dict:
         "failures": failures,
     }
 
-
-def main(argv=None) -> int:
-    from cxrlm.data.manifest import read_manifest
-    from cxrlm.models import load_model
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None, help="checkpoint folder (default: cxrlm-tiny)")
-    parser.add_argument("--manifest", required=True, nargs="+")
-    parser.add_argument("--split", default="val")
-    parser.add_argument("--out", type=Path)
-    args = parser.parse_args(argv)
-    try:
-        records = [r for m in args.manifest for r in read_manifest(m) if r.split == args.split and r.image]
-        result = check(load_model(args.model, device="cpu"), records)
-    except CxrlmError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_code
-    text = json.dumps(result, indent=2)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

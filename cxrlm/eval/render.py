@@ -21,6 +21,7 @@ from cxrlm import DISCLAIMER
 from cxrlm.eval.scoring import TASKS, classify_matrices
 from cxrlm.metrics.labels import roc_curve
 from cxrlm.pathologies import CLASSIFY_LABELS
+from cxrlm.types import Task
 
 N_SAMPLES = 6
 SAMPLE_WIDTH = 320
@@ -89,7 +90,7 @@ def comparison_table(metrics: dict, task: str) -> tuple[list[str], list[list[str
 
 
 def per_label_table(metrics: dict) -> tuple[list[str], list[list[str]]]:
-    table = metrics.get("per_label", {}).get("model", {}).get("classify", {}).get("per_label", {})
+    table = metrics.get("per_label", {}).get("model", {}).get(Task.CLASSIFY, {}).get("per_label", {})
     header = ["label", "AUROC [95% CI]", "F1", "sens @ 90% spec", "n", "positives"]
     rows = []
     for name, m in table.items():
@@ -121,7 +122,7 @@ def render_markdown(metrics: dict) -> str:
         header, rows = comparison_table(metrics, task)
         if rows:
             lines += ["### Model vs baselines (paired bootstrap)", ""] + _md_table(header, rows)
-        if task == "classify":
+        if task == Task.CLASSIFY:
             lines += ["### Per label", ""] + _md_table(*per_label_table(metrics))
     if metrics.get("notes"):
         lines += ["## Notes", ""] + [f"- {note}" for note in metrics["notes"]] + [""]
@@ -162,7 +163,7 @@ def render_html(metrics: dict, rows: Sequence[dict]) -> str:
         header, table_rows = comparison_table(metrics, task)
         if table_rows:
             parts += ["<h3>Model vs baselines (paired bootstrap)</h3>", _html_table(header, table_rows)]
-        if task == "classify":
+        if task == Task.CLASSIFY:
             parts += ["<h3>Per label</h3>", _html_table(*per_label_table(metrics))]
         parts += [_img(png, f"{task} plot") for png in plots.get(task, [])]
     if plots.get("note"):
@@ -204,9 +205,9 @@ def _plots(metrics: dict, rows: Sequence[dict]) -> dict:
     except ImportError:
         return {"note": "Plots left out: matplotlib is not installed (pip install 'cxrlm[eval]')."}
     out: dict[str, list[bytes]] = {}
-    classify_rows = [r for r in rows if r["system"] == "model" and r["task"] == "classify"]
+    classify_rows = [r for r in rows if r["system"] == "model" and r["task"] == Task.CLASSIFY]
     if classify_rows:
-        out["classify"] = [_roc_png(plt, classify_rows), _bars_png(plt, metrics)]
+        out[Task.CLASSIFY] = [_roc_png(plt, classify_rows), _bars_png(plt, metrics)]
     return out
 
 
@@ -224,9 +225,9 @@ def _roc_png(plt, rows: Sequence[dict]) -> bytes:
 
 
 def _bars_png(plt, metrics: dict) -> bytes:
-    systems = {"model": metrics["per_label"].get("model", {}).get("classify", {}).get("per_label", {})}
+    systems = {"model": metrics["per_label"].get("model", {}).get(Task.CLASSIFY, {}).get("per_label", {})}
     for name in metrics.get("baselines", {}):
-        table = metrics["per_label"].get(f"baseline:{name}", {}).get("classify", {}).get("per_label")
+        table = metrics["per_label"].get(f"baseline:{name}", {}).get(Task.CLASSIFY, {}).get("per_label")
         if table:
             systems[name] = table
     fig, axes = plt.subplots(1, 2, figsize=(11, 5), dpi=90, sharey=True)
@@ -258,7 +259,7 @@ def _png(plt, fig) -> bytes:
 def _samples_html(rows: Sequence[dict]) -> str:
     model_rows = [r for r in rows if r["system"] == "model"]
     # items with boxes or text first: they show the most; then labelled-only items fill the grid
-    rich = sorted({r["id"] for r in model_rows if r["task"] in ("ground", "report")})
+    rich = sorted({r["id"] for r in model_rows if r["task"] in (Task.GROUND, Task.REPORT)})
     ids = (rich + sorted({r["id"] for r in model_rows} - set(rich)))[:N_SAMPLES]
     if not ids:
         return ""
@@ -272,20 +273,20 @@ def _samples_html(rows: Sequence[dict]) -> str:
 
 def _sample_card(item_id: str, rows: Sequence[dict]) -> str:
     e = html.escape
-    picture = _draw_boxes(rows[0]["image"], [r for r in rows if r["task"] == "ground"])
+    picture = _draw_boxes(rows[0]["image"], [r for r in rows if r["task"] == Task.GROUND])
     parts = [f"<div class='card'><b>{e(item_id)}</b>"]
     if picture:
         parts.append(_img(picture, item_id))
     for r in rows:
-        if r["task"] == "report":
+        if r["task"] == Task.REPORT:
             parts.append(f"<p><b>reference:</b> {e(r['reference']['text'])}</p>")
             parts.append(f"<p><b>predicted:</b> {e(r['prediction']['text'] or '(empty)')}</p>")
-        elif r["task"] == "classify":
+        elif r["task"] == Task.CLASSIFY:
             truth = [n for n, v in r["reference"]["labels"].items() if v == 1]
             said = [n for n, p in r["prediction"]["probabilities"].items() if p is not None and p >= 0.5]
             parts.append(f"<p><b>labels:</b> {e(', '.join(truth) or 'none positive')}</p>")
             parts.append(f"<p><b>predicted (p &ge; 0.5):</b> {e(', '.join(said) or 'none')}</p>")
-        elif r["task"] == "ground":
+        elif r["task"] == Task.GROUND:
             parts.append(f"<p><b>{e(r['phrase'] or '')}:</b> {len(r['prediction']['boxes'])} predicted box(es)</p>")
     return "".join(parts) + "</div>"
 

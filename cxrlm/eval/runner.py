@@ -8,7 +8,7 @@ The run folder always holds:
   report.md, report.html
 
 The model is an argument (anything with `name` and `predict(image, task, *, phrase, max_new_tokens)`), so
-tests pass a fake one. Decoding is whatever the model does by default; cxrlm models decode greedily. Items
+tests pass a fake one. A cxrlm model's report is `cxrlm.chat.report`, the same two turns `cxrlm report` prints. Decoding is whatever the model does by default; cxrlm models decode greedily. Items
 are processed in chunks of `batch_size`: images of a chunk are read in parallel threads, and a model that
 offers `predict_batch(images, task, *, phrases, max_new_tokens) -> list[ModelOutput]` gets the whole chunk.
 """
@@ -35,15 +35,17 @@ from cxrlm.errors import ConfigError, InputError
 from cxrlm.eval import scoring
 from cxrlm.eval.baselines import build_baselines, report_text
 from cxrlm.pathologies import CLASSIFY_LABELS, reference_labels
+from cxrlm.types import SCORED_TASKS as TASKS
+from cxrlm.types import Task
 
-TASKS = scoring.TASKS
 MODEL = "model"  # the system name of the evaluated model in predictions.jsonl; baselines are "baseline:<name>"
 PACKAGES = ("cxrlm", "numpy", "torch", "transformers", "tokenizers", "pillow", "scipy", "pycocoevalcap")
 # Settings that change predictions: a resumed run must match them.
 RESUME_KEYS = ("model", "manifest_sha256", "split", "limit", "seed", "max_new_tokens", "decoding")
 # How cxrlm models decode; a run folder made with another decoding (greedy box digits, before 2026-11-23) is refused.
-DECODING = "greedy; ground coordinates as expected values over whole numbers where the engine allows (cxrlm.engines.numbers)"
-NEEDS = {"report": "a reference report", "classify": "a known CheXpert label", "ground": "boxes"}
+DECODING = ("greedy; ground coordinates as expected values over whole numbers where the engine allows (cxrlm.engines.numbers); "
+            "report: the reasoning turn, then the report turn (cxrlm.chat.report)")
+NEEDS = {Task.REPORT: "a reference report", Task.CLASSIFY: "a known CheXpert label", Task.GROUND: "boxes"}
 
 
 @dataclass
@@ -122,12 +124,12 @@ def work_items(task: str, records: Sequence) -> list[WorkItem]:
     for record in records:
         path, rid = record.image_path, record_id(record)
         truth = reference_labels(record.labels, record.source_labels)
-        if task == "report" and report_text(record.report):
+        if task == Task.REPORT and report_text(record.report):
             reference = {"text": report_text(record.report), "synthetic": bool(record.report_is_synthetic)}
             items.append(WorkItem(task, rid, record, path, reference))
-        elif task == "classify" and any(v in (0, 1) for v in truth.values()):
+        elif task == Task.CLASSIFY and any(v in (0, 1) for v in truth.values()):
             items.append(WorkItem(task, rid, record, path, {"labels": truth}))
-        elif task == "ground":
+        elif task == Task.GROUND:
             for label in sorted({b["label"] for b in record.boxes}):
                 refs = [list(b["xyxy"]) for b in record.boxes if b["label"] == label]
                 items.append(WorkItem(task, rid, record, path, {"boxes": refs}, phrase=label))
@@ -187,14 +189,15 @@ def read_rows(path: Path) -> list[dict]:
 
 def prediction_fields(task: str, output) -> dict:
     """The task's answer from a ModelOutput, in the row layout scoring.py reads."""
-    if task == "report":
+    if task == Task.REPORT:
         text = report_text({"findings": output.findings, "impression": output.impression})
         return {
             "text": text or (output.answer or "").strip(),
             "findings": output.findings,
             "impression": output.impression,
+            "labels": [label.name for label in output.labels],  # the reasoning turn's, as `cxrlm report` shows
         }
-    if task == "classify":
+    if task == Task.CLASSIFY:
         present = {label.name for label in output.labels if label.present}
         probs = {n: output.probabilities.get(n) for n in CLASSIFY_LABELS}
         # a model that answered labels without scores: a named label counts as 1, an unnamed one as 0
@@ -347,7 +350,7 @@ def score_run(rows: Sequence[dict], config: EvalConfig, labeler: Callable | None
         if system == MODEL:
             out["tasks"][task] = scored.metrics
             out["notes"] += [f"{task}: {n}" for n in scored.notes]
-            if task == "report" and config.model_metrics:
+            if task == Task.REPORT and config.model_metrics:
                 _add_model_metrics(out, group)
         else:
             out["baselines"].setdefault(system.removeprefix("baseline:"), {})[task] = scored.metrics
@@ -366,7 +369,7 @@ def _add_model_metrics(out: dict, rows: Sequence[dict]) -> None:
 
     values, notes = model_based_metrics([r["reference"]["text"] for r in rows], [r["prediction"]["text"] for r in rows])
     for key, value in values.items():
-        out["tasks"]["report"][key] = {"value": value, "ci_low": None, "ci_high": None, "n": len(rows)}
+        out["tasks"][Task.REPORT][key] = {"value": value, "ci_low": None, "ci_high": None, "n": len(rows)}
     out["notes"] += [f"report: {n}" for n in notes]
 
 

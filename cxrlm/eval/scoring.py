@@ -23,13 +23,13 @@ import numpy as np
 
 from cxrlm.metrics import bootstrap, boxes, labels, text
 from cxrlm.pathologies import CLASSIFY_LABELS, NIH14
-
-TASKS = ("report", "classify", "ground")
+from cxrlm.types import SCORED_TASKS as TASKS
+from cxrlm.types import Task
 # The metrics a model is compared on against baselines and other runs, per task.
 PRIMARY = {
-    "report": ("bleu4", "rouge_l", "cider_d", "ce_f1_micro_14", "ce_f1_micro_5"),
-    "classify": ("macro_auroc_nih", "macro_auroc", "macro_f1"),
-    "ground": ("mean_iou", "hit_rate_50", "map50"),
+    Task.REPORT: ("bleu4", "rouge_l", "cider_d", "ce_f1_micro_14", "ce_f1_micro_5"),
+    Task.CLASSIFY: ("macro_auroc_nih", "macro_auroc", "macro_f1"),
+    Task.GROUND: ("mean_iou", "hit_rate_50", "map50"),
 }
 MIN_POSITIVES = 10  # a label enters macro_auroc_nih with this many positive items
 ONE_SCORE_SHARE = 0.8  # above this first_component_share, the notes say the labels follow one number per image
@@ -101,11 +101,11 @@ def ground_specs(rows: Sequence[dict]) -> list[MetricSpec]:
 
 
 def task_specs(task: str, rows: Sequence[dict], labeler: Callable | None = None) -> list[MetricSpec]:
-    if task == "report":
+    if task == Task.REPORT:
         return report_specs(rows, labeler)
-    if task == "classify":
+    if task == Task.CLASSIFY:
         return classify_specs(rows)
-    if task == "ground":
+    if task == Task.GROUND:
         return ground_specs(rows)
     raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
 
@@ -129,9 +129,9 @@ def score_task(
         for spec in task_specs(task, rows, labeler)
     }
     result = TaskScores(metrics)
-    if task == "report":
+    if task == Task.REPORT:
         _report_extras(rows, result, meteor)
-    elif task == "classify":
+    elif task == Task.CLASSIFY:
         result.extra["per_label"] = _classify_per_label(rows, n_resamples, seed)
         share = metrics["first_component_share"]["value"]
         if share is not None and share > ONE_SCORE_SHARE:
@@ -139,7 +139,7 @@ def score_task(
                 f"{share:.0%} of the label scores' variance is one component: every label follows about one number "
                 "per image, so its AUROCs rank images by that one number, not by finding"
             )
-    elif task == "ground":
+    elif task == Task.GROUND:
         result.extra["per_label"] = _ground_per_label(rows)
     return result
 

@@ -3,6 +3,6 @@
 Both return de-identified, display-ready 8-bit grayscale (see cxrlm.types.XrayImage).
 """
 
-from cxrlm.io.image import load_image, load_study
+from cxrlm.io.image import assign_views, load_image, load_study
 
-__all__ = ["load_image", "load_study"]
+__all__ = ["assign_views", "load_image", "load_study"]

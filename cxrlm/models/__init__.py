@@ -14,7 +14,6 @@ from cxrlm.errors import ModelLoadError
 from cxrlm.models.profiles import ModelProfile, resolve_profile
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[2] / "weights" / "cxrlm-tiny"
-TASKS = ("reason", "report", "classify", "ground")
 
 
 def default_model_dir() -> Path:
@@ -93,6 +92,7 @@ def load_model(
 
 def _load_remote(url: str, profile: str = "nv-reason-cxr", **options):
     """A CxrModel whose engine is a remote server; `profile` names the prompts and box format of what it serves."""
+    from cxrlm import box_formats
     from cxrlm.engines.remote import RemoteEngine
     from cxrlm.models.base import CxrModel
     from cxrlm.models.profiles import PROFILES
@@ -102,7 +102,7 @@ def _load_remote(url: str, profile: str = "nv-reason-cxr", **options):
     if not url.startswith(("http://", "https://")):
         raise ModelLoadError(f"engine 'remote' needs a server URL such as http://host:8000/v1, not {url!r}")
     start = time.perf_counter()
-    if PROFILES[profile].box_format == "pixels":  # boxes in pixels of the model's input: send that frame exactly
+    if box_formats.get(PROFILES[profile].box_format).in_pixels:  # pixels of the model's input: send that frame
         options.setdefault("input_frame", _qwen_frame(PROFILES[profile]))
     engine = RemoteEngine(url, **options)
     return CxrModel(engine.model_name, PROFILES[profile], engine, load_s=time.perf_counter() - start)

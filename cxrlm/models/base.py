@@ -1,6 +1,7 @@
 """`CxrModel`: one loaded checkpoint that answers CXR tasks in the project's one output schema.
 
-The family adapter formats messages, the engine produces text, the parsers turn text into structure.
+The conversation (cxrlm.chat.Session) builds the turns, the family adapter formats them, the engine produces
+text, the parsers turn text into structure.
 """
 
 import importlib
@@ -8,13 +9,14 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from cxrlm.engines.hf import Generation
-from cxrlm.models.frames import view_region
-from cxrlm.models.profiles import INTEGER_BOX_FORMATS, ModelProfile
-from cxrlm.pathologies import CHEXPERT14, CLASSIFY_LABELS, label_phrase
+from cxrlm import box_formats
+from cxrlm.chat import Session, opening_turn, report, study_images
+from cxrlm.engines.base import Generation
+from cxrlm.models.profiles import ModelProfile
+from cxrlm.pathologies import CHEXPERT14, CLASSIFY_LABELS, finding, label_phrase
 from cxrlm.prompts import parsers
-from cxrlm.prompts.templates import DIALECTS, task_prompt
-from cxrlm.types import Label, ModelOutput, Study, Timings, XrayImage
+from cxrlm.prompts.templates import DIALECTS
+from cxrlm.types import PREDICT_TASKS, Label, ModelOutput, Study, Task, Timings, XrayImage
 
 
 class CxrModel:
@@ -41,27 +43,18 @@ class CxrModel:
         labels: tuple[str, ...] | None = None,
     ) -> ModelOutput:
         study = image if isinstance(image, Study) else Study(images=[image])
-        if task == "classify":
+        if task not in PREDICT_TASKS:
+            raise ValueError(f"unknown task {task!r}; choose from {', '.join(PREDICT_TASKS)}")
+        if task == Task.CLASSIFY:
             return self.classify(study, labels or CLASSIFY_LABELS)
-        if task not in ("reason", "report", "ground"):
-            raise ValueError(f"unknown task {task!r}")
-        # A dialect may ask earlier questions first, in the same conversation (M4CXR: findings, then the report).
-        chain = self.dialect.report_chain if task == "report" else ()
-        messages, steps = [], []
-        for prompt in (*chain, task_prompt(self.dialect, task, phrase)):
-            messages.append(self.adapter.user_turn(prompt, 0) if messages else self.first_turn(prompt, study))
-            steps.append(self.generate([*messages], study, max_new_tokens, on_text, mean_numbers=task == "ground"))
-            messages.append(self.adapter.assistant_turn(steps[-1].text))
-        out = self.structure(task, _merged(steps), study, phrase=phrase)
-        if chain:
-            out.reasoning = "\n".join(step.text.strip() for step in steps[:-1]) or None
-            out.labels = [Label(name) for name in parsers.parse_labels(out.reasoning or "")[0]]
-        return out
+        if task == Task.REPORT:
+            return report(self, study, max_new_tokens, on_text)
+        return Session(self, study, max_new_tokens).ask_task(task, on_text, phrase)
 
     def predict_batch(self, images: list, task: str, *, phrases=None, max_new_tokens=None) -> list[ModelOutput]:
         """`predict` for many studies; an engine that batches (fast, remote) gets them all at once from threads."""
         phrases = phrases or [None] * len(images)
-        if not getattr(self.engine, "concurrent", False):
+        if not self.engine.capabilities.concurrent:
             return [self.predict(img, task, phrase=p, max_new_tokens=max_new_tokens) for img, p in zip(images, phrases)]
         with ThreadPoolExecutor(max_workers=len(images) or 1) as pool:
             futures = [pool.submit(self.predict, img, task, phrase=p, max_new_tokens=max_new_tokens)
@@ -69,8 +62,8 @@ class CxrModel:
             return [f.result() for f in futures]
 
     def first_turn(self, prompt: str, study: Study) -> dict:
-        """The opening user turn: every image of the study (then the prior's) and what they are, then the question."""
-        return self.adapter.user_turn(_study_context(study) + prompt, len(study_images(study)))
+        """A one-question conversation's user turn (classify asks one per label)."""
+        return opening_turn(self.adapter, prompt, study)
 
     def generate(self, messages, study: Study, max_new_tokens=None, on_text=None, mean_numbers=False) -> Generation:
         """The engine's greedy answer; with `mean_numbers` (grounding), integer box coordinates are the expected
@@ -79,11 +72,9 @@ class CxrModel:
         images = [img.to_pil() for img in study_images(study)]
         messages = self._with_system(messages)
         max_new_tokens = max_new_tokens or self.profile.max_new_tokens
-        mean = getattr(self.engine, "generate_mean_numbers", None)
-        if mean_numbers and mean and self.profile.box_format in INTEGER_BOX_FORMATS:
-            generation = mean(messages, images, max_new_tokens, on_text)
-            if generation is not None:
-                return generation
+        whole = box_formats.whole_numbers(self.profile.box_format)
+        if mean_numbers and whole and self.engine.capabilities.mean_numbers:
+            return self.engine.generate_mean_numbers(messages, images, max_new_tokens, on_text)
         return self.engine.generate(messages, images, max_new_tokens, on_text)
 
     def _with_system(self, messages: list[dict]) -> list[dict]:
@@ -92,49 +83,56 @@ class CxrModel:
             return messages
         return [{"role": "system", "content": [{"type": "text", "text": self.dialect.system}]}, *messages]
 
-    def structure(self, task: str, generation: Generation, study: Study, phrase: str | None = None) -> ModelOutput:
-        """Parse a generation into a ModelOutput; boxes are mapped to the first image's original pixels."""
+    def structure(self, task: Task | None, generation: Generation, study: Study, phrase: str | None = None
+                  ) -> ModelOutput:
+        """Parse a generation into a ModelOutput; boxes are mapped to the first image's original pixels.
+        `task` None (a free chat question): the task is what the text carries (parsers.answer_task)."""
         image = study.images[0]
         text = generation.text
+        boxes = parsers.parse_boxes(
+            text, image.size, generation.input_size, default_label=phrase or "", box_format=self.profile.box_format,
+            view=box_formats.view_region(self.profile.box_frame, image.size),
+        )
+        task = task or parsers.answer_task(text, self.dialect.label_list_after, bool(boxes))
+        split = parsers.split_reasoning(text)
         out = ModelOutput(
-            task=task,
+            task=Task(task),
             model=self.name,
             raw_text=text,
+            reasoning=split.reasoning,
+            answer=split.answer,
+            boxes=boxes,
             image_size=image.size,
             timings=Timings(self.load_s, generation.preprocess_s, generation.generate_s, generation.new_tokens),
             warnings=[w for img in study.images for w in img.warnings],
         )
-        split = parsers.split_reasoning(text)
-        out.reasoning = split.reasoning
-        out.answer = split.answer
-        if task == "reason":
+        if task == Task.REASON:
             if self.dialect.think_tags:
                 out.warnings += split.warnings
-            names, unknown = parsers.parse_labels(_label_list(split.answer, self.dialect.label_list_after))
+            names, unknown = parsers.parse_labels(parsers.label_list(split.answer, self.dialect.label_list_after))
             out.labels = [Label(name) for name in names]
             if unknown:
                 out.warnings.append(f"ignored answer items that are not CheXpert-14 labels: {', '.join(unknown)}")
-        if task == "report":
+        if task == Task.REPORT:
             out.findings, out.impression = parsers.parse_report(split.answer)
-        out.boxes = parsers.parse_boxes(
-            text, image.size, generation.input_size, default_label=phrase or "", box_format=self.profile.box_format,
-            view=view_region(self.profile.box_frame, image.size),
-        )
-        if task == "ground" and not out.boxes:
+        if task == Task.GROUND and not out.boxes:
             out.warnings.append("the model gave no box")
         return out
 
     def classify(self, study: Study, labels: tuple[str, ...] = CLASSIFY_LABELS) -> ModelOutput:
         """A probability per label (CheXpert-14 and the NIH-only names by default): the likelihood of "yes" to a
-        per-label question, in one batch."""
+        per-finding question, in one batch. Names of one finding in two vocabularies (NIH "Effusion", CheXpert
+        "Pleural Effusion") are asked once and share its probability."""
         start = time.perf_counter()
         images = [img.to_pil() for img in study_images(study)]
         question = self.dialect.classify_question
+        findings = list(dict.fromkeys(finding(name) for name in labels))
         conversations = [
-            self._with_system([self.first_turn(question.format(label=label_phrase(name)), study)]) for name in labels
+            self._with_system([self.first_turn(question.format(label=label_phrase(name)), study)]) for name in findings
         ]
         probs = self.engine.yes_probability(conversations, [images] * len(conversations))
-        probabilities = {name: round(p, 4) for name, p in zip(labels, probs, strict=True)}
+        by_finding = dict(zip(findings, probs, strict=True))
+        probabilities = {name: round(by_finding[finding(name)], 4) for name in labels}
         image = study.images[0]
         return ModelOutput(
             task="classify",
@@ -147,42 +145,3 @@ class CxrModel:
             timings=Timings(self.load_s, None, time.perf_counter() - start, None),
             warnings=[w for img in study.images for w in img.warnings],
         )
-
-
-def study_images(study: Study) -> list[XrayImage]:
-    return study.images + (study.prior.images if study.prior else [])
-
-
-def _study_context(study: Study) -> str:
-    """Plain words about a multi-view study and its prior, for families with no native prior input.
-
-    Nothing is said when there is one image and no prior, so single-image prompts stay exactly the dialect's.
-    The model is never told of a prior it was not given.
-    """
-    parts = []
-    if len(study.images) > 1:
-        views = ", ".join(img.view_position or "unknown view" for img in study.images)
-        parts.append(f"Current study: {len(study.images)} views ({views}).")
-    if study.prior and study.prior.images:
-        parts.append(f"The last {len(study.prior.images)} image(s) are the prior study, for comparison.")
-    if study.prior_report:
-        parts.append(f"Prior report: {study.prior_report.strip()}")
-    return " ".join(parts) + ("\n" if parts else "")
-
-
-def _label_list(answer: str, after: str) -> str:
-    """The part of a sentence answer that lists labels ("The following are present: edema and ...")."""
-    return answer.split(after, 1)[1] if after and after in answer else answer
-
-
-def _merged(steps: list[Generation]) -> Generation:
-    """One Generation for a chain of turns: the last text, the summed token counts and times."""
-    if len(steps) == 1:
-        return steps[0]
-    return Generation(
-        text=steps[-1].text,
-        new_tokens=sum(step.new_tokens for step in steps),
-        preprocess_s=sum(step.preprocess_s for step in steps),
-        generate_s=sum(step.generate_s for step in steps),
-        input_size=steps[-1].input_size,
-    )

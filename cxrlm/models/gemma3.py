@@ -2,8 +2,8 @@
 
 Coordinates: the Gemma 3 processor resizes the radiograph to a square (896 px for MedGemma) without keeping the
 aspect ratio and without cropping (pan-and-scan is off), so 0-1 fractions of its input are fractions of the
-original image (profile box_frame "image"). MedGemma's own box convention is not published in its model card; the
-profile asks for 0-1 fractions in the prompt and parses norm1.
+original image (profile box_frame "image"). MedGemma 1 publishes no box convention: its profile asks for 0-1
+fractions in the prompt and parses norm1. MedGemma 1.5 writes [y0, x0, y1, x1] in 0-1000 (profile "medgemma-1.5").
 """
 
 from pathlib import Path

@@ -8,11 +8,8 @@ import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from cxrlm import box_formats
 from cxrlm.errors import ModelLoadError
-
-BOX_FORMATS = ("pixels", "norm1", "int100", "int1000", "auto")  # see cxrlm.prompts.parsers.parse_boxes
-INTEGER_BOX_FORMATS = ("pixels", "int100", "int1000")  # whole-number coordinates
-BOX_FRAMES = ("image", "square_pad", "center_crop")  # see cxrlm.models.frames.view_region
 
 
 @dataclass(frozen=True)
@@ -21,10 +18,8 @@ class ModelProfile:
     family: str  # adapter module under cxrlm/models/
     model_types: tuple[str, ...]  # config.json model_type values this profile accepts
     dialect: str  # cxrlm.prompts.templates.DIALECTS key
-    box_format: str  # how the model writes boxes: "pixels" (of its input frame), "norm1", "int100", "int1000"
-    # What normalized box coordinates span: the whole image ("image": resized or stretched, never cut), the image
-    # centred on a padded square ("square_pad", LLaVA's pad mode), or its centre square ("center_crop", CLIP-style).
-    box_frame: str = "image"
+    box_format: str  # how the model writes boxes: a cxrlm.box_formats.FORMATS name ("pixels" of its input frame...)
+    box_frame: str = "image"  # what normalized coordinates span: a cxrlm.box_formats.FRAMES name
     # Qwen2.5-VL makes about H*W/28^2 visual tokens: the budget is set deliberately, not left at the
     # processor default (12.8 MP, up to 16k tokens), which is slow and no better for a 2-3k px radiograph.
     min_pixels: int = 256 * 28 * 28
@@ -33,10 +28,11 @@ class ModelProfile:
     remote_code: bool = False  # runs Python shipped with the checkpoint (config.json auto_map): opt-in only
 
     def __post_init__(self):
-        if self.box_format not in BOX_FORMATS:
-            raise ValueError(f"box_format {self.box_format!r} is not one of {', '.join(BOX_FORMATS)}")
-        if self.box_frame not in BOX_FRAMES:
-            raise ValueError(f"box_frame {self.box_frame!r} is not one of {', '.join(BOX_FRAMES)}")
+        for field, check in (("box_format", box_formats.check), ("box_frame", box_formats.check_frame)):
+            try:
+                check(getattr(self, field))
+            except ValueError as err:
+                raise ValueError(f"{field}: {err}") from None
 
 
 PROFILES = {
@@ -49,6 +45,9 @@ PROFILES = {
         ModelProfile("radvlm", "llava_onevision", ("llava_onevision",), "radvlm", "norm1", max_new_tokens=1024),
         # MedGemma 4B/27B: Gemma 3, the image stretched to 896x896, so 0-1 boxes are of the whole image.
         ModelProfile("medgemma", "gemma3", ("gemma3",), "medgemma", "norm1", max_new_tokens=1024),
+        # MedGemma 1.5 4B: the same Gemma 3 checkpoint type, trained to ground anatomy in [y0, x0, y1, x1] of 0-1000
+        # (cxrlm.box_formats "int1000_yxyx"); picked by {"profile": "medgemma-1.5"} in the folder's cxrlm.json.
+        ModelProfile("medgemma-1.5", "gemma3", ("gemma3",), "medgemma-1.5", "int1000_yxyx", max_new_tokens=1024),
         # Qwen3-VL: 32 px merged patches, boxes in 0-1000 of its (aspect-kept, uncut) input, i.e. of the image.
         ModelProfile("qwen3-vl", "qwen3_vl", ("qwen3_vl",), "qwen3-vl", "int1000",
                      min_pixels=256 * 32 * 32, max_pixels=1024 * 32 * 32),

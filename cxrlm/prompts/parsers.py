@@ -7,8 +7,9 @@ the usual formats never raise; what could not be understood is reported in `warn
 import re
 from dataclasses import dataclass, field
 
+from cxrlm import box_formats
 from cxrlm.pathologies import normalize_label
-from cxrlm.types import Box
+from cxrlm.types import Box, Task
 
 _THINK = re.compile(r"<think>(.*?)(?:</think>|$)", re.DOTALL | re.IGNORECASE)
 _ANSWER = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.DOTALL | re.IGNORECASE)
@@ -69,25 +70,22 @@ def parse_boxes(
     image_size: tuple[int, int],
     input_size: tuple[int, int] | None = None,
     default_label: str = "",
-    box_format: str = "auto",
+    box_format: str = box_formats.AUTO,
     view: tuple[float, float, float, float] | None = None,
 ) -> list[Box]:
-    """Every `[x1, y1, x2, y2]` in the text, as boxes in pixels of the original image.
+    """Every `[a, b, c, d]` in the text, read in `box_format` (cxrlm.box_formats), as boxes in original pixels.
 
-    Formats: `norm1` (0-1 floats, RadVLM), `int100` (0-100 integers, M4CXR), `int1000` (0-1000 integers,
-    Qwen3-VL), `pixels` (absolute pixels of the model's input frame `input_size`, Qwen2.5-VL; of the original image
-    when not given). `auto` takes all-≤1 values as norm1, else pixels. `view` is the region of the original image,
-    in its pixels, that the model's coordinates span (it reaches outside the image when the model saw it padded,
+    Pixel formats count pixels of the model's input frame `input_size` (Qwen2.5-VL), of the original image when not
+    given. `auto` takes all-within-0-1 values as norm1, else pixels. `view` is the region of the original image, in
+    its pixels, that the model's coordinates span (it reaches outside the image when the model saw it padded,
     inside when cropped; the whole image when not given). Degenerate boxes (zero area) are dropped.
     """
+    fixed = None if box_formats.check(box_format) == box_formats.AUTO else box_formats.get(box_format)
     boxes = []
     for match in _BOX.finditer(text):
         values = [float(v) for v in match.groups()]
-        norm = _to_normalized(values, box_format, input_size or image_size)
-        if norm is None:
-            continue
-        if view is not None:
-            norm = _view_to_image(norm, view, image_size)
+        norm = (fixed or box_formats.guess(values)).read(values, input_size or image_size)
+        norm = box_formats.from_view(norm, view, image_size)
         label = _BOX_LABEL.search(text[match.end(): match.end() + 80]) or _BOX_LABEL.search(
             text[max(0, match.start() - 80): match.start()]
         )
@@ -95,30 +93,6 @@ def parse_boxes(
         if box.xyxy_norm[2] > box.xyxy_norm[0] and box.xyxy_norm[3] > box.xyxy_norm[1]:
             boxes.append(box)
     return boxes
-
-
-def _to_normalized(values: list[float], box_format: str, frame: tuple[int, int]) -> list[float] | None:
-    if box_format == "auto":
-        box_format = "norm1" if all(0 <= v <= 1 for v in values) else "pixels"
-    if box_format == "norm1":
-        return values
-    if box_format == "int100":
-        return [v / 100 for v in values]
-    if box_format == "int1000":
-        return [v / 1000 for v in values]
-    if box_format == "pixels":
-        width, height = frame
-        return [values[0] / width, values[1] / height, values[2] / width, values[3] / height]
-    raise ValueError(f"unknown box format {box_format!r}")
-
-
-def _view_to_image(norm: list[float], view, image_size: tuple[int, int]) -> list[float]:
-    """Coordinates relative to `view` (x0, y0, x1, y1 in original pixels) -> relative to the original image."""
-    x0, y0, x1, y1 = view
-    width, height = image_size
-    xs = [(x0 + v * (x1 - x0)) / width for v in norm[0::2]]
-    ys = [(y0 + v * (y1 - y0)) / height for v in norm[1::2]]
-    return [xs[0], ys[0], xs[1], ys[1]]
 
 
 def parse_report(text: str) -> tuple[str | None, str | None]:
@@ -132,6 +106,23 @@ def parse_report(text: str) -> tuple[str | None, str | None]:
     for name, content in zip(parts[1::2], parts[2::2], strict=True):
         sections[name.lower()] = content.strip() or None
     return sections["findings"], sections["impression"]
+
+
+def label_list(answer: str, after: str = "") -> str:
+    """The part of a sentence answer that lists labels ("The following are present: edema and ...")."""
+    return answer.split(after, 1)[1] if after and after in answer else answer
+
+
+def answer_task(text: str, label_list_after: str = "", has_boxes: bool = False) -> Task:
+    """What a free answer carries, so that its structured fields get filled: report sections -> report;
+    <think>/<answer> tags or nothing but label names -> reason; boxes -> ground; anything else -> chat."""
+    answer = split_reasoning(text).answer
+    if _SECTION.search(answer):
+        return Task.REPORT
+    names, unknown = parse_labels(label_list(answer, label_list_after))
+    if _TAG.search(text) or (names and not unknown):
+        return Task.REASON
+    return Task.GROUND if has_boxes else Task.CHAT
 
 
 def parse_list(text: str) -> list[str]:

@@ -4,7 +4,9 @@ A dialect is picked by the model profile (cxrlm/models/profiles.py). Templates a
 recorded with every result so that evaluation runs can say which prompts produced them.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+from cxrlm.types import Task
 
 
 @dataclass(frozen=True)
@@ -18,9 +20,6 @@ class Dialect:
     classify_question: str  # per-label yes/no question, scored by the likelihood of "yes"
     ground: str
     system: str | None = None
-    # User turns asked before the report, in the same conversation, their answers kept as reasoning (M4CXR's
-    # chain of thought: first which findings are present, then the report).
-    report_chain: tuple[str, ...] = ()
     think_tags: bool = True  # answers come as <think>...</think><answer>...</answer>
     label_list_after: str = ""  # the label list starts after the first occurrence of this text ("" = at once)
 
@@ -67,6 +66,19 @@ MEDGEMMA = Dialect(
     think_tags=False,
 )
 
+# MedGemma 1.5 grounds in its own convention (cxrlm.box_formats "int1000_yxyx"): a JSON list of
+# {"box_2d": [y0, x0, y1, x1], "label": ...} in 0-1000, as Google's anatomy-localization notebook asks for it
+# (github.com/Google-Health/medgemma, notebooks/cxr_anatomy_localization_with_hugging_face.ipynb), sides being the
+# patient's. The other tasks are asked as for MedGemma 1.
+MEDGEMMA_1_5 = replace(
+    MEDGEMMA,
+    name="medgemma-1.5",
+    version="medgemma-1.5/1",
+    ground="Locate {phrase} on this chest X-ray. Left and right are the patient's sides. Output a JSON list of "
+           'objects {{"box_2d": [y0, x0, y1, x1], "label": "{phrase}"}}, where (y0, x0) is the top-left and '
+           "(y1, x1) the bottom-right corner, with coordinates normalized to the range [0, 1000] of the image.",
+)
+
 # Qwen3-VL-Instruct: grounding answers are JSON {"bbox_2d": [x1, y1, x2, y2], "label": ...} in 0-1000 units.
 QWEN3_VL = Dialect(
     name="qwen3-vl",
@@ -81,7 +93,8 @@ QWEN3_VL = Dialect(
 )
 
 # M4CXR (Mistral [INST] turns, remote code): "radiology image: <image>" opens the first turn (the remote-code
-# engine writes it), answers are plain text, boxes are 0-100 integers; reports follow a two-turn chain of thought.
+# engine writes it), answers are plain text, boxes are 0-100 integers. Its two-turn chain of thought (which findings
+# are present, then the report) is what every report is (cxrlm.chat.Session.report): the reasoning turn first.
 _M4CXR_FINDINGS = (
     "Enlarged Cardiomediastinum, Cardiomegaly, Lung Opacity, Lung Lesion, Edema, Consolidation, Pneumonia, "
     "Atelectasis, Pneumothorax, Pleural Effusion, Pleural Other, Fracture, Support Devices"
@@ -91,9 +104,6 @@ M4CXR = Dialect(
     version="m4cxr/1",
     reason=f"Which of the following findings are present in the radiology image? Findings: {_M4CXR_FINDINGS}",
     report="Based on the previous conversation, provide a description of the findings in the radiology image.",
-    report_chain=(
-        f"Which of the following findings are present in the radiology image? Findings: {_M4CXR_FINDINGS}",
-    ),
     differentials="What are the possible differential diagnoses for the radiology image?",
     structured_report="Provide a description of the findings in the radiology image.",
     classify_question="Is {label} present in the radiology image?",
@@ -101,15 +111,15 @@ M4CXR = Dialect(
     think_tags=False,
 )
 
-DIALECTS = {d.name: d for d in (NV_REASON, RADVLM, MEDGEMMA, QWEN3_VL, M4CXR)}
+DIALECTS = {d.name: d for d in (NV_REASON, RADVLM, MEDGEMMA, MEDGEMMA_1_5, QWEN3_VL, M4CXR)}
 
 
-def task_prompt(dialect: Dialect, task: str, phrase: str | None = None) -> str:
-    """The user text for one task. `ground` needs the phrase to locate."""
-    if task == "ground":
+def task_prompt(dialect: Dialect, task: Task | str, phrase: str | None = None) -> str:
+    """The user text for one task (or "differentials", "structured_report"). `ground` needs the phrase to locate."""
+    if task == Task.GROUND:
         if not phrase:
             raise ValueError("grounding needs a phrase, e.g. 'right lung' or 'pleural effusion'")
         return dialect.ground.format(phrase=phrase)
-    if task == "classify":
+    if task == Task.CLASSIFY:
         raise ValueError("classify is asked per label: use dialect.classify_question")
     return getattr(dialect, task)

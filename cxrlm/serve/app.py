@@ -31,9 +31,11 @@ from cxrlm.serve.exports import FORMATS, ExportUnavailable, export
 from cxrlm.serve.security import LOCAL_KEY_ID, RateLimiter, bearer_token, retry_after_header
 from cxrlm.serve.storage import Store, new_id
 from cxrlm.serve.worker import Cancelled, Job, ModelWorker, QueueFull
-from cxrlm.types import Message, Study, XrayImage
+from cxrlm.types import Study, Task, XrayImage
 
 WEB_DIR = Path(__file__).parent / "web"
+MAX_VIEWS = 8  # images of one study in a task request
+View = Annotated[str, Field(max_length=16)]  # PA, AP, LL, RL, LATERAL
 DONE = object()  # end of a stream of text pieces
 
 
@@ -69,11 +71,18 @@ class ChatCompletionRequest(BaseModel):
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     session_id: str | None = Field(None, description="cxrlm extension: continue a stored session")
+    views: list[View] | None = Field(None, max_length=MAX_VIEWS, description="cxrlm extension: the view position "
+                                    "(PA, AP, LL) of each image, in order, where its file does not say")
 
 
 class TaskRequest(BaseModel):
     study_id: str | None = Field(None, description="a study uploaded to /v1/studies")
     image: str | None = Field(None, description="or the image itself, as a base64 data URL")
+    study_ids: list[str] | None = Field(None, min_length=1, max_length=MAX_VIEWS,
+                                        description="or several uploaded views of one study, in order (PA, lateral)")
+    views: list[View] | None = Field(None, min_length=1, max_length=MAX_VIEWS,
+                                    description="the view position (PA, AP, LL) of each image, in order, where its "
+                                                "file does not say; one value applies to every image")
     max_new_tokens: int | None = Field(None, ge=1)
     stream: bool = Field(False, description="server-sent events: text pieces, then the result")
 
@@ -84,7 +93,7 @@ class GroundRequest(TaskRequest):
 
 def create_app(model, store: Store, settings: ServeSettings | None = None, worker: ModelWorker | None = None):
     settings = settings or ServeSettings()
-    threads = settings.concurrency if getattr(model.engine, "concurrent", False) else 1
+    threads = settings.concurrency if model.engine.capabilities.concurrent else 1
     worker = worker or ModelWorker(settings.max_queue, threads=threads)
     limiter = RateLimiter(settings.rate_per_minute)
 
@@ -165,8 +174,9 @@ def create_app(model, store: Store, settings: ServeSettings | None = None, worke
         except oa.RequestError as err:
             raise ApiError(400, str(err)) from None
         images, study_ids = await asyncio.to_thread(ctx.resolve_images, parsed.image_refs, key)
+        study = _study(images, body.views)
         limit = ctx.token_cap(body.max_completion_tokens or body.max_tokens)
-        run = ctx.chat_job(parsed, images, study_ids, key, limit, body.session_id)
+        run = ctx.chat_job(parsed, study, study_ids, key, limit, body.session_id)
         if body.stream:
             return _sse(_chat_stream(ctx, run, model.name))
         result_id, out, session_id = await ctx.wait(request, run)
@@ -174,12 +184,15 @@ def create_app(model, store: Store, settings: ServeSettings | None = None, worke
         extra = {"result_id": result_id, "session_id": session_id, "study_ids": study_ids, "output": out.to_dict()}
         return oa.completion(f"chatcmpl-{result_id}", model.name, out.raw_text, finish, extra)
 
-    async def task_endpoint(request: Request, body: TaskRequest, key: str, task: str, phrase=None):
-        if bool(body.study_id) == bool(body.image):
-            raise ApiError(400, "give exactly one of study_id (from POST /v1/studies) or image (a data URL)")
-        ref = f"{oa.STUDY_URL_PREFIX}{body.study_id}" if body.study_id else body.image
-        images, study_ids = await asyncio.to_thread(ctx.resolve_images, [ref], key)
-        run = ctx.task_job(task, images[0], study_ids[0], key, ctx.token_cap(body.max_new_tokens), phrase)
+    async def task_endpoint(request: Request, body: TaskRequest, key: str, task: Task, phrase=None):
+        if sum(map(bool, (body.study_id, body.image, body.study_ids))) != 1:
+            raise ApiError(400, "give exactly one of study_id (from POST /v1/studies), study_ids (several views) or "
+                                "image (a data URL)")
+        ids = body.study_ids or ([body.study_id] if body.study_id else [])
+        refs = [f"{oa.STUDY_URL_PREFIX}{study_id}" for study_id in ids] or [body.image]
+        images, study_ids = await asyncio.to_thread(ctx.resolve_images, refs, key)
+        study = _study(images, body.views)
+        run = ctx.task_job(task, study, study_ids, key, ctx.token_cap(body.max_new_tokens), phrase)
         if body.stream:
             return _sse(_task_stream(run))
         result_id, out, _ = await ctx.wait(request, run)
@@ -189,17 +202,17 @@ def create_app(model, store: Store, settings: ServeSettings | None = None, worke
     @app.post("/v1/cxr/report")
     async def report(body: TaskRequest, request: Request, key: str = Depends(caller)):
         """Reasoning, CheXpert-14 labels, findings and impression (two turns of one conversation)."""
-        return await task_endpoint(request, body, key, "report")
+        return await task_endpoint(request, body, key, Task.REPORT)
 
     @app.post("/v1/cxr/classify")
     async def classify(body: TaskRequest, request: Request, key: str = Depends(caller)):
         """A probability for each CheXpert-14 label."""
-        return await task_endpoint(request, body, key, "classify")
+        return await task_endpoint(request, body, key, Task.CLASSIFY)
 
     @app.post("/v1/cxr/ground")
     async def ground(body: GroundRequest, request: Request, key: str = Depends(caller)):
         """Bounding boxes for a phrase, in the image's own pixels."""
-        return await task_endpoint(request, body, key, "ground", body.phrase)
+        return await task_endpoint(request, body, key, Task.GROUND, body.phrase)
 
     @app.get("/v1/results/{result_id}")
     async def get_result(result_id: str, key: str = Depends(caller)):
@@ -309,56 +322,36 @@ class _Context:
         return images, ids
 
     # Jobs ---------------------------------------------------------------------------------------------------
-    def chat_job(self, parsed: oa.ChatRequest, images, study_ids, key, limit, session_id) -> _Run:
+    def chat_job(self, parsed: oa.ChatRequest, study: Study, study_ids, key, limit, session_id) -> _Run:
         from cxrlm.chat import Session
 
         def work(job: Job):
-            session = Session(self.model, Study(images=images), limit)
-            prior = parsed.turns[:-1]
-            session.history = [Message(role, body, n_images=len(images) if i == 0 else 0)
-                               for i, (role, body) in enumerate(prior)]
-            # With no prior turns, Session puts the images on this question; else they ride on the first turn.
-            return session.ask(parsed.turns[-1][1], on_text=job.emit, task="chat")
+            # The earlier turns are the conversation so far; the images ride on its first user turn.
+            session = Session(self.model, study, limit, turns=parsed.turns[:-1])
+            return session.ask(parsed.turns[-1][1], on_text=job.emit)  # its task is what the answer carries
 
         def save(request_id: str, out) -> tuple[str, str]:
             sid = self.store.open_session(session_id, key, study_ids[0], self.model.name)
             new_turns = parsed.turns if sid != session_id else parsed.turns[-1:]
             self.store.add_messages(sid, [*new_turns, ("assistant", out.raw_text)])
-            rid = self.store.save_result(request_id=request_id, api_key_id=key, task="chat", output=out.to_dict(),
+            rid = self.store.save_result(request_id=request_id, api_key_id=key, task=Task.CHAT, output=out.to_dict(),
                                          study_id=study_ids[0], session_id=sid)
             return rid, sid
 
-        prompt = {"turns": parsed.turns}
-        return self._submit("/v1/chat/completions", work, save, key, images, prompt, limit)
+        prompt = {"turns": parsed.turns, "views": _views(study)}
+        return self._submit("/v1/chat/completions", work, save, key, study.images, prompt, limit)
 
-    def task_job(self, task: str, image: XrayImage, study_id: str, key: str, limit: int, phrase=None) -> _Run:
+    def task_job(self, task: Task, study: Study, study_ids: list[str], key: str, limit: int, phrase=None) -> _Run:
         def work(job: Job):
-            if task == "report":
-                return self._report(image, limit, job)
-            return self.model.predict(image, task, phrase=phrase, max_new_tokens=limit, on_text=job.emit)
+            return self.model.predict(study, task, phrase=phrase, max_new_tokens=limit, on_text=job.emit)
 
         def save(request_id: str, out) -> tuple[str, None]:
             rid = self.store.save_result(request_id=request_id, api_key_id=key, task=task, output=out.to_dict(),
-                                         study_id=study_id)
+                                         study_id=study_ids[0])
             return rid, None
 
-        return self._submit(f"/v1/cxr/{task}", work, save, key, [image], {"task": task, "phrase": phrase}, limit)
-
-    def _report(self, image: XrayImage, limit: int, job: Job):
-        """As `cxrlm report`: the reasoning turn (labels), then the report turn (findings, impression)."""
-        from cxrlm.chat import Session
-        from cxrlm.prompts.templates import task_prompt
-
-        session = Session(self.model, image, limit)
-        out = session.reason(on_text=job.emit)
-        job.emit("\n\n")
-        report = session.ask(task_prompt(self.model.dialect, "report"), on_text=job.emit, task="report")
-        out.task = "report"
-        out.findings, out.impression = report.findings, report.impression
-        out.raw_text = out.raw_text + "\n\n" + report.raw_text
-        out.timings.generate_s = (out.timings.generate_s or 0) + (report.timings.generate_s or 0)
-        out.timings.new_tokens = (out.timings.new_tokens or 0) + (report.timings.new_tokens or 0)
-        return out
+        prompt = {"task": task, "phrase": phrase, "views": _views(study)}
+        return self._submit(f"/v1/cxr/{task}", work, save, key, study.images, prompt, limit)
 
     def _submit(self, endpoint, work, save, key: str, images: list[XrayImage], prompt: dict, limit: int) -> _Run:
         loop = asyncio.get_running_loop()
@@ -414,6 +407,22 @@ class _Context:
                     raise ApiError(499, "client disconnected", "cancelled") from None
             except Cancelled as err:
                 _raise_cancelled(err)
+
+
+def _study(images: list[XrayImage], views: list[str] | None) -> Study:
+    """One study of the request's images, with the view positions it gives (one value applies to every image)."""
+    from cxrlm.io import assign_views
+
+    if views:
+        try:
+            assign_views(images, views * len(images) if len(views) == 1 else views)
+        except InputError as err:
+            raise ApiError(400, f"views: {err}") from None
+    return Study(images=images)
+
+
+def _views(study: Study) -> list[str | None]:
+    return [image.view_position for image in study.images]
 
 
 def _raise_cancelled(err: Cancelled):

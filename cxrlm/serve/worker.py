@@ -1,5 +1,6 @@
 """One model behind a bounded queue. With the plain engine one thread runs jobs one at a time, so the model is never
-shared; an engine that batches concurrent requests itself (`engine.concurrent`: fast, remote) gets several threads.
+shared; an engine that batches concurrent requests itself (`engine.capabilities.concurrent`: fast, remote) gets
+several threads.
 
 A job is a function of a `Job` (its cancel flag, deadline and text sink). Streaming models call `job.emit(text)`
 for every piece; `emit` raises `Cancelled` once the client has gone or the deadline has passed, which unwinds

@@ -2,16 +2,13 @@
 
 `mean_rewards(model_dir, prompts_file, rewards)` samples completions for every prompt (as GRPO does: same chat
 template, images and temperature) and averages each named reward over the completions it scores. Command line:
-`python -m cxrlm.train.reward_eval --model DIR --data grpo_val.jsonl --rewards format,tag_count`.
+`cxrlm eval rewards --model DIR --data grpo_val.jsonl --rewards format,tag_count` (cxrlm/cli/checks.py).
 Not here: task metrics over a manifest (cxrlm.eval does that).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-from pathlib import Path
 
 from cxrlm.train.data import GRPO_COLUMNS, load_pil, read_jsonl
 from cxrlm.train.rewards import get_reward
@@ -46,20 +43,3 @@ def mean_rewards(model_dir, prompts_file, rewards: list[str], samples: int = 4, 
             scores[name] += [v for v in func(completions, **columns) if v is not None]
     return {name: sum(v) / len(v) if v else math.nan for name, v in scores.items()}
 
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--data", required=True, help="GRPO JSONL (prompt, images, ground-truth columns)")
-    parser.add_argument("--rewards", default="format,tag_count")
-    parser.add_argument("--samples", type=int, default=4)
-    parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    result = mean_rewards(Path(args.model), args.data, args.rewards.split(","), args.samples, args.max_new_tokens,
-                          seed=args.seed)
-    print(json.dumps({k: round(v, 4) for k, v in result.items()}))
-
-
-if __name__ == "__main__":
-    main()

@@ -17,14 +17,16 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 
+from cxrlm import box_formats
 from cxrlm.pathologies import normalize_label
 from cxrlm.prompts import parsers
+from cxrlm.types import Task
 
 # Tasks a reward scores by default; None scores every row. A recipe can override with `reward_kwargs`.
-LABEL_TASKS = ("reason",)
-BOX_TASKS = ("ground",)
-REPORT_TASKS = ("report",)
-ANSWER_TASKS = ("classify", "vqa")
+LABEL_TASKS = (Task.REASON,)
+BOX_TASKS = (Task.GROUND,)
+REPORT_TASKS = (Task.REPORT,)
+ANSWER_TASKS = (Task.CLASSIFY, Task.VQA)
 
 # Exactly one reasoning block, then exactly one answer block, nothing else around them.
 _NO_TAG = r"((?:(?!</?think>|</?answer>).)*)"
@@ -214,8 +216,15 @@ def _reference_boxes(boxes, size: tuple[int, int] | None) -> list[list[float]] |
     return out
 
 
-def _box_score(metric: Callable[[list, list], float], tasks, box_format: str, completions, columns) -> list:
+def _box_score(metric: Callable[[list, list], float], tasks, box_format, completions, columns) -> list:
     references, images, sizes = columns.get("boxes"), columns.get("images"), columns.get("image_size")
+    # How the answers write boxes: a recipe setting (one name, which overrides the column), else the dataset's
+    # `box_format` column (the instruction builder records the format its answers, so the trained policy, use),
+    # else a guess per box ("auto").
+    if isinstance(box_format, str):
+        formats = [box_formats.check(box_format)] * len(completions)
+    else:
+        formats = [name or box_formats.AUTO for name in (box_format or [None] * len(completions))]
 
     def score(i: int, text: str) -> float | None:
         if references is None or references[i] is None:
@@ -228,14 +237,14 @@ def _box_score(metric: Callable[[list, list], float], tasks, box_format: str, co
         if reference is None:
             return None
         # Predictions are clipped to the image by Box.from_norm, so out-of-range boxes cost overlap, not a crash.
-        predicted = [list(b.xyxy_norm) for b in parsers.parse_boxes(text, size or (1, 1), box_format=box_format)]
+        predicted = [list(b.xyxy_norm) for b in parsers.parse_boxes(text, size or (1, 1), box_format=formats[i])]
         return metric(reference, predicted)
 
     return _scored(completions, columns, tasks, score)
 
 
 def box_iou_reward(
-    completions, tasks: Sequence[str] | None = BOX_TASKS, box_format: str = "auto", **columns
+    completions, tasks: Sequence[str] | None = BOX_TASKS, box_format: str | Sequence | None = None, **columns
 ) -> list[float | None]:
     """Hungarian-matched IoU of predicted vs reference boxes (`cxrlm.metrics.boxes.item_iou`); extra or missing
     boxes count as IoU 0."""
@@ -245,7 +254,7 @@ def box_iou_reward(
 
 
 def box_f1_reward(
-    completions, tasks: Sequence[str] | None = BOX_TASKS, box_format: str = "auto", **columns
+    completions, tasks: Sequence[str] | None = BOX_TASKS, box_format: str | Sequence | None = None, **columns
 ) -> list[float | None]:
     """Hungarian-matched soft F1 of predicted vs reference boxes (`cxrlm.metrics.boxes.soft_f1`)."""
     from cxrlm.metrics.boxes import soft_f1

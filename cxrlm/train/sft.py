@@ -3,8 +3,8 @@
 Rows are conversations (`messages`) with image paths (`images`); TRL's vision collator applies the chat template
 and the processor per batch, masks everything but the assistant's tokens (`assistant_only_loss`) and never
 truncates unless `max_length` is set (truncation would cut image tokens). Rows with a `yes_prob` get soft yes/no
-answers (cxrlm.train.distill). Full fine-tuning, LoRA or QLoRA. Not
-here: recipe parsing (config.py) and the CLI (cxrlm/cli/train.py).
+answers (cxrlm.train.soft_answers). Full fine-tuning, LoRA or QLoRA. Not here: recipe parsing (config.py) and the
+CLI (cxrlm/cli/train.py).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cxrlm.errors import ConfigError
-from cxrlm.train import build, distill
+from cxrlm.train import build, soft_answers
 from cxrlm.train.config import SFTRecipe
 from cxrlm.train.data import SFT_COLUMNS, ImageLoadingCollator, read_dataset
 
@@ -23,8 +23,8 @@ def main(recipe: SFTRecipe) -> Path:
     train_dataset = read_dataset(recipe.train_file, SFT_COLUMNS, recipe.max_samples)
     eval_dataset = read_dataset(recipe.eval_file, SFT_COLUMNS) if recipe.eval_file else None
     model, processor = build.load_for_training(recipe)
-    soft = "yes_prob" in train_dataset.column_names  # soft yes/no answers (cxrlm.train.distill)
-    answers = distill.answer_ids(processor.tokenizer) if soft else ()
+    soft = soft_answers.COLUMN in train_dataset.column_names
+    answers = soft_answers.answer_ids(processor.tokenizer) if soft else ()
     try:
         args = SFTConfig(
             **build.trainer_arguments(recipe),
@@ -34,7 +34,7 @@ def main(recipe: SFTRecipe) -> Path:
             eval_steps=recipe.save_steps,
             remove_unused_columns=not soft,  # TRL would drop the yes_prob column before the collator sees it
         )
-        trainer = (distill.soft_answer_trainer(SFTTrainer, *answers) if soft else SFTTrainer)(
+        trainer = (soft_answers.soft_answer_trainer(SFTTrainer, *answers) if soft else SFTTrainer)(
             model=model,
             args=args,
             train_dataset=train_dataset,
@@ -47,6 +47,6 @@ def main(recipe: SFTRecipe) -> Path:
         raise ConfigError(f"SFT setup rejected: {str(err).splitlines()[0]}") from None
     trainer.data_collator = ImageLoadingCollator(trainer.data_collator)
     if soft:
-        trainer.data_collator = distill.SoftAnswerCollator(trainer.data_collator, *answers)
+        trainer.data_collator = soft_answers.SoftAnswerCollator(trainer.data_collator, *answers)
     build.run_training(trainer, recipe)
     return build.save_checkpoint(trainer, processor, recipe)

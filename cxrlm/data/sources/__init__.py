@@ -1,17 +1,30 @@
-"""The registry of dataset adapters, as data: name -> module, license, citation, patient-id namespace.
+"""The registry of dataset adapters, as data: name -> records reader, license, citation, patient-id namespace.
 
 Each adapter module has `records(root: Path) -> Iterator[ManifestRecord]` that reads one published
 layout and nothing else. `collection` names whose patient ids a source uses: sources sharing one
-(nih14, nih14-64px) put a patient in the same split. Importing this package imports no adapter.
+(nih14, nih14-64px) put a patient in the same split.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from cxrlm.data.sources import (
+    chest_imagenome,
+    chexpert,
+    chexpert_plus,
+    covid_chestxray,
+    hannover_covid,
+    iu_xray_reports,
+    mimic_cxr,
+    ms_cxr,
+    nih14,
+    nih14_64px,
+    padchest_gr,
+    vindr_cxr,
+)
 from cxrlm.errors import InputError
 
 PHYSIONET = "PhysioNet Credentialed Health Data License 1.5.0 (credentialed access; no redistribution)"
@@ -20,88 +33,84 @@ PHYSIONET = "PhysioNet Credentialed Health Data License 1.5.0 (credentialed acce
 @dataclass(frozen=True)
 class Source:
     name: str
-    module: str
+    records: Callable[[Path], Iterator]
     collection: str
     license: str
     citation: str
     description: str
-
-    @property
-    def records(self) -> Callable[[Path], Iterator]:
-        return importlib.import_module(self.module).records
 
 
 SOURCES = {
     source.name: source
     for source in (
         Source(
-            "nih14", "cxrlm.data.sources.nih14", "nih-chestxray14",
+            "nih14", nih14.records, "nih-chestxray14",
             "NIH Clinical Center: no restrictions on use; acknowledge the NIH Clinical Center",
             "Wang et al., ChestX-ray8, CVPR 2017",
             "NIH ChestX-ray14 frontal images: labels.csv (14 NIH labels) + boxes.csv; also fixtures/nih14",
         ),
         Source(
-            "nih14-64px", "cxrlm.data.sources.nih14_64px", "nih-chestxray14",
+            "nih14-64px", nih14_64px.records, "nih-chestxray14",
             "NIH Clinical Center: no restrictions on use; acknowledge the NIH Clinical Center",
             "Wang et al., ChestX-ray8, CVPR 2017",
             "NIH ChestX-ray14 at 64x64 with a normal/abnormal column (smoke tests only)",
         ),
         Source(
-            "covid-chestxray", "cxrlm.data.sources.covid_chestxray", "covid-chestxray",
+            "covid-chestxray", covid_chestxray.records, "covid-chestxray",
             "per image (`license` field): mostly CC BY-NC-SA, some CC BY, some unknown; research use only",
             "Cohen et al., COVID-19 Image Data Collection, arXiv:2006.11988; Brixia: Signoroni et al., 2021",
             "COVID-19 image collection: diagnosis, view, severity and Brixia scores, right/left lung boxes",
         ),
         Source(
-            "hannover-covid", "cxrlm.data.sources.hannover_covid", "hannover-covid",
+            "hannover-covid", hannover_covid.records, "hannover-covid",
             "CC BY 3.0",
             "Winther et al., COVID-19 Image Repository, Hannover Medical School, doi:10.6084/m9.figshare.12275009",
             "COVID-19 positive radiographs (CR/DX, AP/PA) from Hannover Medical School",
         ),
         Source(
-            "iu-xray-reports", "cxrlm.data.sources.iu_xray_reports", "iu-xray",
+            "iu-xray-reports", iu_xray_reports.records, "iu-xray",
             "reports: CC BY-NC-ND 4.0 (Open-i, Indiana University); gold labels: NCBI public domain",
             "Demner-Fushman et al., JAMIA 2016; Peng et al., NegBio, AMIA 2018",
             "Indiana University reports with hand-checked NIH-14 labels; text only (image: null)",
         ),
         Source(
-            "mimic-cxr", "cxrlm.data.sources.mimic_cxr", "mimic",
+            "mimic-cxr", mimic_cxr.records, "mimic",
             PHYSIONET,
             "Johnson et al., MIMIC-CXR-JPG, arXiv:1901.07042 (PhysioNet 2019)",
             "MIMIC-CXR-JPG 2.0.0: CheXpert labels per study, view, official split, FINDINGS/IMPRESSION reports",
         ),
         Source(
-            "chexpert", "cxrlm.data.sources.chexpert", "chexpert",
+            "chexpert", chexpert.records, "chexpert",
             "Stanford CheXpert Dataset Research Use Agreement (non-commercial)",
             "Irvin et al., CheXpert, AAAI 2019",
             "CheXpert 1.0 train.csv/valid.csv with 14 labels (-1 uncertain)",
         ),
         Source(
-            "chexpert-plus", "cxrlm.data.sources.chexpert_plus", "chexpert",
+            "chexpert-plus", chexpert_plus.records, "chexpert",
             "Stanford AIMI CheXpert Plus Research Use Agreement (non-commercial)",
             "Chambon et al., CheXpert Plus, arXiv:2405.19538",
             "CheXpert Plus report sections (df_chexpert_plus_*.csv) and CheXbert labels",
         ),
         Source(
-            "vindr-cxr", "cxrlm.data.sources.vindr_cxr", "vindr-cxr",
+            "vindr-cxr", vindr_cxr.records, "vindr-cxr",
             PHYSIONET,
             "Nguyen et al., VinDr-CXR, Scientific Data 2022",
             "VinDr-CXR DICOMs with boxes from several readers (fused) and image-level labels",
         ),
         Source(
-            "chest-imagenome", "cxrlm.data.sources.chest_imagenome", "mimic",
+            "chest-imagenome", chest_imagenome.records, "mimic",
             PHYSIONET,
             "Wu et al., Chest ImaGenome, PhysioNet 2021",
             "Chest ImaGenome scene graphs: anatomy boxes and region findings on MIMIC-CXR images",
         ),
         Source(
-            "ms-cxr", "cxrlm.data.sources.ms_cxr", "mimic",
+            "ms-cxr", ms_cxr.records, "mimic",
             PHYSIONET,
             "Boecking et al., Making the Most of Text Semantics..., ECCV 2022 (MS-CXR)",
             "MS-CXR phrase grounding boxes on MIMIC-CXR images",
         ),
         Source(
-            "padchest-gr", "cxrlm.data.sources.padchest_gr", "padchest",
+            "padchest-gr", padchest_gr.records, "padchest",
             "BIMCV PadChest-GR research use agreement (non-commercial)",
             "Castro et al., PadChest-GR, arXiv:2411.05085",
             "PadChest-GR grounded reports: report sentences with boxes",

@@ -1,27 +1,25 @@
 """The cxrlm-tiny recipe, end to end: data, tokenizer, encoder pretraining, SFT, GRPO, single-turn SFT.
 
-    python -m cxrlm.train.tiny_recipe --data ../shared/data --work runs/tiny-train --out weights/cxrlm-tiny
+    cxrlm train tiny --data ../shared/data --work runs/tiny-train --out weights/cxrlm-tiny
 
 Every stage is the project's own code: manifests from `cxrlm.data.sources` (patient-level split, 20% validation
 kept out of every stage), the instruction builder's synthetic `<think>` reviews and reports, `cxrlm.models.tiny`
-for the Qwen2.5-VL folder, `cxrlm.train.encoder` for the vision tower, then `cxrlm.train.sft` and
-`cxrlm.train.grpo` (TRL), and optionally soft yes/no answers from `cxrlm.train.distill`. The prompts are the nv-reason
-dialect's exact words, the ones `cxrlm` asks at inference.
+for the Qwen2.5-VL folder, `cxrlm_tiny.encoder` for the vision tower, then `cxrlm.train.sft` and
+`cxrlm.train.grpo` (TRL), and optionally soft yes/no answers from `cxrlm_tiny.probes`. The prompts are the
+nv-reason dialect's exact words, the ones `cxrlm` asks at inference.
 Lung boxes for the training images that readers did not box come from the model-predicted `lung_masks/` and from
 an ensemble of ResNet-18 teachers; augmented copies of the training images (random resized crop, brightness/contrast,
 mirror) are written under --work, so the text stages see more than the 75 reader-boxed lungs. The same command runs
 on a CPU or, when one is visible, a GPU; run again after a stop, it goes on from encoder pretraining's last check,
 or takes the tower of a finished pretraining and starts at SFT. Nothing from ../shared/data is copied into the
-repository.
+repository. The options and their defaults (the recipe is its defaults) are the command's: cxrlm/cli/tiny.py.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import shutil
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -39,11 +37,12 @@ from cxrlm.data.instructions import (
     report_turn,
 )
 from cxrlm.data.manifest import ManifestRecord
-from cxrlm.errors import CxrlmError, InputError
-from cxrlm.eval.cnn_baselines import nih_targets, norm_boxes
+from cxrlm.errors import InputError
 from cxrlm.pathologies import CHEXPERT14, CLASSIFY_LABELS, NIH14, label_phrase
 from cxrlm.prompts.templates import NV_REASON
-from cxrlm.train.encoder import BOX_LABELS, STATE_FILE, EncoderConfig, Item, augment, loader_workers, pretrain
+from cxrlm.train.soft_answers import COLUMN as SOFT  # a row's P(yes); under a record's `extra`, label -> P(yes)
+from cxrlm_tiny.cnn import nih_targets, norm_boxes
+from cxrlm_tiny.encoder import BOX_LABELS, STATE_FILE, EncoderConfig, Item, augment, loader_workers, pretrain
 
 VAL_FRACTION = 0.2
 IMAGE_SIDE = 448  # the pixel budget: a 512 px radiograph becomes a 16 x 16 grid of 28 px patches, 64 tokens
@@ -51,7 +50,6 @@ TEXT = dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_att
 VISION = dict(depth=4, hidden_size=192, intermediate_size=512, num_heads=3, patch_size=28,
               window_size=IMAGE_SIDE, fullatt_block_indexes=[0, 1, 2, 3])
 VOCAB_SIZE = 4096
-SOFT = "yes_prob"  # a record's soft answers: label -> P(yes), see with_soft_answers
 QUESTION_LABEL = {NV_REASON.classify_question.format(label=label_phrase(name)): name for name in CLASSIFY_LABELS}
 PREDICTED = "model-predicted"  # in a box's source: from the masks or the teachers, not drawn by a reader
 PROFILE = {"profile": "nv-reason-cxr", "box_format": "int100", "min_pixels": 56 * 56,
@@ -101,12 +99,12 @@ def lung_boxes(record: ManifestRecord) -> np.ndarray:
 def teacher_boxes(train: list[ManifestRecord], val: list[ManifestRecord], seeds: int,
                   epochs: int = 30, size: int = 128) -> tuple[dict[str, np.ndarray], float]:
     """Lung boxes for the training images that have none, predicted by an ensemble of ResNet-18 regressors trained
-    from scratch on those that have both (cxrlm.eval.cnn_baselines' regressor): the tower and the language model
+    from scratch on those that have both (cxrlm_tiny.cnn's regressor): the tower and the language model
     then learn where the lungs are from every training image, not only the boxed ones. Images on which it disagrees
     (a member's box under IoU 0.8 with the ensemble's mean box) get none. Returns {image: (2, 4) boxes in 0-1}
     and the ensemble's mean IoU on the validation images with reader lung boxes, the boxes `cxrlm eval` scores
     (reported, never used to choose anything)."""
-    from cxrlm.eval.cnn_baselines import box_loss, load_pixels, predict, train_net
+    from cxrlm_tiny.cnn import box_loss, load_pixels, predict, train_net
     from cxrlm.metrics.boxes import iou
 
     boxed = [r for r in train if not np.isnan(lung_boxes(r)).any()]
@@ -234,7 +232,7 @@ def write_sft(records: list[ManifestRecord], path: Path, questions: int, seed: i
     the short answers only. With `single_turn`, one row per example instead: in a conversation most answers can
     be read off earlier turns (the review's `<answer>` lists the labels), so only a first turn must be read from
     the image, and the language model learned to read it poorly. Records with soft answers (`with_soft_answers`)
-    give their yes/no rows a `yes_prob` column (cxrlm.train.distill)."""
+    give their yes/no rows a `yes_prob` column (cxrlm.train.soft_answers)."""
     templates, rows = load_templates(), []
     soft = any(SOFT in r.extra for r in (*records, *copies))
     for r, texts in [*((r, True) for r in records), *((r, False) for r in copies)]:
@@ -247,7 +245,7 @@ def write_sft(records: list[ManifestRecord], path: Path, questions: int, seed: i
                          "images": [str(r.image_path)]})
             if soft:  # every row has the column (null when hard): a dataset's columns are its first row's
                 asked = QUESTION_LABEL.get(group[0].user) if len(group) == 1 else None
-                rows[-1]["yes_prob"] = r.extra.get(SOFT, {}).get(asked)
+                rows[-1][SOFT] = r.extra.get(SOFT, {}).get(asked)
     random.Random(seed).shuffle(rows)
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return len(rows)
@@ -255,12 +253,12 @@ def write_sft(records: list[ManifestRecord], path: Path, questions: int, seed: i
 
 def with_soft_answers(model: Path, records: list[ManifestRecord], seed: int) -> list[ManifestRecord]:
     """The records with cross-fitted probe probabilities for their label questions under `extra`, from the vision
-    tower of `model` (cxrlm.train.distill); augmented copies made from them inherit their image's answers."""
-    from cxrlm.train import distill
+    tower of `model` (cxrlm_tiny.probes); augmented copies made from them inherit their image's answers."""
+    from cxrlm_tiny import probes
 
     targets = {name: np.array([np.nan if (v := label_value(r, name)) is None else v for r in records], float)
                for name in CLASSIFY_LABELS}
-    answers = distill.soft_answers(model, [str(r.image_path) for r in records], targets, seed)
+    answers = probes.soft_answers(model, [str(r.image_path) for r in records], targets, seed)
     return [replace(r, extra={**r.extra, SOFT: answers[str(r.image_path)]}) for r in records]
 
 
@@ -311,7 +309,7 @@ def single_turn_sft(model: Path, records: list[ManifestRecord], work: Path, args
 def label_distillation(model: Path, records: list[ManifestRecord], work: Path, args) -> Path:
     """The last stage: the single-turn rows, but every image is asked about every label it has, and the
     yes/no answers are soft: the cross-fitted probabilities of linear probes on the model's own frozen tower
-    (`with_soft_answers`, cxrlm.train.distill). In `single_turn_sft` each label's rows pass less than once and the
+    (`with_soft_answers`, cxrlm_tiny.probes). In `single_turn_sft` each label's rows pass less than once and the
     language model learns little beyond each label's base rate; here every label is seen often enough (about 11
     times per image in the recipe's 5,000 steps) for it to follow the probes. Box, review and report rows stay in,
     so the other tasks are not forgotten."""
@@ -410,45 +408,3 @@ def run(data: Path, work: Path, out: Path, args) -> dict:
     (work / "training_log.json").write_text(json.dumps(log, indent=2, default=str) + "\n")
     return log
 
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # the recipe is its defaults
-    parser.add_argument("--data", type=Path, default=Path("../shared/data"), help="the shared datasets' folder")
-    parser.add_argument("--work", type=Path, default=Path("runs/tiny-train"), help="intermediate files; rerun to resume")
-    parser.add_argument("--out", type=Path, default=Path("weights/cxrlm-tiny"), help="the finished model folder")
-    parser.add_argument("--copies", type=int, default=2, help="augmented copies of each training image")
-    parser.add_argument("--box-copies", type=int, default=8, help="augmented copies of each image with lung boxes")
-    parser.add_argument("--questions", type=int, default=10, help="yes/no label questions per image")
-    parser.add_argument("--teachers", type=int, default=3, help="ResNet-18 box teachers (0: no teacher boxes)")
-    parser.add_argument("--encoder-epochs", type=int, default=120, help="vision-tower pretraining epochs")
-    parser.add_argument("--label-anchor", type=int, default=30,
-                        help="from this encoder epoch on, the label head learns a frozen copy of itself as it was "
-                             "then instead of the labels, so longer pretraining keeps them (0: none)")
-    parser.add_argument("--sft-epochs", type=float, default=1.0, help="multi-turn SFT epochs")
-    parser.add_argument("--sft-lr", type=float, default=1e-3, help="multi-turn SFT learning rate")
-    parser.add_argument("--grpo-steps", type=int, default=12, help="GRPO steps (0: none)")
-    parser.add_argument("--grpo-lr", type=float, default=1e-5, help="GRPO learning rate")
-    parser.add_argument("--single-turn-steps", type=int, default=600, help="single-turn SFT, batches of 16 (0: none)")
-    parser.add_argument("--single-turn-lr", type=float, default=3e-4, help="single-turn SFT learning rate")
-    parser.add_argument("--distil-steps", type=int, default=0,
-                        help="an optional last stage, batches of 16: soft yes/no answers from the tower's probes "
-                             "(0: none; run 12, the model shipped before run 14, used 5000)")
-    parser.add_argument("--seed", type=int, default=0, help="every stage's seed")
-    args = parser.parse_args(argv)
-    if args.teachers < 0:
-        parser.error("--teachers must be 0 (no teacher boxes) or more")
-    if not 0 <= args.label_anchor < args.encoder_epochs:
-        parser.error(f"--label-anchor {args.label_anchor} must be 0 (none) or an epoch before --encoder-epochs "
-                     f"{args.encoder_epochs}")
-    try:
-        log = run(args.data, args.work, args.out, args)
-    except CxrlmError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_code
-    print(json.dumps(log["stages_s"], indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,15 +1,14 @@
-"""Soft yes/no answers (cxrlm.train.distill): the loss, the collator, the cross-fitted probes, and SFT with them."""
+"""Soft yes/no answers in SFT (cxrlm.train.soft_answers): the loss, the collator, and SFT with them."""
 
 import json
 import math
 
-import numpy as np
 import pytest
 import torch
 from train_samples import _user, _write, write_png
 
 from cxrlm.errors import InputError
-from cxrlm.train import distill
+from cxrlm.train import soft_answers
 
 YES, NO = 3, 4
 
@@ -25,8 +24,8 @@ def test_a_certain_soft_answer_is_the_usual_cross_entropy():
     masked = labels.clone()
     masked[0, 2] = masked[1, 3] = -100
     positions, certain = torch.tensor([2, 3]), torch.tensor([1.0, 0.0])
-    assert torch.allclose(distill.soft_answer_loss(logits, masked, positions, certain, YES, NO), hard)
-    halfway = distill.soft_answer_loss(logits, masked, positions, torch.tensor([0.5, 0.5]), YES, NO)
+    assert torch.allclose(soft_answers.soft_answer_loss(logits, masked, positions, certain, YES, NO), hard)
+    halfway = soft_answers.soft_answer_loss(logits, masked, positions, torch.tensor([0.5, 0.5]), YES, NO)
     assert not torch.allclose(halfway, hard)
 
 
@@ -35,7 +34,7 @@ def test_a_soft_answer_is_learned_as_its_probability():
     optimizer = torch.optim.SGD([logits], lr=1.0)
     for _ in range(300):
         optimizer.zero_grad()
-        distill.soft_answer_loss(logits, _labels([[-100] * 3]), torch.tensor([2]), torch.tensor([0.9]), YES, NO).backward()
+        soft_answers.soft_answer_loss(logits, _labels([[-100] * 3]), torch.tensor([2]), torch.tensor([0.9]), YES, NO).backward()
         optimizer.step()
     probs = logits[0, 1].detach().softmax(-1)
     assert probs[YES] / (probs[YES] + probs[NO]) == pytest.approx(0.9, abs=0.01)  # what `cxrlm classify` reads
@@ -48,29 +47,13 @@ class _Inner:
 
 
 def test_the_collator_moves_the_first_answer_token_to_the_soft_loss():
-    collate = distill.SoftAnswerCollator(_Inner(), YES, NO)
+    collate = soft_answers.SoftAnswerCollator(_Inner(), YES, NO)
     batch = collate([{"labels": [-100, YES, 1, 2], "yes_prob": 0.25}, {"labels": [-100, -100, NO, 2], "yes_prob": None}])
     assert batch["labels"].tolist() == [[-100, -100, 1, 2], [-100, -100, NO, 2]]
     assert batch["answer_positions"].tolist() == [1, -1]
     assert batch["yes_prob"][0] == 0.25 and math.isnan(batch["yes_prob"][1])
     with pytest.raises(InputError, match="single yes/no question"):
         collate([{"labels": [-100, 7, 2, 2], "yes_prob": 0.5}])
-
-
-def test_cross_fitted_probabilities_rank_a_label_and_skip_rare_or_unknown_items():
-    from sklearn.metrics import roc_auc_score
-
-    rng = np.random.default_rng(0)
-    target = (rng.random(300) < 0.3).astype(float)
-    features = rng.normal(size=(300, 6))
-    features[:, 0] += 1.5 * target
-    target[:5] = np.nan
-    p = distill.cross_fitted(features, target, seed=0)
-    assert np.isnan(p[:5]).all() and not np.isnan(p[5:]).any()
-    assert roc_auc_score(target[5:], p[5:]) > 0.8  # the feature alone ranks at 0.87
-    rare = np.zeros(300)
-    rare[:9] = 1  # fewer than two positives per fold
-    assert np.isnan(distill.cross_fitted(features, rare, seed=0)).all()
 
 
 @pytest.mark.slow

@@ -1,4 +1,10 @@
-"""CNN baselines for the model card: a ResNet-18 trained from scratch on the project's own train split.
+"""The CNN pieces of cxrlm-tiny: ResNet-18 baselines for the model card, and what its encoder pretraining shares.
+
+The one CNN training loop (`train_net`: Adam on random resized crops, boxes moved with the crop) trains both the
+baselines below (`cxrlm eval cnn-baselines`) and the recipe's lung-box teachers (cxrlm_tiny.recipe.teacher_boxes);
+the crops, the device choice and the label scores are the encoder pretraining's too (cxrlm_tiny.encoder).
+
+The baselines: a ResNet-18 trained from scratch on the project's own train split.
 
 Two tasks, each read from a manifest (`cxrlm data build ...`), trained on split "train" and scored on the
 requested splits (default "val"), once per seed:
@@ -18,23 +24,22 @@ undone exactly when scoring). Augmentation is a random resized crop (80-100% of 
 inside the image), applied to the boxes too. Weights are random (`resnet18(weights=None)`): nothing is
 downloaded. torch and torchvision are imported inside the functions that need them.
 
-Not here: the vision-language model's own evaluation (`cxrlm.eval.runner`), pretrained backbones, tuning.
+Not here: the vision-language model's own evaluation (`cxrlm.eval.runner`), pretrained backbones, tuning, the
+command line (cxrlm/cli/tiny.py).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from cxrlm.errors import CxrlmError, InputError
+from cxrlm.errors import InputError
 from cxrlm.eval.baselines import _box_key, mean_boxes
 from cxrlm.eval.scoring import MIN_POSITIVES
 from cxrlm.metrics.boxes import iou
@@ -363,64 +368,36 @@ def run_ground(records: Sequence, *, seeds: Sequence[int], epochs: int, size: in
     return result
 
 
-# ---------------------------------------------------------------- command line
+# ---------------------------------------------------------------- command line (cxrlm eval cnn-baselines)
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m cxrlm.eval.cnn_baselines", description=__doc__.split("\n")[0])
-    parser.add_argument("task", choices=("classify", "ground"))
-    parser.add_argument("--manifest", required=True, type=Path)
-    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--size", type=int, default=224, help="square input side in pixels")
-    parser.add_argument("--splits", default="val", help="comma-separated splits to score (default val)")
-    parser.add_argument("--min-positives", type=int, default=MIN_POSITIVES,
-                        help="classify: label needs this many positives")
-    parser.add_argument("--out", required=True, type=Path, help="results JSON")
-    return parser.parse_args(argv)
-
-
-def _int_list(text: str, what: str) -> list[int]:
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise InputError(f"--{what} must be comma-separated integers, got {text!r}")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
+def run(task: str, manifest: Path, out: Path, *, seeds: Sequence[int], epochs: int, size: int,
+        splits: Sequence[str], min_positives: int = MIN_POSITIVES) -> dict:
+    """Train and score one task's baselines on a manifest, write the results JSON to `out`, return its headline."""
     from cxrlm.data.manifest import read_manifest
 
-    args = parse_args(argv)
-    try:
-        seeds = _int_list(args.seeds, "seeds")
-        if not seeds or args.epochs < 1 or args.size < 32:
-            raise InputError("need at least one seed, --epochs >= 1 and --size >= 32")
-        if not args.manifest.is_file():
-            raise InputError(f"manifest {args.manifest} not found; build one with `cxrlm data build`")
-        records = read_manifest(args.manifest)
-        splits = [s.strip() for s in args.splits.split(",") if s.strip()]
-        started = time.perf_counter()
-        common = {"seeds": seeds, "epochs": args.epochs, "size": args.size, "splits": splits}
-        if args.task == "classify":
-            result = run_classify(records, min_positives=args.min_positives, **common)
-        else:
-            result = run_ground(records, **common)
-    except CxrlmError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    settings = {
+    if not seeds or epochs < 1 or size < 32:
+        raise InputError("need at least one seed, --epochs >= 1 and --size >= 32")
+    if not manifest.is_file():
+        raise InputError(f"manifest {manifest} not found; build one with `cxrlm data build`")
+    records = read_manifest(manifest)
+    started = time.perf_counter()
+    common = {"seeds": list(seeds), "epochs": epochs, "size": size, "splits": list(splits)}
+    if task == "classify":
+        result = run_classify(records, min_positives=min_positives, **common)
+    else:
+        result = run_ground(records, **common)
+    result["settings"] = {
         **common,
-        "manifest": str(args.manifest),
+        "manifest": str(manifest),
         "batch_size": BATCH_SIZE,
         "lr": LEARNING_RATE,
         "threads": os.cpu_count(),
         "seconds": round(time.perf_counter() - started, 1),
     }
-    result["settings"] = settings
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
-    print(json.dumps(_headline(result)))
-    return 0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
+    return _headline(result)
 
 
 def _headline(result: dict) -> dict:
@@ -436,6 +413,3 @@ def _headline(result: dict) -> dict:
             }
     return out
 
-
-if __name__ == "__main__":
-    sys.exit(main())

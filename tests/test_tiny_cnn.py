@@ -1,4 +1,5 @@
-"""CNN baselines (`cxrlm.eval.cnn_baselines`) on a tiny synthetic manifest: 64x64 PNGs drawn here, 1 epoch."""
+"""CNN baselines (cxrlm_tiny.cnn, `cxrlm eval cnn-baselines`) on a tiny synthetic manifest: 64x64 PNGs drawn here,
+1 epoch."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("torchvision")
 
+from cxrlm.cli import main
 from cxrlm.data.manifest import ManifestRecord, make_box, read_manifest, write_manifest
-from cxrlm.eval import cnn_baselines as cnn
 from cxrlm.pathologies import NIH14
+from cxrlm_tiny import cnn
 
 SIDE = 64
 
@@ -59,9 +61,13 @@ def manifest(tmp_path_factory):
     return path
 
 
+def baselines(*argv: str) -> int:
+    return main(["eval", "cnn-baselines", *argv])
+
+
 def _run(task: str, manifest, out, *extra: str) -> dict:
     argv = [task, "--manifest", str(manifest), "--seeds", "0", "--epochs", "1", "--size", "64", "--out", str(out)]
-    assert cnn.main(argv + list(extra)) == 0
+    assert baselines(*argv, *extra) == 0
     return json.loads(out.read_text())
 
 
@@ -147,13 +153,13 @@ def test_boxes_of_other_labels_do_not_hide_the_lungs():
 
 
 def test_errors_are_one_line(manifest, tmp_path, capsys):
-    assert cnn.main(["ground", "--manifest", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "o.json")]) == 2
+    assert baselines("ground", "--manifest", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "o.json")) == 2
     assert "not found" in capsys.readouterr().err
-    assert cnn.main(["classify", "--manifest", str(manifest), "--seeds", "a", "--out", str(tmp_path / "o.json")]) == 2
+    assert baselines("classify", "--manifest", str(manifest), "--seeds", "a", "--out", str(tmp_path / "o.json")) == 2
     assert capsys.readouterr().err.startswith("error: --seeds")
     no_train = tmp_path / "val_only.jsonl"
     write_manifest([r for r in read_manifest(manifest) if r.split == "val"], no_train)
-    assert cnn.main(["ground", "--manifest", str(no_train), "--out", str(tmp_path / "o.json")]) == 2
+    assert baselines("ground", "--manifest", str(no_train), "--out", str(tmp_path / "o.json")) == 2
     assert "fewer than 2 training images" in capsys.readouterr().err
     assert not (tmp_path / "o.json").exists()
 
@@ -166,5 +172,5 @@ def test_same_seed_same_result(manifest, tmp_path):
 
 def test_missing_split_is_an_input_error(manifest, tmp_path, capsys):
     argv = ["classify", "--manifest", str(manifest), "--splits", "val,test", "--out", str(tmp_path / "o.json")]
-    assert cnn.main(argv) == 2
+    assert baselines(*argv) == 2
     assert "no images in split(s) ['test']" in capsys.readouterr().err

@@ -18,7 +18,7 @@ checkpoint, `encoder_state.pt`), and a stopped run started again with the same s
 there, to the same weights: longer pretraining takes hours on a CPU. The state of a finished run stays, so a recipe
 stopped in a later stage gets its tower back in seconds; a finished state from other settings is trained over.
 
-Not here: which images and boxes (cxrlm.train.tiny_recipe builds them), the text stages (sft.py, grpo.py).
+Not here: which images and boxes (cxrlm_tiny.recipe builds them), the text stages (cxrlm.train.sft, cxrlm.train.grpo).
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ from pathlib import Path
 import numpy as np
 
 from cxrlm.errors import ConfigError
-from cxrlm.eval.cnn_baselines import classification_scores, crop_boxes, random_crops, training_device
 from cxrlm.eval.scoring import MIN_POSITIVES
 from cxrlm.metrics.boxes import iou
 from cxrlm.pathologies import NIH14
+from cxrlm_tiny.cnn import classification_scores, crop_boxes, random_crops, training_device
 
 BOX_LABELS = ("right lung", "left lung")
 STATE_FILE = "encoder_state.pt"  # a pretraining's state at its last check, kept when it ends

@@ -1,4 +1,6 @@
-"""Soft yes/no answers for SFT: linear probes on the frozen vision tower answer the label questions (distillation).
+"""Linear probes on cxrlm-tiny's frozen vision tower: soft yes/no answers for SFT, and how much the tower holds.
+
+Soft answers (distillation): linear probes on the frozen vision tower answer the label questions.
 
 Why: with 0/1 answers the tiny language model learned each label's base rate and little of the image (its loss on
 the yes/no rows sat at the label priors' entropy), while a logistic probe on the same tower's mean token ranks the
@@ -8,11 +10,17 @@ instead, and the loss on the first answer token is the cross-entropy against tha
 prior wins. The probabilities are cross-fitted (each image's comes from probes fitted without it), so the targets
 hold what generalises from the tower's tokens, not what a probe memorised of its own training images. Measured on
 the tiny recipe (the model card): in its seventh stage's 600 steps, where each label's rows pass less than once,
-the validation AUROC did not move; in the last stage (`tiny_recipe.label_distillation`), which asks every image
-about every label for 5,000 steps, the language model follows the probes and the labels are read apart.
+the validation AUROC did not move; in the last stage (`cxrlm_tiny.recipe.label_distillation`), which asks every
+image about every label for 5,000 steps, the language model follows the probes and the labels are read apart. The
+rows carry them in a `yes_prob` column, which `cxrlm train sft` learns as soft answers (cxrlm.train.soft_answers).
 
-A row opts in with a `yes_prob` column (null elsewhere); `cxrlm.train.sft` then uses `SoftAnswerCollator` and
-`soft_answer_trainer`. Not here: which rows are asked (cxrlm.train.tiny_recipe.write_sft).
+The tower probe (`cxrlm eval tower-probe MODEL MANIFEST`, `tower_probe`): one logistic probe per NIH label on the
+mean of the tower's output tokens, fitted on the manifest's training images (L2, its strength chosen by 5-fold
+cross-validation there) and scored on its validation images with the model card's rule (macro AUROC over labels
+with >= 10 positives), plus `first_component_share` of the probes' scores. Compare with `cxrlm eval --tasks
+classify` on the same split: what the language model answers from the same tower.
+
+Not here: which rows are asked (cxrlm_tiny.recipe.write_sft). Needs scikit-learn (the `train` extra).
 """
 
 from __future__ import annotations
@@ -24,6 +32,9 @@ from pathlib import Path
 import numpy as np
 
 from cxrlm.errors import ConfigError, InputError
+from cxrlm.eval.scoring import MIN_POSITIVES
+from cxrlm.pathologies import NIH14
+from cxrlm_tiny.cnn import classification_scores, nih_targets, split_records
 
 PROBE_C = (0.001, 0.01, 0.1, 1.0)  # L2 strengths a probe picks from by cross-validated AUROC
 FOLDS = 5
@@ -88,64 +99,42 @@ def soft_answers(model_dir: Path, images: list[str], targets: dict[str, np.ndarr
     return answers
 
 
-class SoftAnswerCollator:
-    """Wraps an SFT collator for rows with a `yes_prob`: the first answer token ("Yes"/"No") leaves the 0/1 loss
-    (its label becomes -100) and its position and probability go into the batch for `soft_answer_trainer`."""
+def probe_logits(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray) -> np.ndarray:
+    """(val items, NIH labels) log-odds of one probe per label; 0 where a label has too few training positives."""
+    try:
+        from sklearn.linear_model import LogisticRegressionCV
+    except ImportError:
+        raise ConfigError("the probes need scikit-learn: pip install -e '.[train]'") from None
 
-    def __init__(self, inner, yes_id: int, no_id: int):
-        self.inner, self.yes_id, self.no_id = inner, yes_id, no_id
-
-    def __call__(self, examples: list[dict]):
-        import torch
-
-        soft = [ex.pop("yes_prob", None) for ex in examples]
-        batch = self.inner(examples)
-        labels = batch["labels"]
-        positions = torch.full((len(examples),), -1)
-        for i, p in enumerate(soft):
-            if p is None or (isinstance(p, float) and math.isnan(p)):
-                continue
-            answer = int((labels[i] != -100).nonzero()[0])
-            if int(labels[i, answer]) not in (self.yes_id, self.no_id):
-                raise InputError("a row with a yes_prob must be a single yes/no question answered 'Yes.' or 'No.'")
-            labels[i, answer], positions[i] = -100, answer
-        batch["answer_positions"] = positions
-        batch["yes_prob"] = torch.tensor([p if p is not None else math.nan for p in soft], dtype=torch.float32)
-        return batch
+    logits = np.zeros((len(x_val), len(NIH14)))
+    for j in range(len(NIH14)):
+        known = ~np.isnan(y_train[:, j])
+        if y_train[known, j].sum() >= FOLDS:  # the folds need a positive each
+            probe = LogisticRegressionCV(Cs=list(PROBE_C), cv=FOLDS, scoring="roc_auc", max_iter=2000)
+            with warnings.catch_warnings():  # scikit-learn's notices of coming default changes, as in cross_fitted
+                warnings.simplefilter("ignore", FutureWarning)
+                logits[:, j] = probe.fit(x_train[known], y_train[known, j]).decision_function(x_val)
+    return logits
 
 
-def soft_answer_loss(logits, labels, positions, yes_prob, yes_id: int, no_id: int):
-    """Mean over supervised tokens of: the usual next-token cross-entropy, and at each soft row's answer token
-    -(p log P(Yes) + (1 - p) log P(No)) over the whole vocabulary."""
-    import torch
+def tower_probe(model_dir: Path, manifest: Path) -> dict:
+    """How much label information the checkpoint's vision tower holds, whatever its language model reads:
+    `classification_scores` of the NIH probes on the manifest's val split (fitted on its train split)."""
+    from cxrlm.data.manifest import read_manifest
 
-    logp = torch.log_softmax(logits[:, :-1].float(), -1)
-    targets = labels[:, 1:]
-    mask = targets != -100
-    hard = -logp.gather(-1, targets.clamp_min(0).unsqueeze(-1)).squeeze(-1)[mask].sum()
-    rows = (positions >= 0).nonzero().squeeze(-1)
-    at = logp[rows, positions[rows] - 1]  # logp[:, t - 1] predicts labels[:, t]
-    p = yes_prob[rows].to(at.dtype)
-    soft = -(p * at[:, yes_id] + (1 - p) * at[:, no_id]).sum()
-    return (hard + soft) / (mask.sum() + len(rows)).clamp_min(1)
-
-
-def soft_answer_trainer(base, yes_id: int, no_id: int):
-    """`base` (TRL's SFTTrainer) with `soft_answer_loss` as its loss."""
-
-    class SoftAnswerTrainer(base):
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            positions, yes_prob = inputs.pop("answer_positions"), inputs.pop("yes_prob")
-            labels = inputs.pop("labels")
-            outputs = model(**inputs, use_cache=False)
-            loss = soft_answer_loss(outputs.logits, labels, positions, yes_prob, yes_id, no_id)
-            if self.model_accepts_loss_kwargs and num_items_in_batch is not None:
-                loss = loss / self.current_gradient_accumulation_steps  # Trainer then leaves accumulation to the loss
-            return (loss, outputs) if return_outputs else loss
-
-    return SoftAnswerTrainer
-
-
-def answer_ids(tokenizer) -> tuple[int, int]:
-    """The first tokens of the answers "Yes." and "No."."""
-    return tokenizer.encode("Yes.", add_special_tokens=False)[0], tokenizer.encode("No.", add_special_tokens=False)[0]
+    if not (model_dir / "config.json").is_file():
+        raise InputError(f"{model_dir} is not a checkpoint folder (no config.json)")
+    if not manifest.is_file():
+        raise InputError(f"manifest {manifest} not found; build one with `cxrlm data build nih14 ...`")
+    records = read_manifest(manifest)
+    train, val = split_records(records, "train"), split_records(records, "val")
+    if not train or not val:
+        raise InputError(f"{manifest} needs images in both the train and the val split")
+    features = mean_tokens(model_dir, [r.image_path for r in train + val])
+    mean, std = features[: len(train)].mean(0), features[: len(train)].std(0) + 1e-6
+    features = (features - mean) / std
+    logits = probe_logits(features[: len(train)], nih_targets(train), features[len(train):])
+    result = classification_scores(nih_targets(val), logits, MIN_POSITIVES)
+    if result["macro_auroc"] is None:
+        raise InputError(f"no NIH label has {MIN_POSITIVES} positives in the val split of {manifest}; use a larger one")
+    return result
