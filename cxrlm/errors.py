@@ -4,6 +4,9 @@ The CLI prints `error: <message>` and exits non-zero for these; anything else is
 values read from a file, so every message goes through `one_line`: control characters escaped, length capped.
 """
 
+import warnings
+from contextlib import contextmanager
+
 MESSAGE_LIMIT = 500  # characters: room for a list of valid choices, never for a file's content
 QUOTE_LIMIT = 40  # characters of a value read from a file, when a message quotes one
 
@@ -38,3 +41,19 @@ class ModelLoadError(CxrlmError):
 
 class ConfigError(CxrlmError):
     """A recipe, option or combination of options is invalid."""
+
+
+LIBRARY_WARNINGS = 3  # at most this many of a decoding library's warnings are kept, one short line each
+
+
+@contextmanager
+def library_warnings(notes: list[str], library: str):
+    """Turn the Python warnings a decoding library raises inside the block into `notes` (one short line each,
+    at most LIBRARY_WARNINGS), instead of lines on stderr. Their text may quote file values: `quote` bounds it."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    lines = list(dict.fromkeys(quote(str(w.message).strip(), 160) for w in caught))
+    notes.extend(f"{library}: {line}" for line in lines[:LIBRARY_WARNINGS])
+    if len(lines) > LIBRARY_WARNINGS:
+        notes.append(f"{library}: {len(lines) - LIBRARY_WARNINGS} more warning(s)")

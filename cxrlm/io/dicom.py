@@ -29,9 +29,8 @@ from pydicom.encaps import generate_fragments
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, get_decoder
 
-from cxrlm.errors import InputError, quote
+from cxrlm.errors import InputError, library_warnings, quote
 from cxrlm.io.codestream import frame_size
-from cxrlm.io.image import library_warnings
 from cxrlm.types import XrayImage
 
 # Non-identifying acquisition facts copied into XrayImage.metadata (plus "voi_applied" and "windowing").

@@ -10,14 +10,12 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
-import warnings
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from cxrlm.errors import InputError, quote
+from cxrlm.errors import InputError, library_warnings, quote
 from cxrlm.types import FRONTAL_VIEWS, VIEW_POSITIONS, Study, XrayImage
 
 # (leading bytes, format) of the raster formats handed to Pillow.
@@ -34,7 +32,6 @@ VIEW_ALIASES = {"LAT": "LATERAL"}  # a common non-standard spelling
 LATERAL_VIEWS = tuple(v for v in VIEW_POSITIONS if v not in FRONTAL_VIEWS)
 LATERAL_WARNING = "lateral view: most CXR models expect a frontal view"
 HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
-LIBRARY_WARNINGS = 3  # at most this many of a decoding library's warnings are kept, one short line each
 
 
 def load_image(path, *, max_pixels: int = 50_000_000, view_position: str | None = None) -> XrayImage:
@@ -113,19 +110,6 @@ def _read_dicom(path: Path, max_pixels: int, has_preamble: bool) -> XrayImage:
     from cxrlm.io.dicom import read_dicom
 
     return read_dicom(path, max_pixels=max_pixels, has_preamble=has_preamble)
-
-
-@contextmanager
-def library_warnings(notes: list[str], library: str):
-    """Turn the Python warnings a decoding library raises inside the block into `notes` (one short line each,
-    at most LIBRARY_WARNINGS), instead of lines on stderr. Their text may quote file values: `quote` bounds it."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        yield
-    lines = list(dict.fromkeys(quote(str(w.message).strip(), 160) for w in caught))
-    notes.extend(f"{library}: {line}" for line in lines[:LIBRARY_WARNINGS])
-    if len(lines) > LIBRARY_WARNINGS:
-        notes.append(f"{library}: {len(lines) - LIBRARY_WARNINGS} more warning(s)")
 
 
 @functools.cache
