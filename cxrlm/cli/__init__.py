@@ -11,7 +11,7 @@ import sys
 from cxrlm import DISCLAIMER, __version__
 from cxrlm.cli import data, infer, label, models, serve, train
 from cxrlm.cli import eval as evaluate
-from cxrlm.errors import CxrlmError
+from cxrlm.errors import CxrlmError, one_line
 
 # One line per verb module; each defines `register(subparsers)`.
 VERB_MODULES = (
@@ -53,6 +53,6 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # a bug, not a user error: stay one line unless asked
         if os.environ.get("CXRLM_DEBUG"):
             raise
-        print(f"error: unexpected {type(err).__name__}: {err} (set CXRLM_DEBUG=1 for the traceback)", file=sys.stderr)
+        message = one_line(f"unexpected {type(err).__name__}: {err}")
+        print(f"error: {message} (set CXRLM_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
-

@@ -7,6 +7,8 @@ raises InputError with one actionable line. Not here: resizing or normalizing fo
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import io
 import os
 from pathlib import Path
@@ -14,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from cxrlm.errors import InputError
+from cxrlm.errors import InputError, library_warnings, quote
 from cxrlm.types import FRONTAL_VIEWS, VIEW_POSITIONS, Study, XrayImage
 
 # (leading bytes, format) of the raster formats handed to Pillow.
@@ -133,21 +135,39 @@ def _read_dicom(path: Path, max_pixels: int, has_preamble: bool) -> XrayImage:
     return read_dicom(path, max_pixels=max_pixels, has_preamble=has_preamble)
 
 
+@functools.cache
+def _quiet_libtiff() -> None:
+    """libtiff prints decoding errors straight to stderr from C (Pillow then raises OSError for them): switch off
+    that default handler, once, in the libtiff Pillow loaded (found in /proc/self/maps; elsewhere left alone)."""
+    try:
+        maps = Path("/proc/self/maps").read_text().splitlines()
+        library = next(line.split()[-1] for line in maps if "/libtiff" in line)
+        ctypes.CDLL(library).TIFFSetErrorHandler(None)
+    except (OSError, StopIteration, AttributeError):
+        pass
+
+
 def _read_raster(path: Path, max_pixels: int) -> XrayImage:
     name = path.name
+    library_notes: list[str] = []
+    _quiet_libtiff()
     try:
-        with Image.open(path) as im:
+        with library_warnings(library_notes, "Pillow"), Image.open(path) as im:
             _check_raster_header(im, name, max_pixels)
             im.load()
             metadata = {"format": im.format, "mode": im.mode}
             upright = ImageOps.exif_transpose(im)  # phone photos of films carry an EXIF rotation
     except Image.DecompressionBombError as exc:
         raise InputError(f"{name}: image is too large to decode safely: downscale it") from exc
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:  # Pillow's ways of saying "broken file"
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"{name}: image is truncated or corrupt ({reason}): re-export or re-download it") from exc
-    pixels, notes = to_gray8(upright)
-    return XrayImage(pixels=pixels, source=name, metadata=metadata, warnings=notes)
+    except InputError:
+        raise
+    except Exception as exc:  # Pillow says "broken file" in many ways: OSError, SyntaxError, TypeError, struct.error
+        reason = str(exc).splitlines()[0].replace(str(path), name) if str(exc) else type(exc).__name__
+        raise InputError(
+            f"{name}: image is truncated or corrupt ({quote(reason, 120)}): re-export or re-download it"
+        ) from exc
+    pixels, notes = to_gray8(upright, name)
+    return XrayImage(pixels=pixels, source=name, metadata=metadata, warnings=notes + library_notes)
 
 
 def _check_raster_header(im: Image.Image, name: str, max_pixels: int) -> None:
@@ -163,12 +183,17 @@ def _check_raster_header(im: Image.Image, name: str, max_pixels: int) -> None:
         raise InputError(f"{name}: file has {frames} frames/pages: save the radiograph as a single image")
 
 
-def to_gray8(im: Image.Image) -> tuple[np.ndarray, list[str]]:
+def to_gray8(im: Image.Image, name: str = "image") -> tuple[np.ndarray, list[str]]:
     """Any Pillow mode -> (H, W) uint8. High bit depths are stretched over their actual range."""
     if im.mode in HIGH_BIT_MODES:
-        return _stretch(np.asarray(im, dtype=np.float64))
+        values = np.asarray(im, dtype=np.float64)
+        if not np.isfinite(values).all():
+            bad = int((~np.isfinite(values)).sum())
+            raise InputError(f"{name}: {bad:,} pixel(s) are NaN or infinite: re-export the image with finite values")
+        return _stretch(values)
     if im.mode in ("L", "1"):
-        return np.asarray(im.convert("L"), dtype=np.uint8), []
+        pixels = np.asarray(im.convert("L"), dtype=np.uint8)
+        return pixels, ["image has a single gray level"] if pixels.min() == pixels.max() else []
     rgb = np.asarray(im.convert("RGB"))
     notes = []
     if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2])):
@@ -193,7 +218,7 @@ def _normalize_view(view: str | None, name: str, strict: bool) -> str | None:
     if value in VIEW_POSITIONS:
         return value
     if strict:
-        raise InputError(f"{name}: unknown view position {view!r}: use one of {', '.join(VIEW_POSITIONS)}")
+        raise InputError(f"{name}: unknown view position '{quote(view)}': use one of {', '.join(VIEW_POSITIONS)}")
     return None
 
 
@@ -201,7 +226,7 @@ def _resolve_view(image: XrayImage, requested: str | None) -> None:
     """The file's own ViewPosition wins over the argument; a disagreement is reported."""
     from_file = _normalize_view(image.view_position, image.source, strict=False)
     if image.view_position and from_file is None:
-        image.warnings.append(f"ViewPosition {image.view_position!r} is not one of {', '.join(VIEW_POSITIONS)}")
+        image.warnings.append(f"ViewPosition '{quote(image.view_position)}' is not one of {', '.join(VIEW_POSITIONS)}")
     if from_file and requested and from_file != requested:
         image.warnings.append(f"file says view {from_file}, argument says {requested}: using {from_file}")
     image.view_position = from_file or requested
