@@ -55,7 +55,7 @@ class ServeSettings:
     max_new_tokens: int = 1024  # cap on any request's generated tokens
     max_text_chars: int = MAX_TEXT_CHARS  # text per request, all turns together
     max_prompt_tokens: int = MAX_PROMPT_TOKENS  # the same, in the model's tokens (where it has a tokenizer)
-    max_images: int = MAX_IMAGES  # images per message (= per study)
+    max_images: int = MAX_IMAGES  # images per request: one study's views
     rate_per_minute: int = 120  # per API key; 0 turns it off
     require_keys: bool = False
     cors_origins: tuple[str, ...] = ()
