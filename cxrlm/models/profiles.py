@@ -27,6 +27,9 @@ class ModelProfile:
     max_pixels: int = 1024 * 28 * 28
     max_new_tokens: int = 2048
     remote_code: bool = False  # runs Python shipped with the checkpoint (config.json auto_map): opt-in only
+    # What a checkpoint says of itself on every output (ModelOutput.model_notice), set in its cxrlm.json: the shipped
+    # demonstration model declares its near-chance accuracy so that no surface shows its answers without saying so.
+    notice: str | None = None
 
     def __post_init__(self):
         if self.family not in FAMILIES:
