@@ -446,19 +446,15 @@ def not_a_diagnosis(name: str, findings: list[str] = ()) -> str | None:
         return "a findings sentence"
     if len(words) > MAX_DIAGNOSIS_WORDS or re.search(r"[.:]\s+\S", name):
         return "a sentence"
-    if not _names_diagnosis(name):
-        return "no known diagnosis"
-    return None
-
-
-def _names_diagnosis(name: str) -> bool:
     from cxrlm.data.labeler import NEGATIVE, explain  # lazy: the labeler compiles its lexicon on first use
 
-    if normalize_label(name) not in (None, "No Finding"):
-        return True
-    if re.search(r"\b(?:" + "|".join(DIAGNOSIS_TERMS) + r")\b", name, re.IGNORECASE):
-        return True
-    return any(mention.status != NEGATIVE for mention in explain(name))
+    mentions = explain(name)
+    if mentions and all(mention.status == NEGATIVE for mention in mentions):
+        return "a negated finding"
+    if (mentions or normalize_label(name) not in (None, "No Finding")
+            or re.search(r"\b(?:" + "|".join(DIAGNOSIS_TERMS) + r")\b", name, re.IGNORECASE)):
+        return None
+    return "no known diagnosis"
 
 
 @cache
