@@ -99,7 +99,8 @@ DIAGNOSIS_TERMS = (
     r"granulom\w*", r"vasculitis", r"scarring", r"hyperinflation", r"pneumonitis", r"aneurysm", r"dissection",
 )
 MAX_DIAGNOSIS_WORDS = 8  # longer items are sentences, not the name of a diagnosis
-YES_NO = r"yes|no|none|n/a|true|false|present|absent|normal|unremarkable"
+YES_NO = r"yes|no|true|false|present|absent"
+NOTHING = r"none|nil|n/a|normal|unremarkable|no differentials?"  # an answer that names no diagnosis
 
 # A recommendation asks someone to do something: a report sentence needs a cue and an action ("The findings suggest
 # pneumonia" has a cue but states a finding); an item of a "Recommendations:" section needs an action.
@@ -440,6 +441,8 @@ def not_a_diagnosis(name: str, findings: list[str] = ()) -> str | None:
     words = name.split()
     if not words or re.fullmatch(rf"(?:{YES_NO})\W*", name, re.IGNORECASE):
         return "a yes/no answer"
+    if re.fullmatch(rf"(?:{NOTHING})\W*", name, re.IGNORECASE):
+        return "names no diagnosis"
     if name.rstrip().endswith("?") or _same(name, *_differential_questions()):
         return "the question"
     if _same(name, *findings):

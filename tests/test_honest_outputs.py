@@ -121,6 +121,18 @@ def test_cli_exports_leave_out_an_unparseable_differentials_answer(monkeypatch, 
         assert f"- {YES_LEFT_OUT}" in markdown and f"> **Model notice:** {NOTICE}" in markdown
 
 
+def test_cli_json_export_carries_the_notice_and_the_warning(monkeypatch, png, tmp_path):
+    from cxrlm.structured import validate_structured
+
+    out = tmp_path / "report.json"
+    assert run_cli(monkeypatch, demo_model(REASONING, REPORT, "None."), ["report", str(png), "--export", "json",
+                                                                        "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    validate_structured(data)
+    assert data["model_notice"] == NOTICE and data["differentials"] == [] and data["recommendations"] == []
+    assert "differentials left out: the answer 'None.' is not a list of diagnoses" in data["warnings"]
+
+
 def test_cli_export_keeps_a_real_differentials_list(monkeypatch, png, tmp_path):
     out = tmp_path / "report.md"
     model = demo_model(REASONING, REPORT, "1. Pneumonia - likely\n2. Aspiration - possible")

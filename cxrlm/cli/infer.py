@@ -91,7 +91,7 @@ def run_report(args) -> int:
     session = Session(model, study, args.max_new_tokens)
     out = session.report()
     differentials = None
-    if args.export in ("md", "fhir", "sr"):  # kept only where the answer lists diagnoses (cxrlm.structured)
+    if args.export:  # every structured report has the section: kept only where the answer lists diagnoses
         differentials = session.ask(task_prompt(model.dialect, "differentials")).raw_text
     if args.show_prompt:
         _show_prompts(session)
