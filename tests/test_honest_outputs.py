@@ -15,7 +15,13 @@ from scripted_engine import ScriptedEngine
 
 from cxrlm.models.base import CxrModel
 from cxrlm.models.profiles import PROFILES, resolve_profile
-from cxrlm.structured import build_structured_report, check_differentials, not_a_diagnosis, recommendations
+from cxrlm.structured import (
+    build_structured_report,
+    check_differentials,
+    not_a_diagnosis,
+    recommendations,
+    split_sentences,
+)
 from cxrlm.types import ModelOutput, output_schema
 
 TINY = Path(__file__).resolve().parents[1] / "weights" / "cxrlm-tiny"
@@ -209,7 +215,7 @@ def test_cxrlm_tiny_report_exports_hold_no_section_from_an_unparseable_answer(fi
     out = session.report()
     answer = session.ask(task_prompt(model.dialect, "differentials")).raw_text
     report = build_structured_report(out, study, differentials_text=answer)
-    kept, warnings = check_differentials(answer, [out.findings or ""])
+    kept, warnings = check_differentials(answer, split_sentences(out.findings or ""))
     assert [d.diagnosis for d in report.differentials] == [d.diagnosis for d in kept]
     assert all(not_a_diagnosis(d.diagnosis) is None for d in report.differentials)
     assert set(warnings) <= set(report.warnings)
