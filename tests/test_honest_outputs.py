@@ -87,7 +87,8 @@ def test_a_recommendation_names_an_action_not_a_finding():
     sentences = ["The findings suggest pneumonia.", "Recommend follow-up radiograph in 6 weeks.",
                  "Clinical correlation is advised."]
     items, warnings = recommendations("1. None\n2. CT of the chest", sentences)
-    assert items == ["CT of the chest", "Recommend follow-up radiograph in 6 weeks.", "Clinical correlation is advised."]
+    assert items == ["CT of the chest", "Recommend follow-up radiograph in 6 weeks.",
+                     "Clinical correlation is advised."]
     assert warnings == ["recommendations: left out 'None' (no action to take)"]
 
 
