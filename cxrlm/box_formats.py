@@ -4,8 +4,8 @@ A `BoxFormat` writes one box, given as 0-1 fractions (x0, y0, x1, y1) of its fra
 (or as two corner points `(a,b),(c,d)`, CheXOne's syntax), and reads those four numbers back into fractions.
 Formats differ in scale (pixels of the frame, or 1, 100 or 1000 units per side), in whether the numbers are whole,
 in coordinate order (x first, or y first as MedGemma 1.5 writes them) and in syntax. The instruction builder
-writes with them, the parsers, the rewards and `CxrModel` read with them, and profiles name one. A box frame (`view_region`) says which region of the original image the numbers span.
-No torch here.
+writes with them, the parsers, the rewards and `CxrModel` read with them, and profiles name one. A box frame
+(`view_region`) says which region of the original image the numbers span. No torch here.
 """
 
 from __future__ import annotations
