@@ -1,11 +1,11 @@
 """Box formats and box frames as data: how a model family writes a box as text, and what its numbers span.
 
-A `BoxFormat` writes one box, given as 0-1 fractions (x0, y0, x1, y1) of its frame, as the text `[a, b, c, d]`,
-and reads those four numbers back into fractions. Formats differ in scale (pixels of the frame, or 1, 100 or 1000
-units per side), in whether the numbers are whole, and in coordinate order (x first, or y first as MedGemma 1.5
-writes them). The instruction builder writes with them, the parsers, the rewards and `CxrModel` read with them,
-and profiles name one. A box frame (`view_region`) says which region of the original image the numbers span.
-No torch here.
+A `BoxFormat` writes one box, given as 0-1 fractions (x0, y0, x1, y1) of its frame, as the text `[a, b, c, d]`
+(or as two corner points `(a,b),(c,d)`, CheXOne's syntax), and reads those four numbers back into fractions.
+Formats differ in scale (pixels of the frame, or 1, 100 or 1000 units per side), in whether the numbers are whole,
+in coordinate order (x first, or y first as MedGemma 1.5 writes them) and in syntax. The instruction builder
+writes with them, the parsers, the rewards and `CxrModel` read with them, and profiles name one. A box frame
+(`view_region`) says which region of the original image the numbers span. No torch here.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from cxrlm.errors import ConfigError
 
 ORDERS = ("xyxy", "yxyx")
+SYNTAXES = ("brackets", "points")  # "[a, b, c, d]"; "(a,b),(c,d)" named by "<|ref|>label<|/ref|><|box|>...<|/box|>"
 
 
 class UnknownBoxFormat(ConfigError, ValueError):
@@ -30,10 +31,18 @@ class BoxFormat:
     decimals: int = 0  # digits written after the point; 0 = whole numbers
     json_key: str | None = None  # several boxes are a JSON list of {json_key: [...], "label": ...}; else ", "-joined
     writer: str = ""  # who writes boxes this way
+    syntax: str = "brackets"  # a SYNTAXES name; the parser reads every syntax whatever the format
 
     def __post_init__(self):
         if self.order not in ORDERS:
             raise ValueError(f"box order {self.order!r} is not one of {', '.join(ORDERS)}")
+        if self.syntax not in SYNTAXES:
+            raise ValueError(f"box syntax {self.syntax!r} is not one of {', '.join(SYNTAXES)}")
+
+    @property
+    def labelled(self) -> bool:
+        """Several boxes are written with their label (a JSON list, or CheXOne's <|ref|> names)."""
+        return bool(self.json_key) or self.syntax == "points"
 
     @property
     def whole_numbers(self) -> bool:
@@ -59,10 +68,15 @@ class BoxFormat:
         values = [x0 * x_units, y0 * y_units, x1 * x_units, y1 * y_units]
         if self.order == "yxyx":
             values = [values[1], values[0], values[3], values[2]]
-        return "[" + ", ".join(str(round(v)) if self.whole_numbers else f"{v:.{self.decimals}f}" for v in values) + "]"
+        numbers = [str(round(v)) if self.whole_numbers else f"{v:.{self.decimals}f}" for v in values]
+        if self.syntax == "points":
+            return f"({numbers[0]},{numbers[1]}),({numbers[2]},{numbers[3]})"
+        return "[" + ", ".join(numbers) + "]"
 
     def write_boxes(self, boxes: list, frame: tuple[int, int] | None, label: str) -> str:
         """Several boxes (0-1 fractions) of one target, the way this format's writer lists them."""
+        if self.syntax == "points":
+            return "".join(f"<|ref|>{label}<|/ref|><|box|>{self.write(b, frame)}<|/box|>" for b in boxes)
         if self.json_key:
             return json.dumps([{self.json_key: json.loads(self.write(b, frame)), "label": label} for b in boxes])
         return ", ".join(self.write(b, frame) for b in boxes)
@@ -90,6 +104,9 @@ FORMATS = {
         # (github.com/Google-Health/medgemma/blob/main/notebooks/), whose prompt states that order and range.
         # The notebook pads the radiograph to a square first: see docs/MODELS.md for the frame this implies.
         BoxFormat("int1000_yxyx", 1000, order="yxyx", json_key="box_2d", writer="MedGemma 1.5"),
+        # CheXOne: <|ref|>name<|/ref|><|box|>(x1,y1),(x2,y2)<|/box|>, as its GRPO data script writes them; the 0-100
+        # scale is assumed from the script's example "(12,60),(18,87)" (see cxrlm/models/profiles.py).
+        BoxFormat("int100_points", 100, syntax="points", writer="CheXOne"),
     )
 }
 ALIASES = {"qwen": "pixels"}  # the name `cxrlm data instructions --box-format` used first

@@ -20,10 +20,10 @@ from typing import Any
 
 from cxrlm import DISCLAIMER
 from cxrlm.pathologies import normalize_label
-from cxrlm.prompts.parsers import parse_list, parse_report
+from cxrlm.prompts.parsers import parse_list, parse_report, split_reasoning
 from cxrlm.types import Box, ModelOutput, Study, Task
 
-STRUCTURED_SCHEMA_VERSION = "1.0"
+STRUCTURED_SCHEMA_VERSION = "1.1"
 NO_COMPARISON = "None available."
 
 # Regions in report order, with their heading.
@@ -88,7 +88,29 @@ LIKELIHOOD_WORDS = (
     ("cannot be excluded", "medium"),
 )
 
-RECOMMENDATION_CUES = r"\b(?:recommend\w*|suggest(?:ed|s)?|advis\w*|follow[- ]up|correlat\w*|consider)\b"
+# A differential item names a diagnosis: a label name, a finding of the labeler's lexicon (cxrlm/data/lexicon), or
+# one of these diagnoses the lexicon lacks. Anything else (yes/no, the question, a sentence) is not a differential.
+DIAGNOSIS_TERMS = (
+    r"aspiration", r"tuberculosis", r"tb", r"infect\w*", r"viral", r"bacterial", r"fungal", r"covid(?:-19)?",
+    r"sars-cov-2", r"malignan\w*", r"cancer", r"carcinoma", r"lymphoma", r"metasta\w*", r"mesothelioma",
+    r"sarcoid\w*", r"heart failure", r"chf", r"ards", r"(?:acute )?respiratory distress", r"hemorrhage",
+    r"haemorrhage", r"contusion", r"abscess", r"empyema", r"bronchiectasis", r"bronchitis", r"bronchiolitis",
+    r"pulmonary embol\w*", r"infarct\w*", r"interstitial lung disease", r"ild", r"copd", r"asthma",
+    r"granulom\w*", r"vasculitis", r"scarring", r"hyperinflation", r"pneumonitis", r"aneurysm", r"dissection",
+)
+MAX_DIAGNOSIS_WORDS = 8  # longer items are sentences, not the name of a diagnosis
+YES_NO = r"yes|no|true|false|present|absent"
+NOTHING = r"none|nil|n/a|normal|unremarkable|no differentials?"  # an answer that names no diagnosis
+
+# A recommendation asks someone to do something: a report sentence needs a cue and an action ("The findings suggest
+# pneumonia" has a cue but states a finding); an item of a "Recommendations:" section needs an action.
+RECOMMENDATION_CUES = r"\b(?:recommend\w*|suggest(?:ed|s)?|advis\w*|follow[- ]?up|correlat\w*|consider)\b"
+RECOMMENDED_ACTIONS = (
+    r"\b(?:follow[- ]?up|repeat\w*|ct|computed tomography|mri|ultrasound|sonograph\w*|imaging|radiographs?|films?"
+    r"|(?:lateral|decubitus|expiratory) views?|correlat\w*|comparison|evaluat\w*|assess\w*|consult\w*|referr?\w*"
+    r"|bronchoscop\w*|biops\w*|treat\w*|therap\w*|antibiotics?|thoracente\w*|drain\w*|reposition\w*"
+    r"|withdraw\w*|retract\w*|adjust\w*|monitor\w*|work-?up|investigat\w*)\b"
+)
 
 # Critical findings. "labels": CheXpert labels the negation-aware labeler decides; "rules": terms it lacks,
 # decided by the small negation-aware rule below. Each flag is raised once, by its first source.
@@ -219,6 +241,7 @@ class StructuredReport:
     model: str = ""
     warnings: list[str] = field(default_factory=list)
     disclaimer: str = DISCLAIMER
+    model_notice: str | None = None  # the model's own notice (ModelOutput.model_notice), shown next to the disclaimer
     schema_version: str = STRUCTURED_SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -255,7 +278,9 @@ def build_structured_report(
 
     `differentials_text` is the answer to "Provide differentials." (a list); `structured_text` the answer to
     "Write a structured report." (headed sections), used for sections the output lacks. Comparison and technique
-    come from the study only, never from model text.
+    come from the study only, never from model text. Differentials and recommendations are kept only where the
+    answer is what the section claims (`check_differentials`, `recommendations`); what is left out is said in
+    `warnings`, after the output's own warnings.
     """
     sections = parse_structured_text(structured_text) if structured_text else {}
     findings_text = output.findings or sections.get("findings")
@@ -269,17 +294,19 @@ def build_structured_report(
         findings=assign_regions(split_sentences(findings_text or "")),
         impression=impression_items(impression_text or ""),
         boxes=list(output.boxes),
-        differentials=parse_differentials(differentials_text or sections.get("differentials") or "")
-        or [parse_differential(d) for d in output.differentials],
         views=views,
         image_size=output.image_size,
         model=output.model,
         disclaimer=output.disclaimer or DISCLAIMER,
+        model_notice=output.model_notice,
     )
     impression_sentences = [s for item in report.impression for s in split_sentences(item)]
     text_sentences = split_sentences(findings_text or "") + impression_sentences
-    report.recommendations = recommendations(sections.get("recommendations"), text_sentences)
-    report.positive_findings, report.warnings = positive_findings(output, text_sentences)
+    listed = differentials_text or sections.get("differentials") or "\n".join(f"- {d}" for d in output.differentials)
+    report.differentials, left_out = check_differentials(listed, split_sentences(findings_text or ""))
+    report.recommendations, dropped = recommendations(sections.get("recommendations"), text_sentences)
+    report.positive_findings, box_warnings = positive_findings(output, text_sentences)
+    report.warnings = list(dict.fromkeys(output.warnings + left_out + dropped + box_warnings))
     report.critical_findings = critical_flags(text_sentences, output)
     validate_structured(report.to_dict())
     return report
@@ -381,15 +408,90 @@ def _clean_item(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip(" .:;,-()\u2013\u2014")
 
 
-def parse_differentials(text: str) -> list[Differential]:
-    return [d for d in (parse_differential(item) for item in parse_list(text)) if d.diagnosis]
+def check_differentials(answer: str, findings: list[str] = ()) -> tuple[list[Differential], list[str]]:
+    """The differentials an answer lists, and warnings for what it holds that is not one.
+
+    Only the answer span is read (after `<think>`, inside `<answer>` or `\\boxed{}`). An answer that is a report
+    (Findings:/Impression: sections) gives none; so does one where no item names a diagnosis (`not_a_diagnosis`):
+    the section is left out rather than filled with "Yes" or a repeat of the findings.
+    """
+    text = split_reasoning(answer).answer if answer.strip() else ""
+    if not text:
+        return [], []
+    quoted = _quoted(text)
+    if re.search(r"^\s*(?:findings|impression)\s*:", text, re.IGNORECASE | re.MULTILINE):
+        return [], [f"differentials left out: the answer {quoted} is a report, not a list of diagnoses"]
+    kept, dropped = [], []
+    for item in parse_list(text):
+        differential = parse_differential(item)
+        reason = not_a_diagnosis(differential.diagnosis, findings)
+        if reason:
+            dropped.append(f"{_quoted(item)} ({reason})")
+        else:
+            kept.append(differential)
+    if not kept:
+        return [], [f"differentials left out: the answer {quoted} is not a list of diagnoses"]
+    if dropped:
+        return kept, [f"differentials: left out items that are not diagnoses: {'; '.join(dropped)}"]
+    return kept, []
 
 
-def recommendations(section: str | None, sentences: list[str]) -> list[str]:
-    """Items of a "Recommendations:" section, plus report sentences that recommend something."""
-    items = impression_items(section or "")
-    items += [s for s in sentences if re.search(RECOMMENDATION_CUES, s, re.IGNORECASE)]
-    return list(dict.fromkeys(items))
+def not_a_diagnosis(name: str, findings: list[str] = ()) -> str | None:
+    """Why a differential item is not the name of a diagnosis (None when it is one)."""
+    words = name.split()
+    if not words or re.fullmatch(rf"(?:{YES_NO})\W*", name, re.IGNORECASE):
+        return "a yes/no answer"
+    if re.fullmatch(rf"(?:{NOTHING})\W*", name, re.IGNORECASE):
+        return "names no diagnosis"
+    if name.rstrip().endswith("?") or _same(name, *_differential_questions()):
+        return "the question"
+    if _same(name, *findings):
+        return "a findings sentence"
+    if len(words) > MAX_DIAGNOSIS_WORDS or re.search(r"[.:]\s+\S", name):
+        return "a sentence"
+    from cxrlm.data.labeler import NEGATIVE, explain  # lazy: the labeler compiles its lexicon on first use
+
+    mentions = explain(name)
+    if mentions and all(mention.status == NEGATIVE for mention in mentions):
+        return "a negated finding"
+    if (mentions or normalize_label(name) not in (None, "No Finding")
+            or re.search(r"\b(?:" + "|".join(DIAGNOSIS_TERMS) + r")\b", name, re.IGNORECASE)):
+        return None
+    return "no known diagnosis"
+
+
+@cache
+def _differential_questions() -> tuple[str, ...]:
+    from cxrlm.prompts.templates import DIALECTS
+
+    return tuple(dialect.differentials for dialect in DIALECTS.values())
+
+
+def _same(text: str, *others: str) -> bool:
+    """Equal once case, spacing and punctuation are set aside (a repeat, not a new statement)."""
+    def key(value: str) -> str:
+        return " ".join(re.findall(r"\w+", value.lower()))
+
+    return any(key(text) == key(other) for other in others if other)
+
+
+def _quoted(text: str, limit: int = 80) -> str:
+    text = " ".join(text.split())
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
+def recommendations(section: str | None, sentences: list[str]) -> tuple[list[str], list[str]]:
+    """Items of a "Recommendations:" section that name an action, plus report sentences that recommend one; and
+    warnings for section items left out. A report sentence without an action is a finding, not a recommendation."""
+    items, warnings = [], []
+    for item in impression_items(section or ""):
+        if re.search(RECOMMENDED_ACTIONS, item, re.IGNORECASE):
+            items.append(item)
+        else:
+            warnings.append(f"recommendations: left out {_quoted(item)} (no action to take)")
+    items += [s for s in sentences if re.search(RECOMMENDATION_CUES, s, re.IGNORECASE)
+              and re.search(RECOMMENDED_ACTIONS, s, re.IGNORECASE)]
+    return list(dict.fromkeys(items)), warnings
 
 
 def _labeler():
@@ -531,7 +633,10 @@ def _flag_from_labels(name: str, spec: dict, output: ModelOutput | None) -> Crit
 
 def render_markdown(report: StructuredReport) -> str:
     """The report as Markdown, research-use notice first."""
-    lines = [f"> **{report.disclaimer}**", "", "# Chest radiograph: structured report", ""]
+    lines = [f"> **{report.disclaimer}**", ""]
+    if report.model_notice:
+        lines += [f"> **Model notice:** {report.model_notice}", ""]
+    lines += ["# Chest radiograph: structured report", ""]
     if report.critical_findings:
         lines += ["## Critical findings", ""]
         lines += [f"- **{f.display}** ({f.certainty})" + (f": {f.evidence}" if f.evidence else "")
@@ -547,6 +652,8 @@ def render_markdown(report: StructuredReport) -> str:
     lines += _markdown_positive(report) + _markdown_differentials(report)
     if report.recommendations:
         lines += ["", "## Recommendations", ""] + [f"- {item}" for item in report.recommendations]
+    if report.warnings:
+        lines += ["", "## Warnings", ""] + [f"- {warning}" for warning in report.warnings]
     lines += ["", f"_Model: {report.model or 'unknown'}. Preliminary, unverified machine output._", ""]
     return "\n".join(lines)
 

@@ -157,6 +157,7 @@ class ModelOutput:
     warnings: list[str] = field(default_factory=list)
     image_size: tuple[int, int] | None = None
     disclaimer: str = DISCLAIMER
+    model_notice: str | None = None  # what the checkpoint says of itself (its cxrlm.json "notice"): a demo model
     schema_version: str = SCHEMA_VERSION
 
     def merged_with(self, later: ModelOutput) -> ModelOutput:

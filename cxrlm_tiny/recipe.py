@@ -52,8 +52,11 @@ VISION = dict(depth=4, hidden_size=192, intermediate_size=512, num_heads=3, patc
 VOCAB_SIZE = 4096
 QUESTION_LABEL = {NV_REASON.classify_question.format(label=label_phrase(name)): name for name in CLASSIFY_LABELS}
 PREDICTED = "model-predicted"  # in a box's source: from the masks or the teachers, not drawn by a reader
+# The notice travels with every output of the model this recipe makes (ModelProfile.notice): it is a demonstration.
+NOTICE = ("demonstration model: near-chance accuracy for most findings, calls pneumonia on most images; "
+          "see its MODEL_CARD.md")
 PROFILE = {"profile": "nv-reason-cxr", "box_format": "int100", "min_pixels": 56 * 56,
-           "max_pixels": IMAGE_SIDE * IMAGE_SIDE, "max_new_tokens": 320}
+           "max_pixels": IMAGE_SIDE * IMAGE_SIDE, "max_new_tokens": 320, "notice": NOTICE}
 
 # ---------------------------------------------------------------- data
 

@@ -58,7 +58,7 @@ def test_every_format_round_trips_through_every_frame(name, frame_name, width, h
     fmt = FORMATS[name]
     truth, parsed, (tol_x, tol_y) = round_trip(fmt, frame_name, (width, height), [x0, y0, x0 + w, y0 + h])
     (box,) = parsed
-    assert box.label == ("right lung" if fmt.json_key else "")
+    assert box.label == ("right lung" if fmt.labelled else "")
     for got, want, tol in zip(box.xyxy, truth, (tol_x, tol_y, tol_x, tol_y)):
         assert got == pytest.approx(want, abs=tol)
 
@@ -79,6 +79,15 @@ def test_medgemma_1_5_writes_y_first_in_thousandths():
     assert json.loads(text) == [{"box_2d": [200, 100, 800, 500], "label": "right lung"}]
 
 
+def test_chexone_writes_named_corner_points():
+    fmt = box_formats.get("int100_points")
+    text = fmt.write_boxes([[0.12, 0.6, 0.18, 0.87], [0.5, 0.1, 0.9, 0.8]], None, "effusion")
+    assert text == ("<|ref|>effusion<|/ref|><|box|>(12,60),(18,87)<|/box|>"
+                    "<|ref|>effusion<|/ref|><|box|>(50,10),(90,80)<|/box|>")
+    assert [b.xyxy_norm for b in parse_boxes(text, (100, 100), box_format="int100_points")] == [
+        (0.12, 0.6, 0.18, 0.87), (0.5, 0.1, 0.9, 0.8)]
+
+
 def test_a_fenced_medgemma_answer_is_read_y_first():
     text = 'Final Answer: ```json\n[{"box_2d": [100, 200, 300, 600], "label": "right lung"}]\n```'
     (box,) = parse_boxes(text, (1000, 500), box_format="int1000_yxyx")
@@ -86,7 +95,8 @@ def test_a_fenced_medgemma_answer_is_read_y_first():
 
 
 def test_whole_numbers_and_aliases():
-    assert [n for n, f in FORMATS.items() if f.whole_numbers] == ["pixels", "int100", "int1000", "int1000_yxyx"]
+    assert [n for n, f in FORMATS.items() if f.whole_numbers] == ["pixels", "int100", "int1000", "int1000_yxyx",
+                                                                  "int100_points"]
     assert box_formats.get("qwen") is FORMATS["pixels"]
     assert not box_formats.whole_numbers("auto") and box_formats.whole_numbers("int100")
 

@@ -227,14 +227,25 @@ def test_chexone_modes_ask_its_published_questions(xray):
     instruct.predict(xray, "report")  # a report is the reasoning turn, then the report question
     assert instruct.engine.calls[-1][-1]["content"][-1]["text"] == "Write an example findings section for the CXR."
     reasoning = scripted("chexone", "Clear lungs. \\boxed{No acute process.}")
-    reasoning.predict(xray, "report")
+    out = reasoning.predict(xray, "report")
     assert reasoning.engine.calls[-1][-1]["content"][-1]["text"] == (
         "Write an example findings section for the CXR. Please reason step by step, and put your final answer "
         "within \\boxed{{}}.")
+    assert (out.answer, out.findings) == ("No acute process.", "No acute process.")  # \boxed{} is the answer
+    assert out.reasoning.startswith("Clear lungs.") and "\\boxed" not in out.reasoning
+    labels = scripted("chexone", "The heart is large; fluid at the base. \\boxed{Cardiomegaly, pleural effusion}")
+    out = labels.predict(xray, "reason")
+    assert [label.name for label in out.labels] == ["Cardiomegaly", "Pleural Effusion"] and not out.warnings
     grounding = scripted("chexone", "<|ref|>effusion<|/ref|><|box|>(12,60),(18,87)<|/box|>")
     grounding.predict(xray, "ground", phrase="effusion")
     asked = grounding.engine.calls[0][0]["content"][1]["text"]
     assert asked.startswith("Locate effusion in the CXR.") and "<|box|>(x1,y1),(x2,y2)<|/box|>" in asked
+    # 0-100 corner points of the 240 x 300 image, each named by the <|ref|> before it
+    two = scripted("chexone", "<|ref|>effusion<|/ref|><|box|>(12,60),(18,87)<|/box|>"
+                              "<|ref|>right lung<|/ref|><|box|>(50,10),(90,80)<|/box|>")
+    out = two.predict(xray, "ground", phrase="lungs")
+    assert [(b.label, b.xyxy) for b in out.boxes] == [("effusion", (28.8, 180.0, 43.2, 261.0)),
+                                                      ("right lung", (120.0, 30.0, 216.0, 240.0))]
 
 
 def test_newer_qwen2_5_vl_models_are_chosen_by_name_in_cxrlm_json(tiny_checkpoint, tmp_path):

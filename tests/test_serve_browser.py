@@ -56,3 +56,22 @@ def test_viewer_uploads_streams_labels_and_chats(tiny_model, tmp_path):
     assert {("/v1/cxr/report", "completed"), ("/v1/cxr/classify", "completed"),
             ("/v1/chat/completions", "completed")} <= done
     store.close()
+
+
+def test_viewer_banner_shows_the_model_notice(tmp_path):
+    """A demonstration model says so in the banner, next to the research-use disclaimer."""
+    from tests.test_honest_outputs import NOTICE, demo_model
+
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path)
+    with serve_in_thread(create_app(demo_model("x"), store)) as url, sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM),
+                                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        try:
+            page = browser.new_page()
+            page.goto(url)
+            page.wait_for_function(f"document.getElementById('disclaimer').textContent === {DISCLAIMER!r}")
+            page.wait_for_function("!document.getElementById('model-notice').hidden")
+            assert page.locator("#banner #model-notice").inner_text() == f"Model notice: {NOTICE}"
+        finally:
+            browser.close()
+    store.close()

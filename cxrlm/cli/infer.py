@@ -106,7 +106,6 @@ def _views(text: str, n_images: int) -> list[str]:
 
 def run_report(args) -> int:
     from cxrlm.chat import Session
-    from cxrlm.prompts.parsers import parse_list
     from cxrlm.prompts.templates import task_prompt
 
     if args.export == "sr" and not args.out:
@@ -117,9 +116,8 @@ def run_report(args) -> int:
     session = Session(model, study, args.max_new_tokens)
     out = session.report()
     differentials = None
-    if args.export in ("md", "fhir", "sr"):
+    if args.export:  # every structured report has the section: kept only where the answer lists diagnoses
         differentials = session.ask(task_prompt(model.dialect, "differentials")).raw_text
-        out.differentials = parse_list(differentials)
     if args.show_prompt:
         _show_prompts(session)
     if args.export:
@@ -205,7 +203,8 @@ def run_chat(args) -> int:
     interactive = sys.stdin.isatty() and not args.json
     stream = None if args.json else _stream
     if not args.json:
-        print(f"[{DISCLAIMER}]\n[model: {model.name}; type a follow-up, or 'exit']\n", file=sys.stderr)
+        notice = f"[model notice: {model.profile.notice}]\n" if model.profile.notice else ""
+        print(f"[{DISCLAIMER}]\n{notice}[model: {model.name}; type a follow-up, or 'exit']\n", file=sys.stderr)
     out = session.reason(on_text=stream)
     _turn(out, args.json)
     while True:

@@ -4,7 +4,8 @@ from cxrlm.types import ModelOutput, Task
 
 
 def render_text(out: ModelOutput) -> str:
-    lines = [f"[{out.disclaimer}]", f"model: {out.model}   task: {out.task}"]
+    lines = [f"[{out.disclaimer}]", *([f"[model notice: {out.model_notice}]"] if out.model_notice else []),
+             f"model: {out.model}   task: {out.task}"]
     if out.reasoning:
         lines += ["", "Reasoning:", _indent(out.reasoning)]
     if out.task == Task.CLASSIFY:

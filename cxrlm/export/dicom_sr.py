@@ -12,8 +12,9 @@ fresh study and an anonymous patient module (PatientID "ANON"), so no name, ID, 
 physician of the source can leak into it. Without a DICOM source there is no image to reference, so boxes are
 left out and findings are exported as qualitative evaluations only.
 
-Not here: the narrative (findings, impression, differentials) - TID 1500 has no place for free text; use the
-FHIR or Markdown export for that.
+The model's notice (a demonstration model says so) and the report's warnings (what was left out, and why) are TEXT
+"Comment" items (DCM 121106) at the root. Not here: the narrative (findings, impression, differentials) - TID 1500
+has no place for it; use the FHIR or Markdown export for that.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ ANONYMOUS_PATIENT = {
 LABEL_SCHEME = "99CXRLM"
 LABEL_CODES = {name: f"CXR{i:02d}" for i, name in enumerate(CHEXPERT14)}
 SERIES_DESCRIPTION = "cxrlm AI findings - research use only, unverified"
+MAX_TEXT = 1024  # characters of a TEXT item's value (UT allows more; a comment is a line, not a document)
 
 
 def to_dicom_sr(
@@ -71,6 +73,7 @@ def to_dicom_sr(
         procedure_reported=_code("413815006", "SCT", "Chest imaging (procedure)"),
         imaging_measurements=groups,
     )
+    content[0].ContentSequence.extend(_comments(report))
     sr = hd.sr.ComprehensiveSR(
         evidence=[anchor] + ([reference] if reference is not None else []),
         content=content[0],
@@ -233,6 +236,18 @@ def _no_finding_group(reference: pydicom.Dataset | None):
         finding_type=label_concept("No Finding"),
         source_images=sources,
     )
+
+
+def _comments(report: StructuredReport) -> list:
+    """The model's notice (a demonstration model says so) and the warnings, as TEXT "Comment" items at the root:
+    TID 1500 is extensible, and they are what a reader must see next to the findings."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    texts = ([f"Model notice: {report.model_notice}"] if report.model_notice else []) + [
+        f"Warning: {warning}" for warning in report.warnings]
+    return [hd.sr.TextContentItem(name=codes.DCM.Comment, value=text[:MAX_TEXT],
+                                  relationship_type=hd.sr.RelationshipTypeValues.CONTAINS) for text in texts]
 
 
 def sr_bytes(sr: pydicom.Dataset) -> bytes:

@@ -3,8 +3,9 @@
 Shape: one DiagnosticReport (status "preliminary", LOINC 18748-4 "Diagnostic imaging study", category Radiology)
 whose `result` points at contained Observations: one per CheXpert label the model scored or the report states
 (valueQuantity probability when known, else valueBoolean), one per critical-finding flag (interpretation "AA").
-The impression is the `conclusion`; the Markdown report travels in `presentedForm`; the research-use disclaimer
-is in the narrative and in an extension (R4 DiagnosticReport has no `note`). See docs/EXPORT.md for why.
+The impression is the `conclusion`; the Markdown report travels in `presentedForm`; the research-use disclaimer, the
+model's notice (a demonstration model says so) and the warnings (sections left out, and why) are in the narrative
+and in extensions (R4 DiagnosticReport has no `note`). See docs/EXPORT.md for why.
 
 Not here: a Patient, ImagingStudy or Bundle. The output is de-identified by construction (no subject); the
 caller links it to its own Patient/ImagingStudy. Validation uses fhir.resources (the `export` extra), whose
@@ -32,6 +33,8 @@ INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpreta
 LABEL_SYSTEM = "urn:cxrlm:chexpert14"
 CRITICAL_SYSTEM = "urn:cxrlm:critical-finding"
 DISCLAIMER_EXTENSION = "urn:cxrlm:fhir:extension:disclaimer"
+MODEL_NOTICE_EXTENSION = "urn:cxrlm:fhir:extension:model-notice"  # what the model says of itself (a demo model)
+WARNING_EXTENSION = "urn:cxrlm:fhir:extension:warning"  # one per warning: what was left out, and why
 
 REPORT_CODE = {"system": LOINC, "code": "18748-4", "display": "Diagnostic imaging study"}
 REPORT_CATEGORY = [
@@ -91,7 +94,9 @@ def _diagnostic_report(report: StructuredReport, observations: list[dict], issue
         "resourceType": "DiagnosticReport",
         "id": str(uuid.uuid4()),
         "text": {"status": "generated", "div": _narrative(report)},
-        "extension": [{"url": DISCLAIMER_EXTENSION, "valueString": report.disclaimer}],
+        "extension": [{"url": DISCLAIMER_EXTENSION, "valueString": report.disclaimer}]
+        + ([{"url": MODEL_NOTICE_EXTENSION, "valueString": report.model_notice}] if report.model_notice else [])
+        + [{"url": WARNING_EXTENSION, "valueString": warning} for warning in report.warnings],
         "contained": observations,
         "status": "preliminary",
         "category": [{"coding": REPORT_CATEGORY}],
@@ -115,14 +120,19 @@ def _diagnostic_report(report: StructuredReport, observations: list[dict], issue
 
 def _narrative(report: StructuredReport) -> str:
     """XHTML narrative: disclaimer first, then the sections a reader needs."""
-    parts = [f"<p><b>{html.escape(report.disclaimer)}</b></p>",
-             f"<p>Technique: {html.escape(report.technique)} Comparison: {html.escape(report.comparison)}</p>"]
+    parts = [f"<p><b>{html.escape(report.disclaimer)}</b></p>"]
+    if report.model_notice:
+        parts.append(f"<p><b>Model notice: {html.escape(report.model_notice)}</b></p>")
+    parts += [f"<p>Technique: {html.escape(report.technique)} Comparison: {html.escape(report.comparison)}</p>"]
     for region, title in REGIONS.items():
         if report.findings.get(region):
             parts.append(f"<p>{title}: {html.escape(' '.join(report.findings[region]))}</p>")
     if report.impression:
         items = "".join(f"<li>{html.escape(item)}</li>" for item in report.impression)
         parts.append(f"<p>Impression:</p><ol>{items}</ol>")
+    if report.warnings:
+        items = "".join(f"<li>{html.escape(warning)}</li>" for warning in report.warnings)
+        parts.append(f"<p>Warnings:</p><ul>{items}</ul>")
     return '<div xmlns="http://www.w3.org/1999/xhtml">' + "".join(parts) + "</div>"
 
 

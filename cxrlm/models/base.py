@@ -105,6 +105,7 @@ class CxrModel:
             image_size=image.size,
             timings=Timings(self.load_s, generation.preprocess_s, generation.generate_s, generation.new_tokens),
             warnings=[w for img in study.images for w in img.warnings],
+            model_notice=self.profile.notice,
         )
         if task == Task.REASON:
             if self.dialect.think_tags:
@@ -144,4 +145,5 @@ class CxrModel:
             image_size=image.size,
             timings=Timings(self.load_s, None, time.perf_counter() - start, None),
             warnings=[w for img in study.images for w in img.warnings],
+            model_notice=self.profile.notice,
         )

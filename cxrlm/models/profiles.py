@@ -27,6 +27,9 @@ class ModelProfile:
     max_pixels: int = 1024 * 28 * 28
     max_new_tokens: int = 2048
     remote_code: bool = False  # runs Python shipped with the checkpoint (config.json auto_map): opt-in only
+    # What a checkpoint says of itself on every output (ModelOutput.model_notice), set in its cxrlm.json: the shipped
+    # demonstration model declares its near-chance accuracy so that no surface shows its answers without saying so.
+    notice: str | None = None
 
     def __post_init__(self):
         if self.family not in FAMILIES:
@@ -57,11 +60,12 @@ PROFILES = {
         # Newer Qwen2.5-VL-based CXR models share model_type qwen2_5_vl, so they are chosen by name in the folder's
         # cxrlm.json ({"profile": "chexone"}); dialects and sources in cxrlm/prompts/templates.py.
         # CheXOne: 512*512 max pixels as its README recommends ("to align with the training setting"), its
-        # commented min_pixels 256*28*28. Boxes: "(x1,y1),(x2,y2)" whose scale CheXOne does not state; 0-100 is
-        # assumed from its GRPO script's example "(12,60),(18,87)" and CheXagent's CheXinstruct lineage.
-        ModelProfile("chexone", "qwen2_5_vl", ("qwen2_5_vl",), "chexone-reasoning", "int100",
+        # commented min_pixels 256*28*28. Boxes: "<|ref|>name<|/ref|><|box|>(x1,y1),(x2,y2)<|/box|>" ("int100_points")
+        # whose scale CheXOne does not state; 0-100 is assumed from its GRPO script's example "(12,60),(18,87)" and
+        # CheXagent's CheXinstruct lineage.
+        ModelProfile("chexone", "qwen2_5_vl", ("qwen2_5_vl",), "chexone-reasoning", "int100_points",
                      max_pixels=512 * 512),
-        ModelProfile("chexone-instruct", "qwen2_5_vl", ("qwen2_5_vl",), "chexone-instruct", "int100",
+        ModelProfile("chexone-instruct", "qwen2_5_vl", ("qwen2_5_vl",), "chexone-instruct", "int100_points",
                      max_pixels=512 * 512, max_new_tokens=1024),
         # Lingshu-7B/32B: no published CXR prompt or box convention; Qwen2.5-VL's pixel boxes assumed (unverified).
         ModelProfile("lingshu", "qwen2_5_vl", ("qwen2_5_vl",), "lingshu", "pixels", max_new_tokens=1024),

@@ -15,8 +15,16 @@ _THINK = re.compile(r"<think>(.*?)(?:</think>|$)", re.DOTALL | re.IGNORECASE)
 _ANSWER = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.DOTALL | re.IGNORECASE)
 _TAG = re.compile(r"</?(?:think|answer)>", re.IGNORECASE)
 _NUMBER = r"-?\d+(?:\.\d+)?"
-_BOX = re.compile(rf"\[\s*({_NUMBER})\s*,\s*({_NUMBER})\s*,\s*({_NUMBER})\s*,\s*({_NUMBER})\s*\]")
+# Box syntaxes, read in any format's scale and order (cxrlm.box_formats): `[a, b, c, d]` (most families) and
+# `(a,b),(c,d)`, two corner points (CheXOne: `<|ref|>name<|/ref|><|box|>(x1,y1),(x2,y2)<|/box|>`).
+_BOX = re.compile(
+    rf"\[\s*({_NUMBER})\s*,\s*({_NUMBER})\s*,\s*({_NUMBER})\s*,\s*({_NUMBER})\s*\]"
+    rf"|\(\s*({_NUMBER})\s*,\s*({_NUMBER})\s*\)\s*,\s*\(\s*({_NUMBER})\s*,\s*({_NUMBER})\s*\)"
+)
 _BOX_LABEL = re.compile(r'"label"\s*:\s*"([^"]*)"')
+_REF_LABEL = re.compile(r"<\|ref\|>([^<]*)<\|/ref\|>\s*<\|box\|>\s*$")  # CheXOne: the name before the box
+_BOXED = re.compile(r"\\boxed\s*\{")
+_TEXT_MACRO = re.compile(r"\\text\{([^{}]*)\}")  # \boxed{\text{Edema}}: LaTeX around plain words
 _SECTION = re.compile(r"^\s*(findings|impression)\s*:\s*", re.IGNORECASE | re.MULTILINE)
 _LIST_SPLIT = re.compile(r"[,;\n]|\band\b", re.IGNORECASE)
 _LIST_ITEM = re.compile(r"^\s*(?:\d+[.)]|[-*\u2022])\s*(.+)$", re.MULTILINE)
@@ -30,15 +38,22 @@ class ReasonedAnswer:
 
 
 def split_reasoning(text: str) -> ReasonedAnswer:
-    """Split `<think>...</think><answer>...</answer>`; missing or unclosed tags fall back sensibly."""
+    """Split `<think>...</think><answer>...</answer>`; missing or unclosed tags fall back sensibly. Without an
+    `<answer>` tag, a final `\\boxed{...}` (CheXOne's reasoning mode) is the answer and the text before it the
+    reasoning."""
     warnings = []
     think = _THINK.search(text)
     answer = _ANSWER.search(text)
     if think and "</think>" not in text.lower():
         warnings.append("reasoning was cut off before </think> (raise --max-new-tokens)")
+    rest = text[think.end():] if think else text
+    boxed = last_boxed(rest) if answer is None else None
+    if boxed is not None:
+        before, answer_text = boxed
+        reasoning = "\n\n".join(filter(None, (think.group(1).strip() if think else "", _TAG.sub("", before).strip())))
+        return ReasonedAnswer(reasoning=reasoning or None, answer=answer_text.strip(), warnings=warnings)
     if answer is None:
         warnings.append("no <answer> tag: labels were read from the text after the reasoning")
-        rest = text[think.end():] if think else text
         answer_text = _TAG.sub("", rest)
     else:
         if "</answer>" not in text.lower():
@@ -46,6 +61,21 @@ def split_reasoning(text: str) -> ReasonedAnswer:
         answer_text = answer.group(1)
     reasoning = think.group(1).strip() if think else None
     return ReasonedAnswer(reasoning=reasoning or None, answer=answer_text.strip(), warnings=warnings)
+
+
+def last_boxed(text: str) -> tuple[str, str] | None:
+    """(text before it, content) of the last `\\boxed{...}` in the text, braces inside it balanced; an unclosed
+    one runs to the end of the text (a cut-off answer). None when there is none."""
+    starts = list(_BOXED.finditer(text))
+    if not starts:
+        return None
+    start = starts[-1]
+    depth = 1
+    for index in range(start.end(), len(text)):
+        depth += {"{": 1, "}": -1}.get(text[index], 0)
+        if depth == 0:
+            return text[: start.start()], _TEXT_MACRO.sub(r"\1", text[start.end(): index])
+    return text[: start.start()], _TEXT_MACRO.sub(r"\1", text[start.end():])
 
 
 def parse_labels(answer: str) -> tuple[list[str], list[str]]:
@@ -83,13 +113,13 @@ def parse_boxes(
     fixed = None if box_formats.check(box_format) == box_formats.AUTO else box_formats.get(box_format)
     boxes = []
     for match in _BOX.finditer(text):
-        values = [float(v) for v in match.groups()]
+        values = [float(v) for v in match.groups() if v is not None]
         norm = (fixed or box_formats.guess(values)).read(values, input_size or image_size)
         norm = box_formats.from_view(norm, view, image_size)
-        label = _BOX_LABEL.search(text[match.end(): match.end() + 80]) or _BOX_LABEL.search(
-            text[max(0, match.start() - 80): match.start()]
-        )
-        box = Box.from_norm(label.group(1) if label else default_label, norm, image_size)
+        before = text[max(0, match.start() - 80): match.start()]
+        label = (_REF_LABEL.search(before) or _BOX_LABEL.search(text[match.end(): match.end() + 80])
+                 or _BOX_LABEL.search(before))
+        box = Box.from_norm(label.group(1).strip() if label else default_label, norm, image_size)
         if box.xyxy_norm[2] > box.xyxy_norm[0] and box.xyxy_norm[3] > box.xyxy_norm[1]:
             boxes.append(box)
     return boxes

@@ -294,7 +294,7 @@ def create_app(model, store: Store, settings: ServeSettings | None = None, worke
 
     @app.get("/v1/disclaimer", include_in_schema=False)
     async def disclaimer():
-        return {"disclaimer": DISCLAIMER, "model": model.name}
+        return {"disclaimer": DISCLAIMER, "model": model.name, "model_notice": model.profile.notice}
 
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
     return app

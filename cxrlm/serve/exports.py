@@ -29,6 +29,7 @@ def output_from_dict(data: dict) -> ModelOutput:
         boxes=[Box(b["label"], tuple(b["xyxy"]), tuple(b["xyxy_norm"]), b.get("score")) for b in data.get("boxes", [])],
         differentials=list(data.get("differentials", [])), answer=data.get("answer"), timings=Timings(**timings),
         warnings=list(data.get("warnings", [])), image_size=tuple(size) if size else None,
+        model_notice=data.get("model_notice"),
     )
 
 

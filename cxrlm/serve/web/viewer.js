@@ -141,6 +141,13 @@ function showReport(event) {
   $("impression").textContent = out.impression || "(none given)";
   showLabels(out.labels);
   setBoxes(out.boxes);
+  showNotice(out.model_notice);
+}
+
+// The model's own notice (a demonstration model says so), next to the research-use disclaimer.
+function showNotice(text) {
+  $("model-notice").textContent = text ? "Model notice: " + text : "";
+  $("model-notice").hidden = !text;
 }
 
 function showLabels(labels) {
@@ -228,6 +235,7 @@ function wire() {
   $("api-key").addEventListener("change", () => localStorage.setItem("cxrlm-key", $("api-key").value));
   fetch("/v1/disclaimer").then((r) => r.json()).then((d) => {
     $("disclaimer").textContent = d.disclaimer; $("model-name").textContent = "model: " + d.model;
+    showNotice(d.model_notice);
   });
 }
 
