@@ -63,6 +63,15 @@ def test_chat_answers_follow_ups_from_stdin(png, tiny_checkpoint, monkeypatch, c
     assert [t["task"] for t in turns] == ["reason", "chat"]
 
 
+def test_chat_refuses_an_overlong_line_without_reading_it_all(png, tiny_checkpoint, monkeypatch, capsys):
+    import io
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("x" * 1_000_000 + "\nnever asked\n"))
+    assert main(["chat", str(png), "--model", str(tiny_checkpoint), "--json", "--max-new-tokens", "3"]) == 2
+    assert capsys.readouterr().err.strip().endswith("more than 50,000 characters: send a shorter question")
+    assert sys.stdin.tell() == 50_001  # read up to the limit, no further
+
+
 def test_real_dicom_end_to_end(real_dicom, tiny_checkpoint, capsys):
     assert main(["report", str(real_dicom), "--model", str(tiny_checkpoint), "--json", "--max-new-tokens", "3"]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -77,6 +86,8 @@ def _bad_inputs(tmp_path, png, checkpoint):
     text_dcm.write_text("this is not a DICOM file\n")
     truncated = tmp_path / "truncated.png"
     truncated.write_bytes(png.read_bytes()[:200])
+    long_report = tmp_path / "prior.txt"
+    long_report.write_text("no change. " * 5_000)  # 55,000 characters: over the 50,000 limit
     bert = tmp_path / "bert"
     bert.mkdir()
     (bert / "config.json").write_text('{"model_type": "bert"}')
@@ -90,6 +101,8 @@ def _bad_inputs(tmp_path, png, checkpoint):
         "unsupported family": ["report", png, "--model", bert],
         "bad dtype": ["report", png, "--model", checkpoint, "--dtype", "int3"],
         "zero tokens": ["report", png, "--max-new-tokens", "0"],
+        "nine images": ["report", *[png] * 9],
+        "prior report too long": ["report", png, "--prior-report", long_report],
     } | ({} if torch.cuda.is_available() else {"no GPU": ["report", png, "--model", checkpoint, "--device", "cuda"]})
 
 

@@ -95,7 +95,7 @@ def test_no_module_is_imported_by_a_computed_name():
 
 # docs/ARCHITECTURE.md's layers, lowest first: a module imports only from its own layer or the ones below it.
 LAYERS = (
-    ("types", "pathologies", "box_formats", "errors"),  # plain data
+    ("types", "pathologies", "box_formats", "errors", "limits"),  # plain data
     ("io", "prompts", "metrics", "data"),  # inputs, prompts, metrics, datasets
     ("engines",),  # messages and images in, text out
     ("chat",),  # the conversation: the one builder of turns

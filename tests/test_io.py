@@ -213,3 +213,24 @@ def test_multipage_tiff_is_refused(tmp_path):
 def test_max_pixels_must_be_positive(tmp_path):
     with pytest.raises(ValueError):
         load_image(save(tmp_path / "x.png", GRAY), max_pixels=0)
+
+
+def test_load_image_bytes_reads_a_file_in_memory_as_load_image_reads_it(tmp_path):
+    """The server's uploads: decoded from memory, never written (issue 33 case 2); DICOM's deflate bound included."""
+    import pydicom.uid as uids
+
+    from cxrlm.io.image import load_image_bytes
+    from tests.test_io_hardening import BASE, dicom_dataset, write
+
+    png = tmp_path / "a.png"
+    Image.fromarray(BASE).save(png)
+    ds = dicom_dataset(BASE)
+    ds.file_meta.TransferSyntaxUID = uids.DeflatedExplicitVRLittleEndian
+    for path in (png, write(tmp_path, ds)):
+        image = load_image_bytes(path.read_bytes(), "the upload")
+        assert np.array_equal(image.pixels, load_image(path).pixels) and image.source == "the upload"
+    ds.PixelData = bytes(2**24)  # 16 MB of zeros: 16 KB deflated
+    with pytest.raises(InputError, match="^the upload: the deflated dataset inflates to more than"):
+        load_image_bytes(write(tmp_path, ds).read_bytes(), "the upload", max_pixels=4000)
+    with pytest.raises(InputError, match="^the upload is not a PNG, JPEG, TIFF or DICOM file"):
+        load_image_bytes(b"hello", "the upload")

@@ -207,3 +207,29 @@ def test_cli_refuses_public_host_without_keys_and_missing_model(tmp_path, monkey
         run_cli(common)
     with pytest.raises(ConfigError, match="--max-queue"):
         run_cli([*common, "--max-queue", "0"])
+
+
+def test_worker_places_are_taken_before_work_and_given_back():
+    worker = ModelWorker(max_queue=2)
+    gate = threading.Event()
+    running = worker.submit(Job(lambda job: gate.wait(10), 10))
+    while worker._running != 1:
+        time.sleep(0.01)
+    first, second = worker.reserve(), worker.reserve()  # two requests decoding their images
+    with pytest.raises(QueueFull):
+        worker.reserve()  # a third is refused before it decodes anything
+    first.release()  # its image was broken: the place is free again
+    third = worker.reserve()
+    queued = worker.submit(Job(lambda job: "done", 10), second)
+    with pytest.raises(ValueError):
+        worker.submit(Job(lambda job: None, 10), second)  # a place holds one job
+    second.release()  # no-op: the job holds it
+    assert worker.depth == 3  # running, queued, reserved
+    third.release()
+    gate.set()
+    assert queued.result(5) == "done" and running.result(5)
+    deadline = time.monotonic() + 5
+    while worker.depth and time.monotonic() < deadline:  # the thread counts itself out just after the result
+        time.sleep(0.01)
+    assert worker.depth == 0
+    worker.stop(5)

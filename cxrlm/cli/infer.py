@@ -59,11 +59,36 @@ def _load(args):
         from cxrlm.errors import ConfigError
 
         raise ConfigError("--max-new-tokens must be at least 1")
+    _check_image_count(len(args.images), len(getattr(args, "prior", None) or ()))
     views = _views(args.view, len(args.images)) if args.view else None
     study = load_study(args.images, view_positions=views)  # read inputs first: a bad file fails fast
     if getattr(args, "prior", None) or getattr(args, "prior_report", None):
         _attach_prior(study, args)
     return load_model_from_args(args), study
+
+
+def _check_image_count(current: int, prior: int) -> None:
+    from cxrlm.errors import InputError
+    from cxrlm.limits import MAX_IMAGES, too_many_images
+
+    for count, what in ((current, "IMAGE"), (prior, "--prior")):
+        if refusal := too_many_images(count, MAX_IMAGES, f"give at most {MAX_IMAGES} {what} files"):
+            raise InputError(refusal)
+
+
+def _read_text(path: str, what: str) -> str:
+    """A text file, refused past MAX_TEXT_CHARS without reading further."""
+    from cxrlm.errors import InputError
+    from cxrlm.limits import MAX_TEXT_CHARS
+
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            text = handle.read(MAX_TEXT_CHARS + 1)
+    except OSError as err:
+        raise InputError(f"cannot read {what} {path}: {err.strerror}") from None
+    if len(text) > MAX_TEXT_CHARS:
+        raise InputError(f"{what} {path} has more than {MAX_TEXT_CHARS:,} characters: shorten it")
+    return text.strip()
 
 
 def _views(text: str, n_images: int) -> list[str]:
@@ -103,18 +128,12 @@ def run_report(args) -> int:
 
 
 def _attach_prior(study, args) -> None:
-    from pathlib import Path
-
-    from cxrlm.errors import InputError
     from cxrlm.io import load_study
 
     if args.prior:
         study.prior = load_study(args.prior)
     if args.prior_report:
-        try:
-            study.prior_report = Path(args.prior_report).read_text(encoding="utf-8", errors="replace").strip()
-        except OSError as err:
-            raise InputError(f"cannot read --prior-report {args.prior_report}: {err.strerror}") from None
+        study.prior_report = _read_text(args.prior_report, "--prior-report")
 
 
 def _show_prompts(session) -> None:
@@ -176,6 +195,8 @@ def run_ground(args) -> int:
 def run_chat(args) -> int:
     from cxrlm import DISCLAIMER
     from cxrlm.chat import Session
+    from cxrlm.errors import InputError
+    from cxrlm.limits import MAX_TEXT_CHARS
 
     model, study = _load(args)
     session = Session(model, study, args.max_new_tokens)
@@ -189,7 +210,9 @@ def run_chat(args) -> int:
     while True:
         if interactive:
             print("\nyou> ", end="", flush=True, file=sys.stderr)
-        line = sys.stdin.readline()
+        line = sys.stdin.readline(MAX_TEXT_CHARS + 1)  # bounded: a line past the limit is refused unread
+        if len(line) > MAX_TEXT_CHARS:
+            raise InputError(f"that line has more than {MAX_TEXT_CHARS:,} characters: send a shorter question")
         if not line or line.strip().lower() in ("exit", "quit"):
             return 0
         if line.strip():

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from cxrlm.cli.model_options import add_model_options, load_model_from_args
+from cxrlm.limits import MAX_IMAGES, MAX_PROMPT_TOKENS, MAX_TEXT_CHARS
 
 
 def default_data_dir() -> Path:
@@ -30,6 +31,12 @@ def register(subparsers) -> None:
     parser.add_argument("--max-upload-mb", type=float, default=50.0, help="largest accepted image file")
     parser.add_argument("--max-pixels", type=int, default=40_000_000, help="largest accepted image, in pixels")
     parser.add_argument("--max-new-tokens", type=int, default=1024, help="cap on tokens generated per request")
+    parser.add_argument("--max-text-chars", type=int, default=MAX_TEXT_CHARS,
+                        help="characters of text per request, all messages together")
+    parser.add_argument("--max-prompt-tokens", type=int, default=MAX_PROMPT_TOKENS,
+                        help="the same text in the model's tokens (counted before generation)")
+    parser.add_argument("--max-images", type=int, default=MAX_IMAGES,
+                        help="images per request (the views of one study): a chat message's, or a task's study_ids")
     parser.add_argument("--rate-limit", type=int, default=120, help="requests per minute per API key (0: off)")
     parser.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                         help="allow browser calls from this origin (repeatable; CORS is off by default)")
@@ -68,6 +75,7 @@ def run_serve(args: argparse.Namespace) -> int:
     settings = ServeSettings(
         max_queue=args.max_queue, timeout_s=args.timeout, max_upload_bytes=int(args.max_upload_mb * 1_000_000),
         max_pixels=args.max_pixels, max_new_tokens=args.max_new_tokens, rate_per_minute=args.rate_limit,
+        max_text_chars=args.max_text_chars, max_prompt_tokens=args.max_prompt_tokens, max_images=args.max_images,
         require_keys=has_keys or not is_loopback(args.host), cors_origins=tuple(args.cors_origin),
     )
     app = create_app(model, store, settings)
@@ -78,7 +86,8 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def _check_limits(args, error) -> None:
-    for name in ("max_queue", "max_new_tokens", "max_pixels", "port"):
+    for name in ("max_queue", "max_new_tokens", "max_pixels", "port", "max_text_chars", "max_prompt_tokens",
+                 "max_images"):
         if getattr(args, name) < 1:
             raise error(f"--{name.replace('_', '-')} must be at least 1")
     if args.timeout <= 0 or args.max_upload_mb <= 0:

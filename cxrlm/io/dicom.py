@@ -17,6 +17,7 @@ Not here: multi-frame series, CT/MR/US volumes, presentation states, or writing 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import zlib
@@ -99,9 +100,11 @@ def read_dicom(path: Path, *, max_pixels: int, has_preamble: bool = True) -> Xra
 
 def _open(path: Path, name: str, has_preamble: bool, max_pixels: int) -> pydicom.Dataset:
     try:
-        if has_preamble:
-            _check_deflated_size(path, name, max_pixels)
-        ds = pydicom.dcmread(path, force=not has_preamble, specific_tags=list(READ_TAGS))
+        with _binary(path) as handle:
+            if has_preamble:
+                _check_deflated_size(handle, name, max_pixels)
+            handle.seek(0)
+            ds = pydicom.dcmread(handle, force=not has_preamble, specific_tags=list(READ_TAGS))
     except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, OverflowError, zlib.error) as exc:
         raise _unreadable(name, has_preamble) from exc
     if not any(k in ds for k in ("PixelData", "Rows", "SOPClassUID", "Modality")):  # parsed, but nothing of ours
@@ -115,26 +118,32 @@ def _open(path: Path, name: str, has_preamble: bool, max_pixels: int) -> pydicom
     return ds
 
 
-def _check_deflated_size(path: Path, name: str, max_pixels: int) -> None:
+def _binary(path):
+    """The file, open for reading: a path is opened, a file in memory (a server upload) is used as it is."""
+    return contextlib.nullcontext(path) if hasattr(path, "read") else open(path, "rb")
+
+
+def _check_deflated_size(handle, name: str, max_pixels: int) -> None:
     """pydicom inflates a Deflated Explicit VR dataset whole, and zlib reaches 1000:1: inflate a bounded amount."""
-    meta = pydicom.filereader.read_file_meta_info(path)
+    handle.seek(0)
+    pydicom.filereader.read_preamble(handle, False)
+    meta = pydicom.filereader._read_file_meta_info(handle)  # read_file_meta_info itself takes only a path
     if meta.get("TransferSyntaxUID") != uids.DeflatedExplicitVRLittleEndian:
         return
     meta_length = meta.get("FileMetaInformationGroupLength")
     if not isinstance(meta_length, int):
         raise InputError(f"{name}: DICOM header is corrupt or truncated: re-export the file")
     limit = max_pixels * INFLATED_BYTES_PER_PIXEL + 2**20
-    with open(path, "rb") as handle:
-        handle.seek(132 + 12 + meta_length)  # preamble and "DICM", the group length element, the rest of the meta
-        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-        inflated = 0
-        while chunk := handle.read(2**16):
-            inflated += len(inflater.decompress(chunk, limit + 1 - inflated))
-            if inflated > limit or inflater.unconsumed_tail:
-                raise InputError(
-                    f"{name}: the deflated dataset inflates to more than {limit:,} bytes, beyond what "
-                    f"max_pixels={max_pixels:,} allows: re-export it uncompressed or raise max_pixels"
-                )
+    handle.seek(132 + 12 + meta_length)  # preamble and "DICM", the group length element, the rest of the meta
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    inflated = 0
+    while chunk := handle.read(2**16):
+        inflated += len(inflater.decompress(chunk, limit + 1 - inflated))
+        if inflated > limit or inflater.unconsumed_tail:
+            raise InputError(
+                f"{name}: the deflated dataset inflates to more than {limit:,} bytes, beyond what "
+                f"max_pixels={max_pixels:,} allows: re-export it uncompressed or raise max_pixels"
+            )
 
 
 def _unreadable(name: str, has_preamble: bool) -> InputError:

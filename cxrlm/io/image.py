@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import io
 import os
 from pathlib import Path
 
@@ -40,7 +41,29 @@ def load_image(path, *, max_pixels: int = 50_000_000, view_position: str | None 
         raise ValueError("max_pixels must be positive")
     path = Path(path)
     requested = _normalize_view(view_position, path.name, strict=True)
-    head = _read_head(path)
+    return _load(path, _read_head(path), max_pixels, requested)
+
+
+def load_image_bytes(data: bytes, name: str, *, max_pixels: int = 50_000_000) -> XrayImage:
+    """As load_image, for a file held in memory (a server upload): nothing is written to disk. `name` stands for
+    the file in messages."""
+    if max_pixels <= 0:
+        raise ValueError("max_pixels must be positive")
+    if not data:
+        raise InputError(f"{name} is empty (0 bytes): re-copy or re-export the file")
+    return _load(_NamedBytes(data, name), data[: DICOM_PREAMBLE + 4], max_pixels, None)
+
+
+class _NamedBytes(io.BytesIO):
+    """A file in memory with a `name` for messages: pydicom and Pillow read it as they read a path."""
+
+    def __init__(self, data: bytes, name: str):
+        super().__init__(data)
+        self.name = name
+
+
+def _load(path, head: bytes, max_pixels: int, requested: str | None) -> XrayImage:
+    """Dispatch on the first bytes; `path` is a Path or a _NamedBytes."""
     if head[DICOM_PREAMBLE : DICOM_PREAMBLE + 4] == b"DICM":
         image = _read_dicom(path, max_pixels, has_preamble=True)
     elif any(head.startswith(magic) for magic, _ in IMAGE_MAGIC):

@@ -1,9 +1,13 @@
 """The FastAPI application: OpenAI-compatible chat, CXR task endpoints, study upload, results, exports, viewer.
 
-Every model call goes through the single ModelWorker (one thread, bounded queue): a full queue answers 429 with
-Retry-After, a request past its deadline 504, a client that disconnects stops its generation. The job writes its
-`started` audit row before the model runs and its terminal row after (storage.py). Not here: keys and rate
-limits (security.py), the OpenAI wire shapes (openai_format.py), the command line (cxrlm/cli/serve.py).
+Every model call goes through the single ModelWorker (one thread, bounded queue): a request takes its place in the
+queue before its images are decoded, so a full queue answers 429 with Retry-After at once and leaves nothing
+behind; a request past its deadline gets 504, a client that disconnects stops its generation. The job writes its
+`started` audit row before the model runs and its terminal row after (storage.py). Every bound on a request (body
+bytes, text characters and tokens, images) is checked before decoding, and refused with a 4xx that names the
+`cxrlm serve` option raising it. Uploads are decoded in memory: no file holding DICOM tags is ever written. Not
+here: keys and rate limits (security.py), the OpenAI wire shapes (openai_format.py), the command line
+(cxrlm/cli/serve.py).
 """
 
 from __future__ import annotations
@@ -11,14 +15,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import tempfile
+import logging
 import time
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, File, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
@@ -26,17 +31,19 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cxrlm import DISCLAIMER, __version__
 from cxrlm.errors import InputError
+from cxrlm.limits import MAX_IMAGES, MAX_PROMPT_TOKENS, MAX_TEXT_CHARS, too_many_images
 from cxrlm.serve import openai_format as oa
 from cxrlm.serve.exports import FORMATS, ExportUnavailable, export
 from cxrlm.serve.security import LOCAL_KEY_ID, RateLimiter, bearer_token, retry_after_header
 from cxrlm.serve.storage import Store, new_id
-from cxrlm.serve.worker import Cancelled, Job, ModelWorker, QueueFull
+from cxrlm.serve.worker import Cancelled, Job, ModelWorker, QueueFull, Slot
 from cxrlm.types import Study, Task, XrayImage
 
 WEB_DIR = Path(__file__).parent / "web"
-MAX_VIEWS = 8  # images of one study in a task request
 View = Annotated[str, Field(max_length=16)]  # PA, AP, LL, RL, LATERAL
 DONE = object()  # end of a stream of text pieces
+LOG = logging.getLogger("cxrlm.serve")
+_SLOT: ContextVar[Slot | None] = ContextVar("cxrlm_queue_slot", default=None)  # this request's place in the queue
 
 
 @dataclass
@@ -46,6 +53,9 @@ class ServeSettings:
     max_upload_bytes: int = 50_000_000
     max_pixels: int = 40_000_000
     max_new_tokens: int = 1024  # cap on any request's generated tokens
+    max_text_chars: int = MAX_TEXT_CHARS  # text per request, all turns together
+    max_prompt_tokens: int = MAX_PROMPT_TOKENS  # the same, in the model's tokens (where it has a tokenizer)
+    max_images: int = MAX_IMAGES  # images per request: one study's views
     rate_per_minute: int = 120  # per API key; 0 turns it off
     require_keys: bool = False
     cors_origins: tuple[str, ...] = ()
@@ -59,8 +69,39 @@ class ApiError(Exception):
         self.status, self.message, self.kind, self.headers, self.code = status, message, kind, headers, code
 
 
-class BodyTooLarge(Exception):
-    pass
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every error response, in OpenAI's shape."""
+
+    error: ErrorDetail
+
+
+ERRORS = {
+    400: "invalid request: the message says what to change",
+    401: "missing or invalid API key",
+    404: "no such model, study or result for this key",
+    413: "request body over the upload limit (cxrlm serve --max-upload-mb)",
+    429: "rate limit (--rate-limit) or model queue (--max-queue) full: retry after Retry-After seconds",
+    500: "internal error",
+    501: "the exporter or its library is not installed",
+    503: "cancelled: the server is shutting down",
+    504: "the request ran past the server's time limit (--timeout)",
+}
+
+
+def errors(*statuses: int) -> dict:
+    """OpenAPI `responses` for these error statuses (401, 429 and 500 can come from any /v1 route)."""
+    every = sorted({*statuses, 401, 429, 500})
+    return {status: {"model": ErrorBody, "description": ERRORS[status]} for status in every}
+
+
+MODEL_ERRORS = errors(400, 404, 413, 503, 504)  # routes that run the model
 
 
 class ChatCompletionRequest(BaseModel):
@@ -71,16 +112,19 @@ class ChatCompletionRequest(BaseModel):
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     session_id: str | None = Field(None, description="cxrlm extension: continue a stored session")
-    views: list[View] | None = Field(None, max_length=MAX_VIEWS, description="cxrlm extension: the view position "
+    views: list[View] | None = Field(None, max_length=MAX_IMAGES, description="cxrlm extension: the view position "
                                     "(PA, AP, LL) of each image, in order, where its file does not say")
 
 
 class TaskRequest(BaseModel):
-    study_id: str | None = Field(None, description="a study uploaded to /v1/studies")
-    image: str | None = Field(None, description="or the image itself, as a base64 data URL")
-    study_ids: list[str] | None = Field(None, min_length=1, max_length=MAX_VIEWS,
-                                        description="or several uploaded views of one study, in order (PA, lateral)")
-    views: list[View] | None = Field(None, min_length=1, max_length=MAX_VIEWS,
+    # Exactly one of study_id, study_ids and image (a null counts as absent, so the schema leaves null out).
+    model_config = ConfigDict(json_schema_extra={"oneOf": [{"required": [name]} for name in ("study_id", "study_ids",
+                                                                                            "image")]})
+    study_id: str = Field(None, min_length=1, description="a study uploaded to /v1/studies")
+    image: str = Field(None, min_length=1, description="or the image itself, as a base64 data URL")
+    study_ids: list[str] = Field(None, min_length=1, max_length=MAX_IMAGES,
+                                 description="or several uploaded views of one study, in order (PA, lateral)")
+    views: list[View] | None = Field(None, min_length=1, max_length=MAX_IMAGES,
                                     description="the view position (PA, AP, LL) of each image, in order, where its "
                                                 "file does not say; one value applies to every image")
     max_new_tokens: int | None = Field(None, ge=1)
@@ -100,11 +144,13 @@ def create_app(model, store: Store, settings: ServeSettings | None = None, worke
     @asynccontextmanager
     async def lifespan(_app):
         store.close_interrupted()
+        store.sweep_uploads()
         yield
         await asyncio.to_thread(worker.stop, settings.shutdown_grace_s)
         store.close()
 
     app = FastAPI(title="cxrlm", version=__version__, description=DISCLAIMER, lifespan=lifespan)
+    app.openapi = lambda: _openapi(app)
     app.state.model, app.state.store, app.state.worker, app.state.settings = model, store, worker, settings
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
@@ -112,6 +158,7 @@ def create_app(model, store: Store, settings: ServeSettings | None = None, worke
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["*"],
                            allow_headers=["*"])
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes * 4 // 3 + 65_536)  # base64 + form framing
+    app.add_middleware(CatchAll)  # outermost: catches what the routes and the middleware above did not
     _error_handlers(app)
 
     async def caller(request: Request) -> str:
@@ -145,26 +192,28 @@ def create_app(model, store: Store, settings: ServeSettings | None = None, worke
                 "worker": worker.alive, "queue_depth": worker.depth}
         return JSONResponse(body, status_code=200 if ready else 503)
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", responses=errors())
     async def models(_key: str = Depends(caller)):
         return {"object": "list", "data": [{"id": model.name, "object": "model", "created": 0, "owned_by": "cxrlm"}]}
 
-    @app.post("/v1/studies", status_code=201)
+    @app.post("/v1/studies", status_code=201, responses=errors(400, 413))
     async def upload_study(file: Annotated[UploadFile, File()], key: str = Depends(caller)):
         data = await file.read(settings.max_upload_bytes + 1)
         study_id, _image = await asyncio.to_thread(ctx.ingest, data, key)
         return await asyncio.to_thread(ctx.study_info, study_id)
 
-    @app.get("/v1/studies/{study_id}")
+    @app.get("/v1/studies/{study_id}", responses=errors(404))
     async def get_study(study_id: str, key: str = Depends(caller)):
         ctx.own_study(study_id, key)
         return await asyncio.to_thread(ctx.study_info, study_id)
 
-    @app.get("/v1/studies/{study_id}/image.png")
+    @app.get("/v1/studies/{study_id}/image.png", response_class=FileResponse,
+             responses={200: {"content": {"image/png": {}}, "description": "the de-identified 8-bit PNG"},
+                        **errors(404)})
     async def study_image(study_id: str, key: str = Depends(caller)):
         return FileResponse(store.study_png(ctx.own_study(study_id, key)), media_type="image/png")
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", responses=MODEL_ERRORS)
     async def chat_completions(body: ChatCompletionRequest, request: Request, key: str = Depends(caller)):
         if body.model not in (None, "", "default", model.name):
             raise ApiError(404, f"model {body.model!r} is not served here: use {model.name!r} (GET /v1/models)",
@@ -173,10 +222,11 @@ def create_app(model, store: Store, settings: ServeSettings | None = None, worke
             parsed = oa.parse_messages(body.messages)
         except oa.RequestError as err:
             raise ApiError(400, str(err)) from None
-        images, study_ids = await asyncio.to_thread(ctx.resolve_images, parsed.image_refs, key)
-        study = _study(images, body.views)
-        limit = ctx.token_cap(body.max_completion_tokens or body.max_tokens)
-        run = ctx.chat_job(parsed, study, study_ids, key, limit, body.session_id)
+        await ctx.check_prompt([text for _, text in parsed.turns], len(parsed.image_refs))
+        with ctx.queue_place():
+            study, study_ids = await asyncio.to_thread(ctx.resolve_images, parsed.image_refs, key, body.views)
+            limit = ctx.token_cap(body.max_completion_tokens or body.max_tokens)
+            run = ctx.chat_job(parsed, study, study_ids, key, limit, body.session_id)
         if body.stream:
             return _sse(_chat_stream(ctx, run, model.name))
         result_id, out, session_id = await ctx.wait(request, run)
@@ -190,38 +240,40 @@ def create_app(model, store: Store, settings: ServeSettings | None = None, worke
                                 "image (a data URL)")
         ids = body.study_ids or ([body.study_id] if body.study_id else [])
         refs = [f"{oa.STUDY_URL_PREFIX}{study_id}" for study_id in ids] or [body.image]
-        images, study_ids = await asyncio.to_thread(ctx.resolve_images, refs, key)
-        study = _study(images, body.views)
-        run = ctx.task_job(task, study, study_ids, key, ctx.token_cap(body.max_new_tokens), phrase)
+        await ctx.check_prompt([phrase] if phrase else [], len(refs))
+        with ctx.queue_place():
+            study, study_ids = await asyncio.to_thread(ctx.resolve_images, refs, key, body.views)
+            run = ctx.task_job(task, study, study_ids, key, ctx.token_cap(body.max_new_tokens), phrase)
         if body.stream:
             return _sse(_task_stream(run))
         result_id, out, _ = await ctx.wait(request, run)
         headers = {"Location": f"/v1/results/{result_id}", "X-Cxrlm-Result-Id": result_id}
         return JSONResponse(out.to_dict(), headers=headers)
 
-    @app.post("/v1/cxr/report")
+    @app.post("/v1/cxr/report", responses=MODEL_ERRORS)
     async def report(body: TaskRequest, request: Request, key: str = Depends(caller)):
         """Reasoning, CheXpert-14 labels, findings and impression (two turns of one conversation)."""
         return await task_endpoint(request, body, key, Task.REPORT)
 
-    @app.post("/v1/cxr/classify")
+    @app.post("/v1/cxr/classify", responses=MODEL_ERRORS)
     async def classify(body: TaskRequest, request: Request, key: str = Depends(caller)):
         """A probability for each CheXpert-14 label."""
         return await task_endpoint(request, body, key, Task.CLASSIFY)
 
-    @app.post("/v1/cxr/ground")
+    @app.post("/v1/cxr/ground", responses=MODEL_ERRORS)
     async def ground(body: GroundRequest, request: Request, key: str = Depends(caller)):
         """Bounding boxes for a phrase, in the image's own pixels."""
         return await task_endpoint(request, body, key, Task.GROUND, body.phrase)
 
-    @app.get("/v1/results/{result_id}")
+    @app.get("/v1/results/{result_id}", responses=errors(404))
     async def get_result(result_id: str, key: str = Depends(caller)):
         row = ctx.own_result(result_id, key)
         return {"id": row.id, "task": row.task, "created_at": row.created_at.isoformat(), "study_id": row.study_id,
                 "session_id": row.session_id, "output": row.output}
 
-    @app.get("/v1/results/{result_id}/export")
-    async def export_result(result_id: str, format: str = "json", key: str = Depends(caller)):
+    @app.get("/v1/results/{result_id}/export", responses=errors(400, 404, 501))
+    async def export_result(result_id: str, key: str = Depends(caller),
+                            format: Annotated[str, Query(json_schema_extra={"enum": list(FORMATS)})] = "json"):
         if format not in FORMATS:
             raise ApiError(400, f"unknown export format {format!r}: use one of {', '.join(FORMATS)}")
         row = ctx.own_result(result_id, key)
@@ -265,26 +317,62 @@ class _Context:
     def token_cap(self, asked: int | None) -> int:
         return min(asked or self.settings.max_new_tokens, self.settings.max_new_tokens)
 
+    # Limits -------------------------------------------------------------------------------------------------
+    async def check_prompt(self, texts: list[str], n_images: int) -> None:
+        """Images, characters, then tokens: each refused before any image is decoded or the model is queued."""
+        s = self.settings
+        if refusal := too_many_images(n_images, s.max_images, "cxrlm serve --max-images"):
+            raise ApiError(400, refusal, code="limit_exceeded")
+        if (chars := sum(map(len, texts))) > s.max_text_chars:
+            raise ApiError(400, f"{chars:,} characters of text: the limit is {s.max_text_chars:,} "
+                           "(cxrlm serve --max-text-chars)", code="limit_exceeded")
+        tokens = await asyncio.to_thread(self.count_tokens, texts)
+        if tokens is not None and tokens > s.max_prompt_tokens:
+            raise ApiError(400, f"{tokens:,} tokens of text: the limit is {s.max_prompt_tokens:,} "
+                           "(cxrlm serve --max-prompt-tokens)", code="limit_exceeded")
+
+    def count_tokens(self, texts: list[str]) -> int | None:
+        """Tokens of the text with the model's own tokenizer; None for an engine without one (remote)."""
+        tokenizer = getattr(getattr(self.model.engine, "processor", None), "tokenizer", None)
+        if tokenizer is None:
+            return None
+        return sum(len(tokenizer.encode(text, add_special_tokens=False)) for text in texts)
+
+    @contextmanager
+    def queue_place(self):
+        """Hold a place in the model queue while the request's images are decoded and its job is submitted: a
+        full queue is refused in milliseconds, before anything is decoded or stored."""
+        try:
+            slot = self.worker.reserve()
+        except QueueFull as err:
+            raise _queue_full(err) from None
+        token = _SLOT.set(slot)
+        try:
+            yield
+        finally:
+            _SLOT.reset(token)
+            slot.release()  # a no-op once the job took the place
+
     # Inputs -------------------------------------------------------------------------------------------------
     def ingest(self, data: bytes, key: str) -> tuple[str, XrayImage]:
         """Validate an uploaded file and store its de-identified pixels; the user's file name is never used."""
-        from cxrlm.io import load_image
+        image = self.decode(data)
+        return self.store.save_study(image, key), image
+
+    def decode(self, data: bytes) -> XrayImage:
+        """An uploaded file, decoded from memory: the file itself, with whatever tags it carries, is never written
+        to disk."""
+        from cxrlm.io.image import load_image_bytes
 
         if len(data) > self.settings.max_upload_bytes:
-            raise ApiError(413, f"the file is larger than the {self.settings.max_upload_bytes:,}-byte upload limit")
+            raise ApiError(413, f"the file is larger than the {self.settings.max_upload_bytes:,}-byte upload limit "
+                           "(cxrlm serve --max-upload-mb)")
         if not data:
             raise ApiError(400, "the uploaded file is empty: send a PNG, JPEG or DICOM file")
-        tmp_dir = self.store.data_dir / "tmp"
-        tmp_dir.mkdir(exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=tmp_dir, prefix="upload-") as handle:
-            handle.write(data)
-            handle.flush()
-            try:
-                image = load_image(handle.name, max_pixels=self.settings.max_pixels)
-            except InputError as err:  # its message names the temporary file: say "the upload" instead
-                raise ApiError(400, str(err).replace(handle.name, "the upload").replace(Path(handle.name).name,
-                                                                                       "the upload")) from None
-        return self.store.save_study(image, key), image
+        try:
+            return load_image_bytes(data, "the upload", max_pixels=self.settings.max_pixels)
+        except InputError as err:
+            raise ApiError(400, str(err)) from None
 
     def study_info(self, study_id: str) -> dict:
         row = self.store.study(study_id)
@@ -304,22 +392,23 @@ class _Context:
             raise ApiError(404, f"no result {result_id}", code="not_found")
         return row
 
-    def resolve_images(self, refs: list[str], key: str) -> tuple[list[XrayImage], list[str]]:
-        images, ids = [], []
+    def resolve_images(self, refs: list[str], key: str, views: list[str] | None = None) -> tuple[Study, list[str]]:
+        """The request's study (its images, with `views` applied) and their study ids, in order. Every image and
+        view is checked before any upload among them is stored, so a refused request leaves nothing behind."""
+        found: list[tuple[str | None, XrayImage]] = []
         for ref in refs:
             if ref.startswith(oa.STUDY_URL_PREFIX):
                 study_id = ref[len(oa.STUDY_URL_PREFIX):]
                 self.own_study(study_id, key)
-                image = self.store.load_study_image(study_id)
+                found.append((study_id, self.store.load_study_image(study_id)))
             else:
                 try:
                     data = oa.decode_data_url(ref, self.settings.max_upload_bytes)
                 except oa.RequestError as err:
                     raise ApiError(400, str(err)) from None
-                study_id, image = self.ingest(data, key)
-            images.append(image)
-            ids.append(study_id)
-        return images, ids
+                found.append((None, self.decode(data)))
+        study = _study([image for _, image in found], views)
+        return study, [study_id or self.store.save_study(image, key) for study_id, image in found]
 
     # Jobs ---------------------------------------------------------------------------------------------------
     def chat_job(self, parsed: oa.ChatRequest, study: Study, study_ids, key, limit, session_id) -> _Run:
@@ -388,10 +477,9 @@ class _Context:
 
         run = _Run(Job(execute, self.settings.timeout_s, on_text), pieces, request_id, limit)
         try:
-            run.future = self.worker.submit(run.job)
+            run.future = self.worker.submit(run.job, _SLOT.get())
         except QueueFull as err:
-            raise ApiError(429, "the server is busy (model queue full): retry later", "rate_limit_error",
-                           {"Retry-After": retry_after_header(err.retry_after_s)}) from None
+            raise _queue_full(err) from None
         run.future.add_done_callback(lambda _f: loop.call_soon_threadsafe(pieces.put_nowait, DONE))
         return run
 
@@ -407,6 +495,11 @@ class _Context:
                     raise ApiError(499, "client disconnected", "cancelled") from None
             except Cancelled as err:
                 _raise_cancelled(err)
+
+
+def _queue_full(err: QueueFull) -> ApiError:
+    return ApiError(429, "the server is busy (model queue full): retry later, or raise cxrlm serve --max-queue",
+                    "rate_limit_error", {"Retry-After": retry_after_header(err.retry_after_s)})
 
 
 def _study(images: list[XrayImage], views: list[str] | None) -> Study:
@@ -505,42 +598,93 @@ def _error_handlers(app: FastAPI) -> None:
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         return JSONResponse(oa.error_body(f"{where}: {first.get('msg')}", "invalid_request_error"), status_code=400)
 
-    @app.exception_handler(Exception)
-    async def bug(_request, err: Exception):  # one line, never a traceback in the response
-        return JSONResponse(oa.error_body(f"internal error: {type(err).__name__}: {err}", "server_error"),
-                            status_code=500)
 
-    @app.exception_handler(BodyTooLarge)
-    async def too_large(_request, _err):
-        return JSONResponse(oa.error_body("the request body is larger than the upload limit",
-                                          "invalid_request_error"), status_code=413)
+def _openapi(app: FastAPI) -> dict:
+    """FastAPI's document, less the 422 it adds to every route: validation errors are answered 400 here."""
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        for operations in schema["paths"].values():
+            for operation in operations.values():
+                operation.get("responses", {}).pop("422", None)
+        for name in ("HTTPValidationError", "ValidationError"):
+            schema.get("components", {}).get("schemas", {}).pop(name, None)
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+def _json_error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
+    return JSONResponse(oa.error_body(message, kind), status_code=status)
+
+
+class CatchAll:
+    """ASGI middleware: an unexpected exception becomes a one-line 500 and the connection stays usable.
+
+    (An exception handler for `Exception` would run in Starlette's ServerErrorMiddleware, which re-raises after
+    answering; uvicorn then closes the connection, and a client's next request on it is reset.) The traceback goes
+    to the server's log. A response already under way cannot be replaced: that error still closes the connection.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def watched(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except Exception as err:
+            if started:
+                raise
+            LOG.exception("internal error on %s %s", scope.get("method"), scope.get("path"))
+            message = f"internal error: {type(err).__name__}: {err}"[:300].splitlines()[0]
+            await _json_error(500, message, "server_error")(scope, receive, send)
 
 
 class BodyLimit:
-    """ASGI middleware: refuses request bodies over `max_bytes`, by Content-Length or while they stream in."""
+    """ASGI middleware: refuses request bodies over `max_bytes` with 413, by Content-Length or, for chunked
+    bodies, while they stream in (the route then sees a disconnect, and its own reply is dropped)."""
 
     def __init__(self, app, max_bytes: int):
         self.app, self.max_bytes = app, max_bytes
+
+    def refusal(self) -> JSONResponse:
+        return _json_error(413, f"the request body is larger than the {self.max_bytes:,}-byte limit "
+                                "(raise it with cxrlm serve --max-upload-mb)")
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         length = dict(scope.get("headers", [])).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            response = JSONResponse(oa.error_body("the request body is larger than the upload limit",
-                                                  "invalid_request_error"), status_code=413)
-            return await response(scope, receive, send)
-        seen = 0
+            return await self.refusal()(scope, receive, send)
+        seen, refused = 0, False
 
         async def limited():
-            nonlocal seen
+            nonlocal seen, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                raise BodyTooLarge()
+            if seen > self.max_bytes and not refused:
+                refused = True
+                await self.refusal()(scope, receive, send)
+                return {"type": "http.disconnect"}  # stops the route reading; it answers nothing more
             return message
 
-        return await self.app(scope, limited, send)
+        async def unless_refused(message):
+            if not refused:
+                await send(message)
+
+        return await self.app(scope, limited, unless_refused)
 
 
 class serve_in_thread:

@@ -194,6 +194,14 @@ class Store:
         return row.id if secrets.compare_digest(hash_key(parts[2], row.salt), row.key_hash) else None
 
     # Studies --------------------------------------------------------------------------------------------------
+    def sweep_uploads(self) -> int:
+        """At start-up: delete whole uploads that earlier servers, killed mid-decode, left in `tmp/` (they hold
+        every DICOM tag). Uploads are now decoded in memory and never written."""
+        left = list((self.data_dir / "tmp").glob("upload-*"))
+        for path in left:
+            path.unlink(missing_ok=True)
+        return len(left)
+
     def save_study(self, image: XrayImage, api_key_id: str) -> str:
         study_id = new_id()
         data = png_bytes(image.pixels)

@@ -4,7 +4,9 @@ several threads.
 
 A job is a function of a `Job` (its cancel flag, deadline and text sink). Streaming models call `job.emit(text)`
 for every piece; `emit` raises `Cancelled` once the client has gone or the deadline has passed, which unwinds
-generation mid-way. A full queue raises `QueueFull` at once (the API answers 429 with Retry-After).
+generation mid-way. A request takes a place in the queue (`reserve`) before its images are decoded, so a full queue
+raises `QueueFull` at once, before any work (the API answers 429 with Retry-After); `submit` hands the place to the
+job, which frees it when it starts.
 Not here: HTTP or storage.
 """
 
@@ -55,9 +57,24 @@ class Job:
             self.on_text(text)
 
 
+class Slot:
+    """A place in the queue, held from admission until its job is submitted (or the request fails first)."""
+
+    def __init__(self, worker: ModelWorker):
+        self._worker, self.open = worker, True
+
+    def release(self) -> None:
+        """Give the place back unused; nothing once a job has taken it."""
+        if self.open:
+            self.open = False
+            self._worker._leave()
+
+
 class ModelWorker:
     def __init__(self, max_queue: int = 8, threads: int = 1):
-        self._jobs: queue.Queue[Job | None] = queue.Queue(maxsize=max_queue)
+        self.max_queue = max_queue
+        self._jobs: queue.Queue[Job | None] = queue.Queue()  # bounded by the places handed out (`reserve`)
+        self._waiting = 0  # places held: reserved, or queued and not yet started
         self._threads = [threading.Thread(target=self._run, name=f"cxrlm-model-{i}", daemon=True)
                          for i in range(threads)]
         self._running = 0
@@ -73,16 +90,33 @@ class ModelWorker:
 
     @property
     def depth(self) -> int:
-        return self._jobs.qsize() + self._running
+        return self._waiting + self._running
 
-    def submit(self, job: Job) -> Future:
+    def reserve(self) -> Slot:
+        """A place in the queue, or QueueFull at once: call it before any costly work on the request."""
+        with self._lock:
+            if self._stopping:
+                raise QueueFull(self._mean_s)
+            if self._waiting >= self.max_queue:
+                raise QueueFull(self._mean_s * (self.depth + 1))
+            self._waiting += 1
+        return Slot(self)
+
+    def submit(self, job: Job, slot: Slot | None = None) -> Future:
+        """Queue `job` in `slot` (reserved earlier), or in a place reserved now."""
+        slot = slot or self.reserve()
+        if not slot.open:
+            raise ValueError("this queue place was already used or released")
         if self._stopping:
+            slot.release()
             raise QueueFull(self._mean_s)
-        try:
-            self._jobs.put_nowait(job)
-        except queue.Full:
-            raise QueueFull(self._mean_s * (self.depth + 1)) from None
+        slot.open = False  # the job holds the place now; `_run` frees it when the job starts
+        self._jobs.put(job)
         return job.future
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._waiting -= 1
 
     def stop(self, grace_s: float = 30.0) -> None:
         """Graceful shutdown: queued jobs are cancelled, the running one may finish within `grace_s`."""
@@ -93,6 +127,7 @@ class ModelWorker:
             except queue.Empty:
                 break
             if job is not None:
+                self._leave()
                 job.future.set_exception(Cancelled("cancelled"))
         deadline = time.monotonic() + grace_s
         for _ in self._threads:
@@ -102,9 +137,10 @@ class ModelWorker:
 
     def _run(self) -> None:
         while (job := self._jobs.get()) is not None:
-            if not job.future.set_running_or_notify_cancel():
-                continue
             with self._lock:
+                self._waiting -= 1
+                if not job.future.set_running_or_notify_cancel():
+                    continue
                 self._running += 1
             start = time.monotonic()
             try:
