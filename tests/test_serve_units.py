@@ -233,3 +233,25 @@ def test_worker_places_are_taken_before_work_and_given_back():
         time.sleep(0.01)
     assert worker.depth == 0
     worker.stop(5)
+
+
+def test_a_json_body_of_too_many_objects_is_refused_before_it_is_parsed():
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from cxrlm.serve.app import BodyLimit
+
+    parsed = []
+    app = FastAPI()
+
+    @app.post("/echo")
+    async def echo(body: list[dict]):
+        parsed.append(len(body))
+        return {"n": len(body)}
+
+    app.add_middleware(BodyLimit, max_bytes=1_000_000, max_containers=100)
+    client = TestClient(app)
+    assert client.post("/echo", json=[{}] * 50).json() == {"n": 50}
+    refused = client.post("/echo", json=[{}] * 200)
+    assert refused.status_code == 400 and "more than 100 objects or lists" in refused.json()["error"]["message"]
+    assert parsed == [50]  # the refused body never reached the parser

@@ -651,32 +651,45 @@ class CatchAll:
 
 class BodyLimit:
     """ASGI middleware: refuses request bodies over `max_bytes` with 413, by Content-Length or, for chunked
-    bodies, while they stream in (the route then sees a disconnect, and its own reply is dropped)."""
+    bodies, while they stream in (the route then sees a disconnect, and its own reply is dropped). A JSON body
+    may also open at most `max_containers` objects and lists: 60 MB of `[{},{},...]` would otherwise be parsed
+    into tens of millions of dicts (gigabytes) before any other limit is looked at."""
 
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app, max_bytes: int, max_containers: int = 100_000):
+        self.app, self.max_bytes, self.max_containers = app, max_bytes, max_containers
 
-    def refusal(self) -> JSONResponse:
-        return _json_error(413, f"the request body is larger than the {self.max_bytes:,}-byte limit "
-                                "(raise it with cxrlm serve --max-upload-mb)")
+    def refusal(self, seen: int, containers: int) -> JSONResponse | None:
+        if seen > self.max_bytes:
+            return _json_error(413, f"the request body is larger than the {self.max_bytes:,}-byte limit "
+                                    "(raise it with cxrlm serve --max-upload-mb)")
+        if containers > self.max_containers:
+            return _json_error(400, f"the JSON body opens more than {self.max_containers:,} objects or lists: "
+                                    "send fewer messages or content parts")
+        return None
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        length = dict(scope.get("headers", [])).get(b"content-length")
+        headers = dict(scope.get("headers", []))
+        length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            return await self.refusal()(scope, receive, send)
-        seen, refused = 0, False
+            return await self.refusal(int(length), 0)(scope, receive, send)
+        is_json = headers.get(b"content-type", b"").startswith(b"application/json")
+        seen, containers, refused = 0, 0, False
 
         async def limited():
-            nonlocal seen, refused
+            nonlocal seen, containers, refused
             if refused:
                 return {"type": "http.disconnect"}
             message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_bytes and not refused:
+            body = message.get("body", b"")
+            seen += len(body)
+            if is_json:  # an over-count (brackets inside strings) only refuses sooner
+                containers += body.count(b"{") + body.count(b"[")
+            refusal = self.refusal(seen, containers)
+            if refusal is not None:
                 refused = True
-                await self.refusal()(scope, receive, send)
+                await refusal(scope, receive, send)
                 return {"type": "http.disconnect"}  # stops the route reading; it answers nothing more
             return message
 
