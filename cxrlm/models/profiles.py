@@ -27,6 +27,7 @@ class ModelProfile:
     max_pixels: int = 1024 * 28 * 28
     max_new_tokens: int = 2048
     remote_code: bool = False  # runs Python shipped with the checkpoint (config.json auto_map): opt-in only
+    views: tuple[str, ...] = ("frontal", "lateral")  # views it was trained on; ("frontal",): the gate refuses laterals
 
     def __post_init__(self):
         if self.family not in FAMILIES:
