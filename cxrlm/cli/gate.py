@@ -4,6 +4,7 @@ The gate itself (cxrlm.gate) runs inside every verb that reads images; see docs/
 """
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -24,9 +25,9 @@ def register(subparsers) -> None:
 
 
 def add_gate_option(parser) -> None:
-    parser.add_argument("--gate", choices=("on", "warn", "off"), default="on",
+    parser.add_argument("--gate", choices=("on", "warn", "off"), default=os.environ.get("CXRLM_GATE", "on"),
                         help="input gate: on refuses images that are not chest radiographs, warn only warns "
-                             "(research), off skips it (default: on; docs/GATE.md)")
+                             "(research), off skips it (default: $CXRLM_GATE, else on; docs/GATE.md)")
 
 
 def run_check(args) -> int:

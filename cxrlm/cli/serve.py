@@ -7,6 +7,7 @@ import argparse
 import os
 from pathlib import Path
 
+from cxrlm.cli.gate import add_gate_option
 from cxrlm.cli.model_options import add_model_options, load_model_from_args
 
 
@@ -31,6 +32,7 @@ def register(subparsers) -> None:
     parser.add_argument("--max-pixels", type=int, default=40_000_000, help="largest accepted image, in pixels")
     parser.add_argument("--max-new-tokens", type=int, default=1024, help="cap on tokens generated per request")
     parser.add_argument("--rate-limit", type=int, default=120, help="requests per minute per API key (0: off)")
+    add_gate_option(parser)
     parser.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                         help="allow browser calls from this origin (repeatable; CORS is off by default)")
     parser.set_defaults(run=run_serve)
@@ -68,7 +70,7 @@ def run_serve(args: argparse.Namespace) -> int:
     settings = ServeSettings(
         max_queue=args.max_queue, timeout_s=args.timeout, max_upload_bytes=int(args.max_upload_mb * 1_000_000),
         max_pixels=args.max_pixels, max_new_tokens=args.max_new_tokens, rate_per_minute=args.rate_limit,
-        require_keys=has_keys or not is_loopback(args.host), cors_origins=tuple(args.cors_origin),
+        require_keys=has_keys or not is_loopback(args.host), cors_origins=tuple(args.cors_origin), gate=args.gate,
     )
     app = create_app(model, store, settings)
     print(f"cxrlm serve: {model.name} on http://{args.host}:{args.port}/ (API keys "

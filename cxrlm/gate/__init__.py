@@ -44,7 +44,7 @@ def check_study(study: Study, mode: str = "on") -> None:
         fill_views(study.prior.images)
 
 
-def check_image(image: XrayImage, mode: str = "on") -> None:
+def check_image(image: XrayImage, mode: str = "on", override: str = "--gate warn") -> None:
     """Refuse (mode "on") or annotate one loaded image. The score is kept in metadata["gate"] for fill_views."""
     if mode not in MODES:
         raise InputError(f"gate mode {mode!r}: use one of {', '.join(MODES)}")
@@ -66,21 +66,24 @@ def check_image(image: XrayImage, mode: str = "on") -> None:
     elif score.chest < classifier.thresholds["warn_below"]:
         image.warnings.append(f"may not be a chest radiograph (gate score {score.chest:.2f}): check the image")
     if refusals and mode == "on":
-        raise GateRefusal(f"{image.source}: {refusals[0]} (override for research: --gate warn)")
+        raise GateRefusal(f"{image.source}: {refusals[0]} (override for research: {override})")
     image.warnings += [f"gate: {reason}" for reason in refusals]
 
 
 def fill_views(images: list[XrayImage]) -> None:
-    """Where neither the file nor the user gave a view, use the gate's estimate (FRONTAL or LATERAL)."""
+    """Where neither the file nor the user gave a view, use the gate's estimate (FRONTAL or LATERAL) of an image
+    it did not judge a non-chest image."""
+    from cxrlm.gate.classifier import THRESHOLDS
+
     for image in images:
         estimate = image.metadata.get("gate", {})
-        if image.view_position is None and estimate.get("chest_score", 0.0) > 0:
+        if image.view_position is None and estimate.get("chest_score", 0.0) >= THRESHOLDS["refuse_below"]:
             image.view_position = VIEW_NAMES[estimate["view"]]
             image.warnings.append(f"view {image.view_position} estimated from the image "
                                   f"(score {estimate['view_score']:.2f}): give --view if known")
 
 
-def check_views(study: Study, accepted: tuple[str, ...], model_name: str, mode: str = "on") -> None:
+def check_views(study: Study, accepted, model_name: str, mode: str = "on", override: str = "--gate warn") -> None:
     """A model that reads frontal views only refuses a study without one, and warns about any lateral it gets."""
     if mode == "off" or "lateral" in accepted:
         return
@@ -89,7 +92,7 @@ def check_views(study: Study, accepted: tuple[str, ...], model_name: str, mode: 
     if laterals and len(laterals) == len(images):
         message = f"lateral view: {model_name} reads frontal views only: add the frontal view of the study"
         if mode == "on":
-            raise GateRefusal(message + " (override for research: --gate warn)")
+            raise GateRefusal(f"{message} (override for research: {override})")
         laterals[0].warnings.append(f"gate: {message}")
     elif laterals:
         laterals[0].warnings.append(f"{model_name} reads frontal views only: the lateral view is extra context")

@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import tempfile
 import time
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
@@ -51,6 +52,8 @@ class ServeSettings:
     cors_origins: tuple[str, ...] = ()
     shutdown_grace_s: float = 30.0
     concurrency: int = 16  # requests run at once when the engine batches them itself (fast, remote); else 1
+    # the input gate (cxrlm.gate): on refuses non-chest uploads (400), warn only warns, off skips; $CXRLM_GATE
+    gate: str = field(default_factory=lambda: os.environ.get("CXRLM_GATE", "on"))
 
 
 class ApiError(Exception):
@@ -174,7 +177,7 @@ def create_app(model, store: Store, settings: ServeSettings | None = None, worke
         except oa.RequestError as err:
             raise ApiError(400, str(err)) from None
         images, study_ids = await asyncio.to_thread(ctx.resolve_images, parsed.image_refs, key)
-        study = _study(images, body.views)
+        study = ctx.gate_views(_study(images, body.views))
         limit = ctx.token_cap(body.max_completion_tokens or body.max_tokens)
         run = ctx.chat_job(parsed, study, study_ids, key, limit, body.session_id)
         if body.stream:
@@ -191,7 +194,7 @@ def create_app(model, store: Store, settings: ServeSettings | None = None, worke
         ids = body.study_ids or ([body.study_id] if body.study_id else [])
         refs = [f"{oa.STUDY_URL_PREFIX}{study_id}" for study_id in ids] or [body.image]
         images, study_ids = await asyncio.to_thread(ctx.resolve_images, refs, key)
-        study = _study(images, body.views)
+        study = ctx.gate_views(_study(images, body.views))
         run = ctx.task_job(task, study, study_ids, key, ctx.token_cap(body.max_new_tokens), phrase)
         if body.stream:
             return _sse(_task_stream(run))
@@ -267,7 +270,8 @@ class _Context:
 
     # Inputs -------------------------------------------------------------------------------------------------
     def ingest(self, data: bytes, key: str) -> tuple[str, XrayImage]:
-        """Validate an uploaded file and store its de-identified pixels; the user's file name is never used."""
+        """Validate and gate an uploaded file and store its de-identified pixels; the user's file name is never used."""
+        from cxrlm.gate import check_image
         from cxrlm.io import load_image
 
         if len(data) > self.settings.max_upload_bytes:
@@ -281,10 +285,23 @@ class _Context:
             handle.flush()
             try:
                 image = load_image(handle.name, max_pixels=self.settings.max_pixels)
+                check_image(image, self.settings.gate, override="the server's --gate warn")
             except InputError as err:  # its message names the temporary file: say "the upload" instead
                 raise ApiError(400, str(err).replace(handle.name, "the upload").replace(Path(handle.name).name,
                                                                                        "the upload")) from None
         return self.store.save_study(image, key), image
+
+    def gate_views(self, study: Study) -> Study:
+        """After the request's own views: the gate's view estimate where none was given, then the model's views."""
+        from cxrlm.gate import GateRefusal, check_views, fill_views
+
+        fill_views(study.images)
+        try:
+            check_views(study, self.model.profile.views, self.model.name, self.settings.gate,
+                        override="the server's --gate warn")
+        except GateRefusal as err:
+            raise ApiError(400, str(err)) from None
+        return study
 
     def study_info(self, study_id: str) -> dict:
         row = self.store.study(study_id)

@@ -29,6 +29,7 @@ from cxrlm.types import XrayImage
 SAFE_METADATA_KEYS = frozenset({
     "Modality", "BitsStored", "PhotometricInterpretation", "TransferSyntaxUID", "SOPClassUID", "Rows", "Columns",
     "voi_applied", "windowing", "format", "mode",
+    "BodyPartExamined", "ImageType", "colour_saturation", "gate",  # the input gate's inputs and score (cxrlm.gate)
 })
 TERMINAL_EVENTS = ("completed", "failed", "cancelled", "timeout", "interrupted")
 
