@@ -276,13 +276,15 @@ def side_of(group: str) -> str:
     return "held_out" if bucket < HELD_OUT_PERCENT else "train"
 
 
-def build_sets(data_dir: Path, seed: int = 0, progress: Callable[[str], None] = print) -> dict:
-    """{"train"|"held_out": (features, classes, kinds of source, names)}. Held-out chest images are the files as
-    they are (no augmentation); held-out negatives are augmented copies of held-out sources."""
-    rng = np.random.default_rng(seed)
+def build_sets(data_dir: Path, seed: int = 0, progress: Callable[[str], None] = print,
+               sides=("train", "held_out")) -> dict:
+    """{side: (features, classes, source groups)}. Held-out chest images are the files as they are (no
+    augmentation); held-out negatives are augmented copies of held-out sources. Each side has its own random
+    stream, so the held-out set is the same whether or not the training side is built."""
     real = chest_sources(data_dir) + package_sources()
-    sets = {side: ([], [], []) for side in ("train", "held_out")}
-    for side in ("train", "held_out"):
+    sets = {side: ([], [], []) for side in sides}
+    for side in sides:
+        rng = np.random.default_rng([seed, ("train", "held_out").index(side)])
         sources = [s for s in real if side_of(s.group) == side] + generated_sources(side)
         progress(f"{side}: {len(sources)} source images")
         for source in sources:
@@ -348,21 +350,27 @@ def measure(params: dict, features: np.ndarray, classes: np.ndarray, thresholds:
     }
 
 
+def _make_up(classes: np.ndarray, groups: list[str]) -> dict:
+    """Images and distinct sources (patients for radiographs, source images otherwise) per class."""
+    sources = Counter(kind for kind, _ in set(zip(classes.tolist(), groups, strict=True)))
+    return {"images": int(len(classes)), "by_class": dict(Counter(classes.tolist())),
+            "sources_by_class": dict(sources)}
+
+
 def fit(data_dir: Path, out: Path, seed: int = 0, progress: Callable[[str], None] = print) -> dict:
     """Build the sets, fit, measure on the held-out set, write `out` (.npz) and its card (.json beside it)."""
     from cxrlm.gate.classifier import THRESHOLDS
 
     sets = build_sets(data_dir, seed, progress)
-    train_x, train_y, _ = sets["train"]
+    train_x, train_y, train_groups = sets["train"]
     held_x, held_y, held_groups = sets["held_out"]
     params = fit_classifier(train_x, train_y, seed)
     card = {
         "what": "cxrlm input gate: a small MLP (64 hidden units) on cxrlm.gate.features",
-        "fitted_with": f"cxrlm gate fit --data {data_dir.name}/ (seed {seed})",
+        "fitted_with": f"cxrlm gate fit --data ../shared/data --seed {seed}",
         "thresholds": THRESHOLDS,
-        "train": {"images": int(len(train_y)), "by_class": dict(Counter(train_y.tolist()))},
-        "held_out": {"images": int(len(held_y)), "by_class": dict(Counter(held_y.tolist())),
-                     "source_images": len(set(held_groups))},
+        "train": _make_up(train_y, train_groups),
+        "held_out": _make_up(held_y, held_groups),
         "held_out_results": measure(params, held_x, held_y, THRESHOLDS),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
