@@ -37,6 +37,9 @@ class ModelProfile:
                 check(getattr(self, field))
             except ValueError as err:
                 raise ValueError(f"{field}: {err}") from None
+        if isinstance(self.views, str) or not self.views or not set(self.views) <= {"frontal", "lateral"}:
+            raise ValueError(f"views {self.views!r}: give a list of 'frontal' and/or 'lateral'")
+        object.__setattr__(self, "views", tuple(self.views))  # a cxrlm.json list, kept hashable
 
 
 PROFILES = {
