@@ -85,7 +85,7 @@ def test_real_frontal_passes_and_gets_a_frontal_view(fixture_pngs):
     check_study(study, "on")
     for image in study.images:
         assert image.view_position == "FRONTAL" and image.is_frontal
-        assert image.metadata["gate"]["chest_score"] >= 0.6 and image.metadata["gate"]["view"] == "frontal"
+        assert image.metadata["gate_chest_score"] >= 0.6 and image.metadata["gate_view"] == "frontal"
 
 
 def test_real_lateral_gets_a_lateral_view(shared_data):

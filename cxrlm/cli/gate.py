@@ -43,8 +43,8 @@ def run_check(args) -> int:
             image = load_image(path)
             check_image(image, "on")
             fill_views([image])
-            record.update(verdict="pass", view_position=image.view_position, gate=image.metadata["gate"],
-                          warnings=image.warnings)
+            scores = {key: value for key, value in image.metadata.items() if key.startswith("gate_")}
+            record.update(verdict="pass", view_position=image.view_position, **scores, warnings=image.warnings)
         except InputError as err:
             refused += 1
             record.update(verdict="refused", reason=str(err))

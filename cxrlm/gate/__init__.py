@@ -45,10 +45,10 @@ def check_study(study: Study, mode: str = "on") -> None:
 
 
 def check_image(image: XrayImage, mode: str = "on", override: str = "--gate warn") -> None:
-    """Refuse (mode "on") or annotate one loaded image. The score is kept in metadata["gate"] for fill_views."""
+    """Refuse (mode "on") or annotate one loaded image. The score is kept in metadata["gate_*"] for fill_views."""
     if mode not in MODES:
         raise InputError(f"gate mode {mode!r}: use one of {', '.join(MODES)}")
-    if mode == "off" or "gate" in image.metadata:  # already gated (a stored upload)
+    if mode == "off" or "gate_chest_score" in image.metadata:  # already gated (a stored upload)
         return
     refusals = _attribute_refusals(image)
     image_type = _image_type(image)
@@ -59,8 +59,8 @@ def check_image(image: XrayImage, mode: str = "on", override: str = "--gate warn
 
     classifier = shipped()
     score = classifier.score(image.pixels, float(image.metadata.get("colour_saturation", 0.0)))
-    image.metadata["gate"] = {"chest_score": round(score.chest, 3), "view": score.view,
-                              "view_score": round(score.view_score, 3)}
+    image.metadata.update(gate_chest_score=round(score.chest, 3), gate_view=score.view,
+                          gate_view_score=round(score.view_score, 3))  # flat: stored with a server upload
     if score.chest < classifier.thresholds["refuse_below"]:
         refusals.append(f"not a chest radiograph: {_looks_like(image, score)} (score {score.chest:.2f})")
     elif score.chest < classifier.thresholds["warn_below"]:
@@ -76,11 +76,11 @@ def fill_views(images: list[XrayImage]) -> None:
     from cxrlm.gate.classifier import THRESHOLDS
 
     for image in images:
-        estimate = image.metadata.get("gate", {})
-        if image.view_position is None and estimate.get("chest_score", 0.0) >= THRESHOLDS["refuse_below"]:
-            image.view_position = VIEW_NAMES[estimate["view"]]
+        meta = image.metadata
+        if image.view_position is None and meta.get("gate_chest_score", 0.0) >= THRESHOLDS["refuse_below"]:
+            image.view_position = VIEW_NAMES[meta["gate_view"]]
             image.warnings.append(f"view {image.view_position} estimated from the image "
-                                  f"(score {estimate['view_score']:.2f}): give --view if known")
+                                  f"(score {meta['gate_view_score']:.2f}): give --view if known")
 
 
 def check_views(study: Study, accepted, model_name: str, mode: str = "on", override: str = "--gate warn") -> None:
