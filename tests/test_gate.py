@@ -185,3 +185,26 @@ def test_shipped_parameters_give_the_documented_held_out_figures(shared_data):
     assert results["chest_images"] >= 100 and results["non_chest_images"] >= 100
     assert results["non_chest_refusal_rate"] >= 0.95 and results["chest_false_refusal_rate"] <= 0.01
     assert results["view_accuracy"] >= 0.95
+
+
+def test_real_frontal_runs_through_the_cli_with_the_gate_on(fixture_pngs, tiny_checkpoint, capsys):
+    if not fixture_pngs:
+        pytest.skip("no fixture PNGs")
+    argv = ["classify", str(fixture_pngs[0]), "--model", str(tiny_checkpoint), "--gate", "on", "--json"]
+    assert main(argv) == 0
+    warnings = json.loads(capsys.readouterr().out)["warnings"]
+    assert any(w.startswith("view FRONTAL estimated from the image") for w in warnings)
+    assert not any("chest radiograph" in w for w in warnings)
+
+
+def test_profile_views_are_validated():
+    from dataclasses import replace
+
+    from cxrlm.models.profiles import PROFILES
+
+    profile = PROFILES["nv-reason-cxr"]
+    assert profile.views == ("frontal", "lateral")
+    assert replace(profile, views=["frontal"]).views == ("frontal",)  # a cxrlm.json list
+    for bad in ([], "frontal", ["oblique"]):
+        with pytest.raises(ValueError, match="views"):
+            replace(profile, views=bad)

@@ -53,9 +53,14 @@ def run_check(args) -> int:
 
 
 def run_fit(args) -> int:
-    from cxrlm.errors import InputError
+    import importlib.util
+
+    from cxrlm.errors import ConfigError, InputError
     from cxrlm.gate.fit import fit
 
+    missing = [name for name in ("skimage", "sklearn", "matplotlib") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(f"cxrlm gate fit needs {', '.join(missing)}: pip install 'cxrlm[gate]'")
     data = Path(args.data)
     if not (data / "nih14/labels.csv").exists():
         raise InputError(f"{data} has no nih14/labels.csv: point --data at the shared data folder (its README.md)")
