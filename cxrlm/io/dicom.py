@@ -79,7 +79,8 @@ def read_dicom(path: Path, *, max_pixels: int, has_preamble: bool = True) -> Xra
     if stored.ndim == 3:  # a colour DICOM (a secondary capture): the input gate reads its saturation
         from cxrlm.gate.features import colour_saturation
 
-        metadata["colour_saturation"] = round(colour_saturation(stored), 4)
+        top = 2 ** int(ds.get("BitsStored", 8)) - 1  # colour_saturation reads 0-255 values
+        metadata["colour_saturation"] = round(colour_saturation(stored * (255.0 / top)), 4)
     return XrayImage(
         pixels=pixels,
         source=name,
