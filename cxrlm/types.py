@@ -18,8 +18,9 @@ from cxrlm import DISCLAIMER
 from cxrlm.pathologies import label_vocabularies
 
 SCHEMA_VERSION = "1.1"
-VIEW_POSITIONS = ("PA", "AP", "LL", "RL", "LATERAL")
-FRONTAL_VIEWS = ("PA", "AP")
+# FRONTAL: a PA or AP view that no file or user named; the input gate (cxrlm.gate) sees only frontal vs lateral.
+VIEW_POSITIONS = ("PA", "AP", "LL", "RL", "LATERAL", "FRONTAL")
+FRONTAL_VIEWS = ("PA", "AP", "FRONTAL")
 
 
 class Task(StrEnum):

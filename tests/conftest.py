@@ -1,8 +1,13 @@
 """Shared test fixtures. Real images come from ../shared/data and skip cleanly when it is absent."""
 
+import os
 from pathlib import Path
 
 import pytest
+
+# Most tests run models on synthetic arrays, which the input gate rightly refuses: it only warns in the test session
+# (subprocesses included). tests/test_gate.py sets the gate on explicitly.
+os.environ.setdefault("CXRLM_GATE", "warn")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -434,6 +434,8 @@ def test_real_dicom_metadata_and_warnings(real):
         "SOPClassUID": "1.2.840.10008.5.1.4.1.1.1",
         "Rows": 1955,
         "Columns": 1841,
+        "BodyPartExamined": "CHEST",  # read for the input gate (cxrlm.gate)
+        "ImageType": "DERIVED\\PRIMARY",
         "windowing": "window",
         "voi_applied": True,
     }

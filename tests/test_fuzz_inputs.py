@@ -33,7 +33,7 @@ def test_corpus_is_seeded_and_covers_every_maker(tmp_path, corpus):
 
 
 def test_load_image_gives_an_image_or_one_line_error(corpus, capfd):
-    problems, loaded = [], 0
+    problems = []
     with warnings.catch_warnings(record=True) as escaped:
         warnings.simplefilter("always")
         for path in corpus:

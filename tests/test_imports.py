@@ -4,7 +4,6 @@ and no module imports another by a name computed at run time."""
 import ast
 from pathlib import Path
 
-import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "cxrlm"
 
@@ -96,7 +95,7 @@ def test_no_module_is_imported_by_a_computed_name():
 # docs/ARCHITECTURE.md's layers, lowest first: a module imports only from its own layer or the ones below it.
 LAYERS = (
     ("types", "pathologies", "box_formats", "errors", "limits"),  # plain data
-    ("io", "prompts", "metrics", "data"),  # inputs, prompts, metrics, datasets
+    ("io", "gate", "prompts", "metrics", "data"),  # inputs and the input gate, prompts, metrics, datasets
     ("engines",),  # messages and images in, text out
     ("chat",),  # the conversation: the one builder of turns
     ("models",),  # profiles, families, CxrModel

@@ -6,6 +6,7 @@ Human-readable by default; `--json` prints the ModelOutput schema (docs/SCHEMA.m
 import argparse
 import sys
 
+from cxrlm.cli.gate import add_gate_option
 from cxrlm.cli.model_options import add_model_options, load_model_from_args
 from cxrlm.types import Task
 
@@ -21,7 +22,8 @@ def _common(parser: argparse.ArgumentParser, several_images: bool = True) -> Non
     parser.add_argument("--max-new-tokens", type=int, default=None, help="cap on generated tokens per answer")
     parser.add_argument("--view", default=None, metavar="VIEWS",
                         help="view position of each image where its file does not say, in order, e.g. PA,LL "
-                             "(one value applies to every image); PA, AP, LL, RL or LATERAL")
+                             "(one value applies to every image); PA, AP, LL, RL, LATERAL or FRONTAL")
+    add_gate_option(parser)
 
 
 def register(subparsers) -> None:
@@ -53,6 +55,7 @@ def register(subparsers) -> None:
 
 
 def _load(args):
+    from cxrlm.gate import check_study, check_views
     from cxrlm.io import load_study
 
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
@@ -64,7 +67,10 @@ def _load(args):
     study = load_study(args.images, view_positions=views)  # read inputs first: a bad file fails fast
     if getattr(args, "prior", None) or getattr(args, "prior_report", None):
         _attach_prior(study, args)
-    return load_model_from_args(args), study
+    check_study(study, args.gate)  # a photograph or a CT slice is refused before the model loads
+    model = load_model_from_args(args)
+    check_views(study, model.profile.views, model.name, args.gate)
+    return model, study
 
 
 def _check_image_count(current: int, prior: int) -> None:

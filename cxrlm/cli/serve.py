@@ -7,6 +7,7 @@ import argparse
 import os
 from pathlib import Path
 
+from cxrlm.cli.gate import add_gate_option
 from cxrlm.cli.model_options import add_model_options, load_model_from_args
 from cxrlm.limits import MAX_IMAGES, MAX_PROMPT_TOKENS, MAX_TEXT_CHARS
 
@@ -38,6 +39,7 @@ def register(subparsers) -> None:
     parser.add_argument("--max-images", type=int, default=MAX_IMAGES,
                         help="images per request (the views of one study): a chat message's, or a task's study_ids")
     parser.add_argument("--rate-limit", type=int, default=120, help="requests per minute per API key (0: off)")
+    add_gate_option(parser)
     parser.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                         help="allow browser calls from this origin (repeatable; CORS is off by default)")
     parser.set_defaults(run=run_serve)
@@ -76,7 +78,7 @@ def run_serve(args: argparse.Namespace) -> int:
         max_queue=args.max_queue, timeout_s=args.timeout, max_upload_bytes=int(args.max_upload_mb * 1_000_000),
         max_pixels=args.max_pixels, max_new_tokens=args.max_new_tokens, rate_per_minute=args.rate_limit,
         max_text_chars=args.max_text_chars, max_prompt_tokens=args.max_prompt_tokens, max_images=args.max_images,
-        require_keys=has_keys or not is_loopback(args.host), cors_origins=tuple(args.cors_origin),
+        require_keys=has_keys or not is_loopback(args.host), cors_origins=tuple(args.cors_origin), gate=args.gate,
     )
     app = create_app(model, store, settings)
     print(f"cxrlm serve: {model.name} on http://{args.host}:{args.port}/ (API keys "

@@ -267,11 +267,15 @@ def _row(system_name: str, system, item: WorkItem, image, output, seconds: float
 
 
 def _load_image(path: Path):
+    from cxrlm.gate import check_image, fill_views
     from cxrlm.io import load_image
 
     if not Path(path).is_file():
         raise InputError(f"image {path} named in the manifest does not exist: fix the manifest's root or image path")
-    return load_image(path)
+    image = load_image(path)
+    check_image(image, "warn")  # a manifest is curated: the gate's doubts go in the item's warnings, not a refusal
+    fill_views([image])
+    return image
 
 
 # ---------------------------------------------------------------- the whole run

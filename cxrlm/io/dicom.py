@@ -43,11 +43,13 @@ SAFE_METADATA_TAGS = (
     "SOPClassUID",
     "Rows",
     "Columns",
+    "BodyPartExamined",  # the input gate (cxrlm.gate) refuses a non-chest body part
+    "ImageType",  # ... and warns about derived/secondary images
 )
 
 # Everything the pipeline needs; nothing else in the file is parsed.
 READ_TAGS = (
-    "SOPClassUID", "Modality", "ViewPosition", "PixelSpacing", "ImagerPixelSpacing",
+    "SOPClassUID", "Modality", "ViewPosition", "BodyPartExamined", "ImageType", "PixelSpacing", "ImagerPixelSpacing",
     "SamplesPerPixel", "PhotometricInterpretation", "PlanarConfiguration", "NumberOfFrames",
     "Rows", "Columns", "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation",
     "RescaleIntercept", "RescaleSlope", "RescaleType", "ModalityLUTSequence",
@@ -88,12 +90,18 @@ def read_dicom(path: Path, *, max_pixels: int, has_preamble: bool = True) -> Xra
     notes = notes + spacing_notes + library_notes
     if not ds.get("Modality"):
         notes.insert(0, "DICOM has no Modality: assuming a radiograph")
+    metadata = _metadata(ds, windowing)
+    if stored.ndim == 3:  # a colour DICOM (a secondary capture): the input gate reads its saturation
+        from cxrlm.gate.features import colour_saturation
+
+        top = 2 ** int(ds.get("BitsStored", 8)) - 1  # colour_saturation reads 0-255 values
+        metadata["colour_saturation"] = round(colour_saturation(stored * (255.0 / top)), 4)
     return XrayImage(
         pixels=pixels,
         source=name,
         view_position=str(ds.get("ViewPosition") or "").strip().upper() or None,
         pixel_spacing=spacing,
-        metadata=_metadata(ds, windowing),
+        metadata=metadata,
         warnings=notes,
     )
 
@@ -177,9 +185,11 @@ def _check_header(ds: pydicom.Dataset, name: str, max_pixels: int) -> None:
 def _check_content(ds: pydicom.Dataset, name: str) -> None:
     modality = str(ds.get("Modality") or "").strip().upper()
     if modality and modality not in RADIOGRAPH_MODALITIES:
+        from cxrlm.gate import modality_phrase
+
         raise InputError(
-            f"{name}: Modality is {quote(modality)}, not a radiograph: cxrlm reads chest X-rays "
-            f"({', '.join(RADIOGRAPH_MODALITIES)})"
+            f"{name}: Modality is {quote(modality)}, not a radiograph ({modality_phrase(modality)}): cxrlm reads "
+            f"chest X-rays ({', '.join(RADIOGRAPH_MODALITIES)})"
         )
     if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
         raise InputError(f"{name}: float pixel data is not supported: export the image as integer DICOM or PNG")
@@ -483,6 +493,8 @@ def _metadata(ds: pydicom.Dataset, windowing: str) -> dict:
     out: dict = {}
     for keyword in SAFE_METADATA_TAGS:
         value = ds.file_meta.get(keyword) if keyword == "TransferSyntaxUID" else ds.get(keyword)
+        if isinstance(value, pydicom.multival.MultiValue):  # ImageType: ORIGINAL\\PRIMARY\\...
+            value = "\\".join(str(v) for v in value)
         if value is not None and value != "":
             out[keyword] = int(value) if isinstance(value, int) else quote(value, 64)
     out["windowing"] = windowing

@@ -167,7 +167,17 @@ def _read_raster(path: Path, max_pixels: int) -> XrayImage:
             f"{name}: image is truncated or corrupt ({quote(reason, 120)}): re-export or re-download it"
         ) from exc
     pixels, notes = to_gray8(upright, name)
+    if notes and upright.mode not in HIGH_BIT_MODES:  # a colour file: the input gate (cxrlm.gate) reads how colourful
+        metadata["colour_saturation"] = _saturation(upright)
     return XrayImage(pixels=pixels, source=name, metadata=metadata, warnings=notes + library_notes)
+
+
+def _saturation(im: Image.Image) -> float:
+    from cxrlm.gate.features import colour_saturation
+
+    small = im.convert("RGB")
+    small.thumbnail((256, 256))
+    return round(colour_saturation(np.asarray(small)), 4)
 
 
 def _check_raster_header(im: Image.Image, name: str, max_pixels: int) -> None:

@@ -30,6 +30,7 @@ class ModelProfile:
     # What a checkpoint says of itself on every output (ModelOutput.model_notice), set in its cxrlm.json: the shipped
     # demonstration model declares its near-chance accuracy so that no surface shows its answers without saying so.
     notice: str | None = None
+    views: tuple[str, ...] = ("frontal", "lateral")  # views it was trained on; ("frontal",): the gate refuses laterals
 
     def __post_init__(self):
         if self.family not in FAMILIES:
@@ -39,6 +40,9 @@ class ModelProfile:
                 check(getattr(self, field))
             except ValueError as err:
                 raise ValueError(f"{field}: {err}") from None
+        if isinstance(self.views, str) or not self.views or not set(self.views) <= {"frontal", "lateral"}:
+            raise ValueError(f"views {self.views!r}: give a list of 'frontal' and/or 'lateral'")
+        object.__setattr__(self, "views", tuple(self.views))  # a cxrlm.json list, kept hashable
 
 
 PROFILES = {

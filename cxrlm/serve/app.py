@@ -16,10 +16,11 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
 import time
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
@@ -61,6 +62,8 @@ class ServeSettings:
     cors_origins: tuple[str, ...] = ()
     shutdown_grace_s: float = 30.0
     concurrency: int = 16  # requests run at once when the engine batches them itself (fast, remote); else 1
+    # the input gate (cxrlm.gate): on refuses non-chest uploads (400), warn only warns, off skips; $CXRLM_GATE
+    gate: str = field(default_factory=lambda: os.environ.get("CXRLM_GATE", "on"))
 
 
 class ApiError(Exception):
@@ -225,6 +228,7 @@ def create_app(model, store: Store, settings: ServeSettings | None = None, worke
         await ctx.check_prompt([text for _, text in parsed.turns], len(parsed.image_refs))
         with ctx.queue_place():
             study, study_ids = await asyncio.to_thread(ctx.resolve_images, parsed.image_refs, key, body.views)
+            study = ctx.gate_views(study)
             limit = ctx.token_cap(body.max_completion_tokens or body.max_tokens)
             run = ctx.chat_job(parsed, study, study_ids, key, limit, body.session_id)
         if body.stream:
@@ -243,6 +247,7 @@ def create_app(model, store: Store, settings: ServeSettings | None = None, worke
         await ctx.check_prompt([phrase] if phrase else [], len(refs))
         with ctx.queue_place():
             study, study_ids = await asyncio.to_thread(ctx.resolve_images, refs, key, body.views)
+            study = ctx.gate_views(study)
             run = ctx.task_job(task, study, study_ids, key, ctx.token_cap(body.max_new_tokens), phrase)
         if body.stream:
             return _sse(_task_stream(run))
@@ -333,10 +338,7 @@ class _Context:
 
     def count_tokens(self, texts: list[str]) -> int | None:
         """Tokens of the text with the model's own tokenizer; None for an engine without one (remote)."""
-        tokenizer = getattr(getattr(self.model.engine, "processor", None), "tokenizer", None)
-        if tokenizer is None:
-            return None
-        return sum(len(tokenizer.encode(text, add_special_tokens=False)) for text in texts)
+        return self.model.engine.count_tokens(texts)
 
     @contextmanager
     def queue_place(self):
@@ -355,13 +357,14 @@ class _Context:
 
     # Inputs -------------------------------------------------------------------------------------------------
     def ingest(self, data: bytes, key: str) -> tuple[str, XrayImage]:
-        """Validate an uploaded file and store its de-identified pixels; the user's file name is never used."""
+        """Validate and gate an uploaded file and store its de-identified pixels; the user's file name is never used."""
         image = self.decode(data)
         return self.store.save_study(image, key), image
 
     def decode(self, data: bytes) -> XrayImage:
-        """An uploaded file, decoded from memory: the file itself, with whatever tags it carries, is never written
+        """An uploaded file, decoded from memory and gated: the file itself, with whatever tags it carries, is never written
         to disk."""
+        from cxrlm.gate import check_image
         from cxrlm.io.image import load_image_bytes
 
         if len(data) > self.settings.max_upload_bytes:
@@ -370,9 +373,23 @@ class _Context:
         if not data:
             raise ApiError(400, "the uploaded file is empty: send a PNG, JPEG or DICOM file")
         try:
-            return load_image_bytes(data, "the upload", max_pixels=self.settings.max_pixels)
+            image = load_image_bytes(data, "the upload", max_pixels=self.settings.max_pixels)
+            check_image(image, self.settings.gate, override="the server's --gate warn")
         except InputError as err:
             raise ApiError(400, str(err)) from None
+        return image
+
+    def gate_views(self, study: Study) -> Study:
+        """After the request's own views: the gate's view estimate where none was given, then the model's views."""
+        from cxrlm.gate import GateRefusal, check_views, fill_views
+
+        fill_views(study.images)
+        try:
+            check_views(study, self.model.profile.views, self.model.name, self.settings.gate,
+                        override="the server's --gate warn")
+        except GateRefusal as err:
+            raise ApiError(400, str(err)) from None
+        return study
 
     def study_info(self, study_id: str) -> dict:
         row = self.store.study(study_id)

@@ -29,6 +29,8 @@ from cxrlm.types import XrayImage
 SAFE_METADATA_KEYS = frozenset({
     "Modality", "BitsStored", "PhotometricInterpretation", "TransferSyntaxUID", "SOPClassUID", "Rows", "Columns",
     "voi_applied", "windowing", "format", "mode",
+    "BodyPartExamined", "ImageType", "colour_saturation",  # the input gate's inputs (cxrlm.gate)...
+    "gate_chest_score", "gate_view", "gate_view_score",  # ... and its scores
 })
 TERMINAL_EVENTS = ("completed", "failed", "cancelled", "timeout", "interrupted")
 
