@@ -28,6 +28,8 @@ class CxrlmError(Exception):
     exit_code = 2
 
     def __init__(self, message: str = ""):
+        if "\nOriginal Traceback" in message:  # re-raised by a torch DataLoader worker: keep the user's own line
+            message = message.strip().splitlines()[-1].split(": ", 1)[-1]
         super().__init__(one_line(message))
 
 

@@ -12,7 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cxrlm.errors import ConfigError, CxrlmError
+from cxrlm.errors import ConfigError
 from cxrlm.train.config import TrainRecipe
 
 if TYPE_CHECKING:
@@ -219,11 +219,6 @@ def run_training(trainer, recipe: TrainRecipe) -> None:
     except ValueError as err:
         if "checkpoint" in str(err).lower() and recipe.resume_from_checkpoint:
             raise ConfigError(f"cannot resume: {str(err).splitlines()[0]} (set resume_from_checkpoint=null)") from None
-        raise
-    except CxrlmError as err:
-        lines = str(err).strip().splitlines()
-        if len(lines) > 1:  # re-raised by a DataLoader worker, its traceback in the message: keep the user's line
-            raise type(err)(lines[-1].split(": ", 1)[-1]) from None
         raise
 
 
