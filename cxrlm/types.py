@@ -156,6 +156,8 @@ class ModelOutput:
     timings: Timings = field(default_factory=Timings)
     warnings: list[str] = field(default_factory=list)
     image_size: tuple[int, int] | None = None
+    # classify: {"method", "source", "fitted_on", "raw_probabilities"} when `probabilities` are calibrated, else None
+    calibration: dict | None = None
     disclaimer: str = DISCLAIMER
     schema_version: str = SCHEMA_VERSION
 

@@ -9,7 +9,7 @@ import os
 import sys
 
 from cxrlm import DISCLAIMER, __version__
-from cxrlm.cli import data, infer, label, models, serve, train
+from cxrlm.cli import calibrate, data, infer, label, models, serve, train
 from cxrlm.cli import eval as evaluate
 from cxrlm.errors import CxrlmError
 
@@ -21,6 +21,7 @@ VERB_MODULES = (
     label,  # label
     train,  # train sft, train grpo, train tiny (tiny.py)
     serve,  # serve
+    calibrate,  # calibrate
     evaluate,  # eval; eval compare, reasoning, rewards (checks.py), cnn-baselines, tower-probe (tiny.py)
 )
 
