@@ -111,7 +111,7 @@ def _print_summary(fitted, out) -> None:
     from cxrlm import DISCLAIMER
 
     print(f"[{DISCLAIMER}]")
-    print(f"{fitted.method} calibration fitted on {fitted.summary} ({fitted.fitted_on['n_items']} images):")
+    print(f"{fitted.method} calibration fitted on {fitted.fitted_where} ({fitted.fitted_on['n_items']} images):")
     for name, entry in fitted.labels.items():
         if entry["fitted"]:
             params = ", ".join(f"{k} {entry[k]:.3f}" for k in ("temperature", "a", "b") if k in entry)

@@ -52,10 +52,14 @@ class Calibration:
         return float(_sigmoid(entry["a"] * z + entry["b"]))
 
     @property
+    def fitted_where(self) -> str:
+        """'nih14 val': the datasets and split it was fitted on."""
+        return " ".join(filter(None, (",".join(self.fitted_on.get("datasets", [])), self.fitted_on.get("split"))))
+
+    @property
     def summary(self) -> str:
         """'temperature, nih14 val': the method and what it was fitted on, for people."""
-        where = " ".join(filter(None, (",".join(self.fitted_on.get("datasets", [])), self.fitted_on.get("split"))))
-        return f"{self.method}, {where}" if where else self.method
+        return f"{self.method}, {self.fitted_where}" if self.fitted_where else self.method
 
     def output_field(self, raw: dict[str, float]) -> dict:
         """ModelOutput.calibration: what was applied, and the probabilities before it."""
