@@ -27,7 +27,8 @@ from cxrlm.types import Task
 CALIBRATION_LEGEND = (
     f"ECE: expected calibration error over {N_BINS} equal-width probability bins; Brier: mean squared error of the "
     "probability; lower is better for both. `ece`, `brier` and the macro AUROC/F1 above average the labels with "
-    "enough positives (metrics.json run.min_positives); the others are marked 'too few positives', not ranked."
+    "enough positives (metrics.json run.min_positives); the others are marked 'too few positives', not ranked. "
+    "Binned ECE is biased upwards on small samples: its bootstrap interval can lie above the value."
 )
 N_SAMPLES = 6
 SAMPLE_WIDTH = 320
@@ -265,7 +266,7 @@ def _bars_png(plt, metrics: dict) -> bytes:
 
 def _reliability_png(plt, rows: Sequence[dict], metrics: dict) -> bytes:
     """Reliability diagrams of the ranked labels: fraction positive against mean probability per bin, the model's
-    probabilities and, for a calibrated model, the raw ones (empty bins are skipped)."""
+    probabilities and, for a calibrated model, the raw ones; marker area follows the bin's share of items."""
     truth, score = classify_matrices(rows)
     raw = raw_matrix(rows)
     table = metrics["per_label"].get("model", {}).get(Task.CLASSIFY, {}).get("per_label", {})
@@ -282,8 +283,9 @@ def _reliability_png(plt, rows: Sequence[dict], metrics: dict) -> bytes:
         for label, matrix, colour in series:
             bins = reliability_bins(truth[:, j], matrix[:, j])
             filled = bins["count"] > 0
-            ax.plot(bins["confidence"][filled], bins["frequency"][filled], "-o", c=colour, lw=1, label=label,
-                    markersize=3)
+            x, y, share = bins["confidence"][filled], bins["frequency"][filled], bins["count"][filled]
+            ax.plot(x, y, "-", c=colour, lw=1, label=label)
+            ax.scatter(x, y, s=6 + 80 * share / share.sum(), c=colour, zorder=3)
         ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=0.7)
         ax.set(xlim=(0, 1), ylim=(0, 1), title=f"{name} (ECE {fmt(table[name].get('ece'))})")
         ax.title.set_fontsize(8)
@@ -291,7 +293,8 @@ def _reliability_png(plt, rows: Sequence[dict], metrics: dict) -> bytes:
     for ax in axes.ravel()[len(names):]:
         ax.axis("off")
     axes[0, 0].legend(fontsize=6, loc="upper left")
-    fig.suptitle(f"Reliability: fraction positive vs mean probability, {N_BINS} equal-width bins", fontsize=9)
+    fig.suptitle(f"Reliability: fraction positive vs mean probability, {N_BINS} equal-width bins "
+                 "(marker area: share of items)", fontsize=9)
     fig.tight_layout()
     return _png(plt, fig)
 

@@ -367,6 +367,7 @@ def score_run(rows: Sequence[dict], config: EvalConfig, labeler: Callable | None
             if task == Task.CLASSIFY:
                 table = scored.extra["per_label"]
                 out["notes"] += [f"{task}: {n}" for n in scoring.few_positive_notes(table, config.min_positives)]
+                out["notes"] += [f"{task}: {n}" for n in scoring.ece_interval_notes(scored.metrics)]
             if task == Task.REPORT and config.model_metrics:
                 _add_model_metrics(out, group)
         else:

@@ -302,6 +302,17 @@ def _classify_per_label(rows: Sequence[dict], n_resamples: int, seed: int, min_p
     return {name: _finite(values) for name, values in table.items()}
 
 
+def ece_interval_notes(metrics: dict[str, dict]) -> list[str]:
+    """Binned ECE is biased upwards, more on the duplicated items of a resample: a well calibrated model's
+    interval can lie wholly above its value. Say so where it happens, so it is not read as a bug or as bounds."""
+    above = [k for k in ("ece", "ece_uncalibrated") if (metrics.get(k) or {}).get("value") is not None
+             and metrics[k].get("ci_low") is not None and metrics[k]["value"] < metrics[k]["ci_low"]]
+    if not above:
+        return []
+    return [f"{' and '.join(above)}: the bootstrap interval lies above the value, as binned ECE is biased upwards "
+            "on resamples (duplicated items fill bins unevenly); read the interval as the spread, not as bounds"]
+
+
 def few_positive_notes(table: dict[str, dict], min_positives: int) -> list[str]:
     """The note naming the labels marked "too few positives" in a per-label classify table."""
     few = [f"{name} (n={m['n_positive']})" for name, m in table.items() if m.get("ranked") is False]
