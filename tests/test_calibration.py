@@ -155,6 +155,9 @@ def test_calibrate_writes_next_to_the_model_and_classify_uses_it(dataset, model_
     for key in ("ece", "ece_uncalibrated", "brier", "brier_uncalibrated"):
         entry = run["tasks"]["classify"][key]  # ECE's percentile interval may sit above it: binning is biased
         assert 0 <= entry["value"] <= 1 and 0 <= entry["ci_low"] <= entry["ci_high"] <= 1 and entry["n"] == 6, key
+    tasks = run["tasks"]["classify"]
+    assert tasks["ece_change"]["value"] == pytest.approx(tasks["ece"]["value"] - tasks["ece_uncalibrated"]["value"])
+    assert tasks["brier_change"]["ci_low"] <= tasks["brier_change"]["ci_high"]
     assert run["run"]["calibration"].startswith("temperature, synthetic test (")
     assert "ECE uncalibrated" in (model_dir.parent / "run" / "report.md").read_text()
     assert (model_dir.parent / "run" / "report.html").read_text().count("alt='classify plot'") == 3  # + reliability

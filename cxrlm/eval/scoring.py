@@ -32,7 +32,7 @@ PRIMARY = {
     Task.GROUND: ("mean_iou", "hit_rate_50", "map50"),
 }
 # Also in the CLI summary (lower is better, so not in the model-vs-baseline verdicts, which read "higher is better").
-SUMMARY_EXTRA = {Task.CLASSIFY: ("ece", "ece_uncalibrated", "brier", "brier_uncalibrated")}
+SUMMARY_EXTRA = {Task.CLASSIFY: ("ece", "ece_uncalibrated", "ece_change", "brier", "brier_uncalibrated", "brier_change")}
 MIN_POSITIVES = 10  # a label is ranked (per-label AUROC, macro averages) with this many positive items
 ONE_SCORE_SHARE = 0.8  # above this first_component_share, the notes say the labels follow one number per image
 CE_KEYS = ("ce_f1_micro_14", "ce_f1_macro_14", "ce_f1_micro_5", "ce_f1_macro_5")
@@ -90,9 +90,13 @@ def classify_specs(rows: Sequence[dict], min_positives: int = MIN_POSITIVES) -> 
     ]
     raw = raw_matrix(rows)
     if raw is not None:  # a calibrated model: its raw probabilities too, to show what calibration changed
+        columns = (truth[:, ranked], score[:, ranked], raw[:, ranked])
         specs += [
             MetricSpec("ece_uncalibrated", calibration.macro_ece, (truth[:, ranked], raw[:, ranked])),
             MetricSpec("brier_uncalibrated", calibration.macro_brier, (truth[:, ranked], raw[:, ranked])),
+            # calibrated minus raw on the same resampled items: a paired interval of what calibration changed
+            MetricSpec("ece_change", _change(calibration.macro_ece), columns),
+            MetricSpec("brier_change", _change(calibration.macro_brier), columns),
         ]
     return specs
 
@@ -229,6 +233,10 @@ def _ce_key(key: str) -> Callable[[np.ndarray, np.ndarray], float]:
 
 def _map_key(key: str) -> Callable[[list, list], float]:
     return lambda phrases, matches: boxes.map_from_matches(phrases, matches)[key]
+
+
+def _change(metric: Callable[[np.ndarray, np.ndarray], float]) -> Callable[..., float]:
+    return lambda truth, calibrated, raw: metric(truth, calibrated) - metric(truth, raw)
 
 
 def _micro_auroc(truth: np.ndarray, score: np.ndarray) -> float:
