@@ -82,8 +82,8 @@ def test_labels_with_too_few_positives_are_not_fitted(tmp_path):
     [
         ("{not json", "not valid JSON"),
         ('{"format": "other", "method": "temperature", "labels": {}}', "is not a cxrlm-calibration/1 file"),
-        ('{"format": "cxrlm-calibration/1", "method": "temperature", "labels": {"Edema": {"fitted": true, '
-         '"temperature": -1}}}', "temperature > 0"),
+        (('{"format": "cxrlm-calibration/1", "method": "temperature", "labels": {"Edema": {"fitted": true, '
+          '"temperature": -1}}}'), "temperature > 0"),
     ],
 )
 def test_a_bad_calibration_file_is_a_one_line_error(tmp_path, text, match):

@@ -69,8 +69,15 @@ def _raw_predictions(args) -> tuple[list[dict], list]:
     from pathlib import Path
 
     from cxrlm.errors import InputError
-    from cxrlm.eval.runner import MODEL, EvalConfig, PredictionLog, predict_items, read_records, select_records
-    from cxrlm.eval.runner import work_items
+    from cxrlm.eval.runner import (
+        MODEL,
+        EvalConfig,
+        PredictionLog,
+        predict_items,
+        read_records,
+        select_records,
+        work_items,
+    )
     from cxrlm.types import Task
 
     records = read_records(Path(args.manifest))

@@ -317,8 +317,9 @@ def ece_interval_notes(metrics: dict[str, dict]) -> list[str]:
              and metrics[k].get("ci_low") is not None and metrics[k]["value"] < metrics[k]["ci_low"]]
     if not above:
         return []
-    return [f"{' and '.join(above)}: the bootstrap interval lies above the value, as binned ECE is biased upwards "
-            "on resamples (duplicated items fill bins unevenly); read the interval as the spread, not as bounds"]
+    note = (f"{' and '.join(above)}: the bootstrap interval lies above the value, as binned ECE is biased upwards "
+            "on resamples (duplicated items fill bins unevenly); read the interval as the spread, not as bounds")
+    return [note]
 
 
 def few_positive_notes(table: dict[str, dict], min_positives: int) -> list[str]:
@@ -326,10 +327,9 @@ def few_positive_notes(table: dict[str, dict], min_positives: int) -> list[str]:
     few = [f"{name} (n={m['n_positive']})" for name, m in table.items() if m.get("ranked") is False]
     if not few:
         return []
-    return [
-        f"{len(few)} labels have fewer than {min_positives} positives and are shown marked, not ranked, and left "
-        f"out of the macro averages: {', '.join(few)}"
-    ]
+    note = (f"{len(few)} labels have fewer than {min_positives} positives and are shown marked, not ranked, and "
+            f"left out of the macro averages: {', '.join(few)}")
+    return [note]
 
 
 def _ground_per_label(rows: Sequence[dict]) -> dict[str, dict]:
