@@ -14,7 +14,7 @@ def register(subparsers) -> None:
         "calibrate",
         help="fit per-label temperature (or Platt) scaling of classify probabilities on a labelled split",
         description="Fit per-label calibration of a model's classify probabilities on a manifest split and write it "
-        "next to the model (DIR/calibration.json), where classify, report and the API pick it up.",
+        "next to the model (DIR/calibration.json), where classify, eval and the API pick it up (it fits on the raw probabilities, whatever --calibration says).",
     )
     add_model_options(parser)
     parser.add_argument("--manifest", required=True, help="manifest JSONL (from `cxrlm data build`) with labels")
@@ -125,4 +125,4 @@ def _print_summary(fitted, out) -> None:
             print(f"  {name:<28} {params}  (n={entry['n']}, positives {entry['n_positive']})")
         elif entry["n"]:
             print(f"  {name:<28} not fitted: {entry['reason']}")
-    print(f"wrote {out}; classify, report and the API use it from now on (--calibration none for raw probabilities)")
+    print(f"wrote {out}; classify, eval and the API use it from now on (--calibration none for raw probabilities)")
