@@ -14,7 +14,8 @@ def register(subparsers) -> None:
         "calibrate",
         help="fit per-label temperature (or Platt) scaling of classify probabilities on a labelled split",
         description="Fit per-label calibration of a model's classify probabilities on a manifest split and write it "
-        "next to the model (DIR/calibration.json), where classify, eval and the API pick it up (it fits on the raw probabilities, whatever --calibration says).",
+        "next to the model (DIR/calibration.json), where classify, eval and the API pick it up. It fits on the raw "
+        "probabilities, whatever --calibration says.",
     )
     add_model_options(parser)
     parser.add_argument("--manifest", required=True, help="manifest JSONL (from `cxrlm data build`) with labels")
