@@ -157,6 +157,8 @@ class ModelOutput:
     timings: Timings = field(default_factory=Timings)
     warnings: list[str] = field(default_factory=list)
     image_size: tuple[int, int] | None = None
+    # classify: {"method", "source", "fitted_on", "raw_probabilities"} when `probabilities` are calibrated, else None
+    calibration: dict | None = None
     disclaimer: str = DISCLAIMER
     model_notice: str | None = None  # what the checkpoint says of itself (its cxrlm.json "notice"): a demo model
     schema_version: str = SCHEMA_VERSION

@@ -9,7 +9,7 @@ import os
 import sys
 
 from cxrlm import DISCLAIMER, __version__
-from cxrlm.cli import data, gate, infer, label, models, serve, train
+from cxrlm.cli import calibrate, data, gate, infer, label, models, serve, train
 from cxrlm.cli import eval as evaluate
 from cxrlm.errors import CxrlmError, one_line
 
@@ -22,6 +22,7 @@ VERB_MODULES = (
     train,  # train sft, train grpo, train tiny (tiny.py)
     serve,  # serve
     gate,  # gate check, gate fit
+    calibrate,  # calibrate
     evaluate,  # eval; eval compare, reasoning, rewards (checks.py), cnn-baselines, tower-probe (tiny.py)
 )
 

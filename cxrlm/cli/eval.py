@@ -33,6 +33,8 @@ def register(subparsers) -> None:
         "--batch-size", type=int, default=8, help="items read (and predicted, if the model batches) together"
     )
     parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    parser.add_argument("--min-positives", type=int, default=10,
+                        help="labels with fewer positive items are marked, not ranked or averaged (default 10)")
     parser.add_argument("--no-baselines", action="store_true", help="skip the baselines")
     parser.add_argument(
         "--train-manifest", help="training records for the baselines (default: --manifest's train split)"
@@ -85,6 +87,7 @@ def run_eval(args: argparse.Namespace) -> int:
         model_metrics=args.model_metrics,
         batch_size=args.batch_size,
         progress=not args.quiet,
+        min_positives=args.min_positives,
     )
     model = load_model_from_args(args)
     metrics = run(model, config)
@@ -94,11 +97,17 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def _print_summary(metrics: dict, out_dir) -> None:
     from cxrlm.eval.render import fmt_ci
-    from cxrlm.eval.scoring import PRIMARY
+    from cxrlm.eval.scoring import PRIMARY, SUMMARY_EXTRA
 
     for task, values in metrics["tasks"].items():
-        shown = ", ".join(f"{name} {fmt_ci(values[name])}" for name in PRIMARY[task] if name in values)
+        names = PRIMARY[task] + SUMMARY_EXTRA.get(task, ())
+        shown = ", ".join(f"{name} {fmt_ci(values[name])}" for name in names if name in values)
         print(f"{task}: {shown}")
+    for task, why in metrics.get("dropped_tasks", {}).items():
+        print(f"{task}: dropped, {why}")
+    for note in metrics.get("notes", []):
+        if "not ranked" in note or "interval lies above" in note:  # read these before the numbers above
+            print(f"note: {note}")
     print(f"wrote {out_dir}/metrics.json, report.md, report.html")
 
 

@@ -12,10 +12,13 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                              "OpenAI-compatible server URL such as http://host:8000/v1; a URL picks it by itself)")
     parser.add_argument("--trust-remote-code", action="store_true",
                         help="let a checkpoint of no built-in family run its own Python code (off by default)")
+    parser.add_argument("--calibration", metavar="FILE|none",
+                        help="classify probabilities' calibration file (`cxrlm calibrate`); 'none' for raw yes-token "
+                             "likelihoods (default: the model folder's calibration.json, if any)")
 
 
 def load_model_from_args(args: argparse.Namespace):
     from cxrlm.models import load_model
 
     return load_model(args.model, device=args.device, dtype=args.dtype,
-                      trust_remote_code=args.trust_remote_code, engine=args.engine)
+                      trust_remote_code=args.trust_remote_code, engine=args.engine, calibration=args.calibration)

@@ -9,7 +9,7 @@ def render_text(out: ModelOutput) -> str:
     if out.reasoning:
         lines += ["", "Reasoning:", _indent(out.reasoning)]
     if out.task == Task.CLASSIFY:
-        lines += ["", "Label probabilities:"]
+        lines += ["", "Label probabilities:", f"  ({_calibration_line(out.calibration)})"]
         vocabularies = out.vocabularies  # a name's vocabulary tells NIH "Effusion" from CheXpert "Pleural Effusion"
         lines += [f"  {name:<28} {p:.3f}  {', '.join(vocabularies[name])}"
                   for name, p in sorted(out.probabilities.items(), key=lambda kv: -kv[1])]
@@ -32,6 +32,12 @@ def render_text(out: ModelOutput) -> str:
         rate = f", {t.tokens_per_s:.1f} tokens/s" if t.tokens_per_s else ""
         lines += ["", f"({t.generate_s:.2f} s{rate})"]
     return "\n".join(lines)
+
+
+def _calibration_line(calibration: dict | None) -> str:
+    if calibration:
+        return f"probabilities: calibrated ({calibration['fitted_on']})"
+    return "uncalibrated: raw yes-token likelihoods"
 
 
 def _indent(text: str) -> str:

@@ -18,11 +18,18 @@ from pathlib import Path
 import numpy as np
 
 from cxrlm import DISCLAIMER
-from cxrlm.eval.scoring import TASKS, classify_matrices
+from cxrlm.eval.scoring import TASKS, classify_matrices, raw_matrix
+from cxrlm.metrics.calibration import N_BINS, reliability_bins
 from cxrlm.metrics.labels import roc_curve
 from cxrlm.pathologies import CLASSIFY_LABELS
 from cxrlm.types import Task
 
+CALIBRATION_LEGEND = (
+    f"ECE: expected calibration error over {N_BINS} equal-width probability bins; Brier: mean squared error of the "
+    "probability; lower is better for both. `ece`, `brier` and the macro AUROC/F1 above average the labels with "
+    "enough positives (metrics.json run.min_positives); the others are marked 'too few positives', not ranked. "
+    "Binned ECE is biased upwards on small samples: its bootstrap interval can lie above the value."
+)
 N_SAMPLES = 6
 SAMPLE_WIDTH = 320
 REFERENCE_COLOUR, PREDICTED_COLOUR = (40, 200, 80), (230, 60, 60)
@@ -90,16 +97,25 @@ def comparison_table(metrics: dict, task: str) -> tuple[list[str], list[list[str
 
 
 def per_label_table(metrics: dict) -> tuple[list[str], list[list[str]]]:
+    """One row per label. A label with too few positives shows its caveat instead of an AUROC: an AUROC of
+    1.000 [1.000, 1.000] from one positive image says nothing about the model."""
     table = metrics.get("per_label", {}).get("model", {}).get(Task.CLASSIFY, {}).get("per_label", {})
-    header = ["label", "AUROC [95% CI]", "F1", "sens @ 90% spec", "n", "positives"]
+    raw = any("ece_uncalibrated" in m for m in table.values())
+    header = ["label", "AUROC [95% CI]", "F1", "sens @ 90% spec", f"ECE ({N_BINS} bins) [95% CI]", "Brier [95% CI]"]
+    header += ["ECE uncalibrated", "Brier uncalibrated"] if raw else []
     rows = []
     for name, m in table.items():
-        ci = m.get("auroc_ci")
-        auroc = f"{fmt(m['auroc'])} [{fmt(ci[0])}, {fmt(ci[1])}]" if ci else fmt(m["auroc"])
-        rows.append(
-            [name, auroc, fmt(m["f1"]), fmt(m.get("sensitivity_at_90_specificity")), str(m["n"]), str(m["n_positive"])]
-        )
-    return header, rows
+        auroc = f"n/a ({m['caveat']})" if m.get("caveat") else _with_ci(m, "auroc")
+        row = [name, auroc, fmt(m["f1"]), fmt(m.get("sensitivity_at_90_specificity")), _with_ci(m, "ece"),
+               _with_ci(m, "brier")]
+        row += [_with_ci(m, "ece_uncalibrated"), _with_ci(m, "brier_uncalibrated")] if raw else []
+        rows.append(row + [str(m["n"]), str(m["n_positive"])])
+    return header + ["n", "positives"], rows
+
+
+def _with_ci(entry: dict, key: str) -> str:
+    ci = entry.get(f"{key}_ci")
+    return f"{fmt(entry.get(key))} [{fmt(ci[0])}, {fmt(ci[1])}]" if ci else fmt(entry.get(key))
 
 
 # ---------------------------------------------------------------- Markdown
@@ -123,7 +139,7 @@ def render_markdown(metrics: dict) -> str:
         if rows:
             lines += ["### Model vs baselines (paired bootstrap)", ""] + _md_table(header, rows)
         if task == Task.CLASSIFY:
-            lines += ["### Per label", ""] + _md_table(*per_label_table(metrics))
+            lines += ["### Per label", "", CALIBRATION_LEGEND, ""] + _md_table(*per_label_table(metrics))
     if metrics.get("notes"):
         lines += ["## Notes", ""] + [f"- {note}" for note in metrics["notes"]] + [""]
     return "\n".join(lines)
@@ -164,7 +180,8 @@ def render_html(metrics: dict, rows: Sequence[dict]) -> str:
         if table_rows:
             parts += ["<h3>Model vs baselines (paired bootstrap)</h3>", _html_table(header, table_rows)]
         if task == Task.CLASSIFY:
-            parts += ["<h3>Per label</h3>", _html_table(*per_label_table(metrics))]
+            parts += ["<h3>Per label</h3>", f"<p><small>{e(CALIBRATION_LEGEND)}</small></p>"]
+            parts.append(_html_table(*per_label_table(metrics)))
         parts += [_img(png, f"{task} plot") for png in plots.get(task, [])]
     if plots.get("note"):
         parts.append(f"<p><small>{e(plots['note'])}</small></p>")
@@ -207,7 +224,8 @@ def _plots(metrics: dict, rows: Sequence[dict]) -> dict:
     out: dict[str, list[bytes]] = {}
     classify_rows = [r for r in rows if r["system"] == "model" and r["task"] == Task.CLASSIFY]
     if classify_rows:
-        out[Task.CLASSIFY] = [_roc_png(plt, classify_rows), _bars_png(plt, metrics)]
+        out[Task.CLASSIFY] = [_roc_png(plt, classify_rows), _bars_png(plt, metrics), _reliability_png(plt, classify_rows,
+                                                                                                      metrics)]
     return out
 
 
@@ -242,6 +260,41 @@ def _bars_png(plt, metrics: dict) -> bytes:
         ax.set_yticks(y + 0.4 - height / 2, CLASSIFY_LABELS, fontsize=7)
         ax.invert_yaxis()
     axes[1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return _png(plt, fig)
+
+
+def _reliability_png(plt, rows: Sequence[dict], metrics: dict) -> bytes:
+    """Reliability diagrams of the ranked labels: fraction positive against mean probability per bin, the model's
+    probabilities and, for a calibrated model, the raw ones; marker area follows the bin's share of items."""
+    truth, score = classify_matrices(rows)
+    raw = raw_matrix(rows)
+    table = metrics["per_label"].get("model", {}).get(Task.CLASSIFY, {}).get("per_label", {})
+    names = [n for n in CLASSIFY_LABELS if table.get(n, {}).get("ranked")] or [
+        n for n in CLASSIFY_LABELS if table.get(n, {}).get("n")
+    ]
+    columns = 4
+    grid_rows = max(1, math.ceil(len(names) / columns))
+    fig, axes = plt.subplots(grid_rows, columns, figsize=(11, 2.8 * grid_rows), dpi=80, squeeze=False)
+    for ax, name in zip(axes.ravel(), names):
+        j = CLASSIFY_LABELS.index(name)
+        series = [("raw", raw, "#999999"), ("calibrated", score, "#c0392b")] if raw is not None else [
+            ("model", score, "#1f77b4")]
+        for label, matrix, colour in series:
+            bins = reliability_bins(truth[:, j], matrix[:, j])
+            filled = bins["count"] > 0
+            x, y, share = bins["confidence"][filled], bins["frequency"][filled], bins["count"][filled]
+            ax.plot(x, y, "-", c=colour, lw=1, label=label)
+            ax.scatter(x, y, s=6 + 80 * share / share.sum(), c=colour, zorder=3)
+        ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=0.7)
+        ax.set(xlim=(0, 1), ylim=(0, 1), title=f"{name} (ECE {fmt(table[name].get('ece'))})")
+        ax.title.set_fontsize(8)
+        ax.tick_params(labelsize=6)
+    for ax in axes.ravel()[len(names):]:
+        ax.axis("off")
+    axes[0, 0].legend(fontsize=6, loc="upper left")
+    fig.suptitle(f"Reliability: fraction positive vs mean probability, {N_BINS} equal-width bins "
+                 "(marker area: share of items)", fontsize=9)
     fig.tight_layout()
     return _png(plt, fig)
 

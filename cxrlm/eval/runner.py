@@ -41,7 +41,7 @@ from cxrlm.types import Task
 MODEL = "model"  # the system name of the evaluated model in predictions.jsonl; baselines are "baseline:<name>"
 PACKAGES = ("cxrlm", "numpy", "torch", "transformers", "tokenizers", "pillow", "scipy", "pycocoevalcap")
 # Settings that change predictions: a resumed run must match them.
-RESUME_KEYS = ("model", "manifest_sha256", "split", "limit", "seed", "max_new_tokens", "decoding")
+RESUME_KEYS = ("model", "calibration", "manifest_sha256", "split", "limit", "seed", "max_new_tokens", "decoding")
 # How cxrlm models decode; a run folder made with another decoding (greedy box digits, before 2026-11-23) is refused.
 DECODING = ("greedy; ground coordinates as expected values over whole numbers where the engine allows (cxrlm.engines.numbers); "
             "report: the reasoning turn, then the report turn (cxrlm.chat.report)")
@@ -64,13 +64,14 @@ class EvalConfig:
     model_metrics: bool = False
     batch_size: int = 8
     progress: bool = True
+    min_positives: int = scoring.MIN_POSITIVES  # labels with fewer positives are marked, not ranked or averaged
 
     def __post_init__(self):
         self.manifest, self.out_dir = Path(self.manifest), Path(self.out_dir)
         unknown = [t for t in self.tasks if t not in TASKS]
         if unknown or not self.tasks:
             raise ConfigError(f"unknown task(s) {', '.join(unknown) or '(none)'}: --tasks takes {','.join(TASKS)}")
-        for name in ("limit", "n_resamples", "batch_size", "max_new_tokens"):
+        for name in ("limit", "n_resamples", "batch_size", "max_new_tokens", "min_positives"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {value}")
@@ -201,7 +202,11 @@ def prediction_fields(task: str, output) -> dict:
         present = {label.name for label in output.labels if label.present}
         probs = {n: output.probabilities.get(n) for n in CLASSIFY_LABELS}
         # a model that answered labels without scores: a named label counts as 1, an unnamed one as 0
-        return {"probabilities": {n: float(p) if p is not None else float(n in present) for n, p in probs.items()}}
+        out = {"probabilities": {n: float(p) if p is not None else float(n in present) for n, p in probs.items()}}
+        calibration = getattr(output, "calibration", None)
+        if calibration:  # kept so that eval reports calibration error before and after
+            out["uncalibrated"] = {n: calibration["raw_probabilities"].get(n) for n in CLASSIFY_LABELS}
+        return out
     return {"boxes": [{"label": b.label, "xyxy": list(b.xyxy), "score": b.score} for b in output.boxes]}
 
 
@@ -309,23 +314,31 @@ def run_eval(model, config: EvalConfig, labeler: Callable | None = None) -> dict
                     predict_items(system_name, system, items[task], log, config)
     finally:
         log.close()
+    dropped = dropped_tasks(model, config.tasks, items)
 
     wanted = {row_key(s, w.task, w.id, w.phrase) for s, _ in systems for t in config.tasks for w in items[t]}
     rows = [r for r in log.rows if r["key"] in wanted]
     metrics = score_run(rows, config, labeler)
     metrics["run"] = {**run_info, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    empty = [
-        f"{task}: no item of the split has what this task is scored on ({NEEDS[task]})"
-        for task in config.tasks
-        if not items[task]
-    ]
-    metrics["notes"] = notes + empty + metrics["notes"]
+    metrics["dropped_tasks"] = dropped
+    metrics["notes"] = notes + [f"{task} dropped: {why}" for task, why in dropped.items()] + metrics["notes"]
     metrics = json_safe(metrics)
     (config.out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False), encoding="utf-8")
     from cxrlm.eval.render import write_reports
 
     write_reports(config.out_dir, metrics, rows)
     return metrics
+
+
+def dropped_tasks(model, tasks: Sequence[str], items: dict[str, list]) -> dict[str, str]:
+    """Each asked-for task that was not scored, and why."""
+    dropped = {}
+    for task in tasks:
+        if task not in getattr(model, "tasks", TASKS):
+            dropped[task] = f"the model {getattr(model, 'name', 'given')} does not do this task"
+        elif not items[task]:
+            dropped[task] = f"no item of the split has what this task is scored on ({NEEDS[task]})"
+    return dropped
 
 
 def json_safe(value):
@@ -349,11 +362,16 @@ def score_run(rows: Sequence[dict], config: EvalConfig, labeler: Callable | None
         groups.setdefault((row["system"], row["task"]), []).append(row)
     for (system, task), group in sorted(groups.items()):
         scored = scoring.score_task(
-            task, group, config.n_resamples, config.seed, meteor=config.meteor and system == MODEL, labeler=labeler
+            task, group, config.n_resamples, config.seed, meteor=config.meteor and system == MODEL, labeler=labeler,
+            min_positives=config.min_positives,
         )
         if system == MODEL:
             out["tasks"][task] = scored.metrics
             out["notes"] += [f"{task}: {n}" for n in scored.notes]
+            if task == Task.CLASSIFY:
+                table = scored.extra["per_label"]
+                out["notes"] += [f"{task}: {n}" for n in scoring.few_positive_notes(table, config.min_positives)]
+                out["notes"] += [f"{task}: {n}" for n in scoring.ece_interval_notes(scored.metrics)]
             if task == Task.REPORT and config.model_metrics:
                 _add_model_metrics(out, group)
         else:
@@ -363,7 +381,8 @@ def score_run(rows: Sequence[dict], config: EvalConfig, labeler: Callable | None
         if system != MODEL and (MODEL, task) in groups:
             name = system.removeprefix("baseline:")
             out["vs_baselines"].setdefault(task, {})[name] = scoring.compare_task(
-                task, groups[(MODEL, task)], group, n_resamples=config.n_resamples, seed=config.seed, labeler=labeler
+                task, groups[(MODEL, task)], group, n_resamples=config.n_resamples, seed=config.seed, labeler=labeler,
+                min_positives=config.min_positives,
             )
     return out
 
@@ -404,6 +423,7 @@ def _seed_everything(seed: int) -> None:
 def _run_info(model, config: EvalConfig, n_records: int, n_items: dict[str, int]) -> dict:
     return {
         "model": getattr(model, "name", type(model).__name__),
+        "calibration": _calibration_source(model),
         "prompt_template_version": getattr(model, "template_version", None),
         "manifest": str(config.manifest.resolve()),
         "manifest_sha256": hashlib.sha256(config.manifest.read_bytes()).hexdigest(),
@@ -416,10 +436,17 @@ def _run_info(model, config: EvalConfig, n_records: int, n_items: dict[str, int]
         "n_records": n_records,
         "n_items": n_items,
         "n_resamples": config.n_resamples,
+        "min_positives": config.min_positives,
         "baselines": config.baselines,
         "versions": _versions(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def _calibration_source(model) -> str | None:
+    """'temperature, nih14 val (PATH)' for a calibrated model, else None: part of what a resumed run must match."""
+    calibration = getattr(model, "calibration", None)
+    return f"{calibration.summary} ({calibration.source})" if calibration else None
 
 
 def _versions() -> dict[str, str | None]:
@@ -454,8 +481,10 @@ def _check_resume(path: Path, run_info: dict) -> None:
 
 
 def compare_runs(run_a: Path, run_b: Path, n_resamples: int = 1000, seed: int = 0, labeler=None) -> dict:
-    """Paired bootstrap of run A's model minus run B's model, per task, over the items both runs scored."""
+    """Paired bootstrap of run A's model minus run B's model, per task, over the items both runs scored.
+    Labels are ranked as run A was (its min_positives)."""
     rows_a, rows_b = _model_rows(Path(run_a)), _model_rows(Path(run_b))
+    min_positives = _run_settings(Path(run_a)).get("min_positives") or scoring.MIN_POSITIVES
     out = {"run_a": str(run_a), "run_b": str(run_b), "tasks": {}}
     for task in TASKS:
         a = [r for r in rows_a if r["task"] == task]
@@ -464,11 +493,21 @@ def compare_runs(run_a: Path, run_b: Path, n_resamples: int = 1000, seed: int = 
         if shared:
             out["tasks"][task] = {
                 "n_shared": len(shared),
-                "metrics": scoring.compare_task(task, a, b, n_resamples=n_resamples, seed=seed, labeler=labeler),
+                "metrics": scoring.compare_task(
+                    task, a, b, n_resamples=n_resamples, seed=seed, labeler=labeler, min_positives=min_positives
+                ),
             }
     if not out["tasks"]:
         raise InputError(f"{run_a} and {run_b} share no scored item: compare runs made on the same manifest")
     return out
+
+
+def _run_settings(run: Path) -> dict:
+    """The "run" block of a run folder's metrics.json; empty when it has none (a run that did not finish)."""
+    try:
+        return json.loads((run / "metrics.json").read_text(encoding="utf-8")).get("run") or {}
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return {}
 
 
 def _model_rows(run: Path) -> list[dict]:

@@ -21,7 +21,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from cxrlm.metrics import bootstrap, boxes, labels, text
+from cxrlm.metrics import bootstrap, boxes, calibration, labels, text
 from cxrlm.pathologies import CLASSIFY_LABELS, NIH14
 from cxrlm.types import SCORED_TASKS as TASKS
 from cxrlm.types import Task
@@ -31,7 +31,9 @@ PRIMARY = {
     Task.CLASSIFY: ("macro_auroc_nih", "macro_auroc", "macro_f1"),
     Task.GROUND: ("mean_iou", "hit_rate_50", "map50"),
 }
-MIN_POSITIVES = 10  # a label enters macro_auroc_nih with this many positive items
+# Also in the CLI summary (lower is better, so not in the model-vs-baseline verdicts, which read "higher is better").
+SUMMARY_EXTRA = {Task.CLASSIFY: ("ece", "ece_uncalibrated", "ece_change", "brier", "brier_uncalibrated", "brier_change")}
+MIN_POSITIVES = 10  # a label is ranked (per-label AUROC, macro averages) with this many positive items
 ONE_SCORE_SHARE = 0.8  # above this first_component_share, the notes say the labels follow one number per image
 CE_KEYS = ("ce_f1_micro_14", "ce_f1_macro_14", "ce_f1_micro_5", "ce_f1_macro_5")
 
@@ -65,18 +67,38 @@ def report_specs(rows: Sequence[dict], labeler: Callable | None = None) -> list[
     return specs
 
 
-def classify_specs(rows: Sequence[dict]) -> list[MetricSpec]:
+def ranked_labels(truth: np.ndarray, min_positives: int = MIN_POSITIVES) -> list[int]:
+    """Columns with at least `min_positives` positive items: the labels ranked and macro-averaged. Fewer positives
+    give an AUROC of 1.000 [1.000, 1.000] from one lucky image; such labels are shown, marked, not averaged."""
+    return [j for j in range(truth.shape[1]) if np.sum(truth[:, j] == 1) >= min_positives]
+
+
+def classify_specs(rows: Sequence[dict], min_positives: int = MIN_POSITIVES) -> list[MetricSpec]:
     truth, score = classify_matrices(rows)
-    # The NIH-14 labels with at least MIN_POSITIVES positives here (the model card's rule), fixed before resampling.
-    nih = [j for j, name in enumerate(CLASSIFY_LABELS) if name in NIH14 and np.sum(truth[:, j] == 1) >= MIN_POSITIVES]
+    # Label sets are fixed on the full split before resampling. NIH-14 ones: the model card's rule.
+    ranked = ranked_labels(truth, min_positives)
+    nih = [j for j in ranked if CLASSIFY_LABELS[j] in NIH14]
     specs = [MetricSpec("macro_auroc_nih", labels.macro_auroc, (truth[:, nih], score[:, nih]))] if nih else []
-    return specs + [
-        MetricSpec("macro_auroc", labels.macro_auroc, (truth, score)),
+    specs += [
+        MetricSpec("macro_auroc", labels.macro_auroc, (truth[:, ranked], score[:, ranked])),
         MetricSpec("micro_auroc", _micro_auroc, (truth, score)),
-        MetricSpec("macro_f1", labels.macro_f1, (truth, score)),
+        MetricSpec("macro_f1", labels.macro_f1, (truth[:, ranked], score[:, ranked])),
         MetricSpec("micro_f1", labels.micro_f1, (truth, score)),
         MetricSpec("first_component_share", labels.first_component_share, (score,)),
+        MetricSpec("ece", calibration.macro_ece, (truth[:, ranked], score[:, ranked])),
+        MetricSpec("brier", calibration.macro_brier, (truth[:, ranked], score[:, ranked])),
     ]
+    raw = raw_matrix(rows)
+    if raw is not None:  # a calibrated model: its raw probabilities too, to show what calibration changed
+        columns = (truth[:, ranked], score[:, ranked], raw[:, ranked])
+        specs += [
+            MetricSpec("ece_uncalibrated", calibration.macro_ece, (truth[:, ranked], raw[:, ranked])),
+            MetricSpec("brier_uncalibrated", calibration.macro_brier, (truth[:, ranked], raw[:, ranked])),
+            # calibrated minus raw on the same resampled items: a paired interval of what calibration changed
+            MetricSpec("ece_change", _change(calibration.macro_ece), columns),
+            MetricSpec("brier_change", _change(calibration.macro_brier), columns),
+        ]
+    return specs
 
 
 def ground_specs(rows: Sequence[dict]) -> list[MetricSpec]:
@@ -100,11 +122,13 @@ def ground_specs(rows: Sequence[dict]) -> list[MetricSpec]:
     ]
 
 
-def task_specs(task: str, rows: Sequence[dict], labeler: Callable | None = None) -> list[MetricSpec]:
+def task_specs(
+    task: str, rows: Sequence[dict], labeler: Callable | None = None, min_positives: int = MIN_POSITIVES
+) -> list[MetricSpec]:
     if task == Task.REPORT:
         return report_specs(rows, labeler)
     if task == Task.CLASSIFY:
-        return classify_specs(rows)
+        return classify_specs(rows, min_positives)
     if task == Task.GROUND:
         return ground_specs(rows)
     raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
@@ -120,19 +144,20 @@ def score_task(
     seed: int = 0,
     meteor: bool = False,
     labeler: Callable | None = None,
+    min_positives: int = MIN_POSITIVES,
 ) -> TaskScores:
     """Every metric of one system on one task, each {value, ci_low, ci_high, n}, plus per-label extras."""
     if not rows:
         return TaskScores({}, notes=[f"no {task} items to score"])
     metrics = {
         spec.name: bootstrap.bootstrap_ci(spec.fn, *spec.columns, n_resamples=n_resamples, seed=seed).to_dict()
-        for spec in task_specs(task, rows, labeler)
+        for spec in task_specs(task, rows, labeler, min_positives)
     }
     result = TaskScores(metrics)
     if task == Task.REPORT:
         _report_extras(rows, result, meteor)
     elif task == Task.CLASSIFY:
-        result.extra["per_label"] = _classify_per_label(rows, n_resamples, seed)
+        result.extra["per_label"] = _classify_per_label(rows, n_resamples, seed, min_positives)
         share = metrics["first_component_share"]["value"]
         if share is not None and share > ONE_SCORE_SHARE:
             result.notes.append(
@@ -152,13 +177,14 @@ def compare_task(
     n_resamples: int = bootstrap.DEFAULT_RESAMPLES,
     seed: int = 0,
     labeler: Callable | None = None,
+    min_positives: int = MIN_POSITIVES,
 ) -> dict[str, dict]:
     """Paired bootstrap A - B per metric over the items both have, matched by (id, phrase)."""
     rows_a, rows_b = align(rows_a, rows_b)
     if not rows_a:
         return {}
-    specs_a = {s.name: s for s in task_specs(task, rows_a, labeler)}
-    specs_b = {s.name: s for s in task_specs(task, rows_b, labeler)}
+    specs_a = {s.name: s for s in task_specs(task, rows_a, labeler, min_positives)}
+    specs_b = {s.name: s for s in task_specs(task, rows_b, labeler, min_positives)}
     wanted = names or PRIMARY[task]
     return {
         name: bootstrap.paired_bootstrap(
@@ -187,6 +213,13 @@ def classify_matrices(rows: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
     return truth, score
 
 
+def raw_matrix(rows: Sequence[dict]) -> np.ndarray | None:
+    """A calibrated model's probabilities before calibration (prediction "uncalibrated"); None if any row lacks it."""
+    if not rows or not all(r["prediction"].get("uncalibrated") for r in rows):
+        return None
+    return labels.label_matrix([r["prediction"]["uncalibrated"] for r in rows], CLASSIFY_LABELS)
+
+
 # ---------------------------------------------------------------- helpers
 
 
@@ -200,6 +233,10 @@ def _ce_key(key: str) -> Callable[[np.ndarray, np.ndarray], float]:
 
 def _map_key(key: str) -> Callable[[list, list], float]:
     return lambda phrases, matches: boxes.map_from_matches(phrases, matches)[key]
+
+
+def _change(metric: Callable[[np.ndarray, np.ndarray], float]) -> Callable[..., float]:
+    return lambda truth, calibrated, raw: metric(truth, calibrated) - metric(truth, raw)
 
 
 def _micro_auroc(truth: np.ndarray, score: np.ndarray) -> float:
@@ -249,14 +286,50 @@ def _report_extras(rows: Sequence[dict], result: TaskScores, meteor: bool) -> No
             result.metrics["meteor"] = {"value": scored[0], "ci_low": None, "ci_high": None, "n": len(rows)}
 
 
-def _classify_per_label(rows: Sequence[dict], n_resamples: int, seed: int) -> dict[str, dict]:
+def _classify_per_label(rows: Sequence[dict], n_resamples: int, seed: int, min_positives: int) -> dict[str, dict]:
     truth, score = classify_matrices(rows)
+    raw = raw_matrix(rows)
     table = labels.classification_metrics(truth, score, CLASSIFY_LABELS)["per_label"]
+    ranked = set(ranked_labels(truth, min_positives))
     for j, name in enumerate(CLASSIFY_LABELS):
-        if table[name]["n"] and not math.isnan(table[name]["auroc"]):
-            ci = bootstrap.bootstrap_ci(labels.auroc, truth[:, j], score[:, j], n_resamples=n_resamples, seed=seed)
-            table[name]["auroc_ci"] = [ci.ci_low, ci.ci_high]
+        entry = table[name]
+        if not entry["n"]:
+            continue
+        entry["ranked"] = j in ranked
+        if not entry["ranked"]:
+            entry["caveat"] = f"too few positives: n={entry['n_positive']}"
+        columns = {"auroc": (labels.auroc, score), "ece": (calibration.ece, score), "brier": (calibration.brier, score)}
+        if raw is not None:
+            columns |= {"ece_uncalibrated": (calibration.ece, raw), "brier_uncalibrated": (calibration.brier, raw)}
+        for key, (fn, matrix) in columns.items():
+            ci = bootstrap.bootstrap_ci(fn, truth[:, j], matrix[:, j], n_resamples=n_resamples, seed=seed)
+            if key != "auroc":
+                entry[key] = ci.value
+            if math.isfinite(ci.value):
+                entry[f"{key}_ci"] = [ci.ci_low, ci.ci_high]
     return {name: _finite(values) for name, values in table.items()}
+
+
+def ece_interval_notes(metrics: dict[str, dict]) -> list[str]:
+    """Binned ECE is biased upwards, more on the duplicated items of a resample: a well calibrated model's
+    interval can lie wholly above its value. Say so where it happens, so it is not read as a bug or as bounds."""
+    above = [k for k in ("ece", "ece_uncalibrated") if (metrics.get(k) or {}).get("value") is not None
+             and metrics[k].get("ci_low") is not None and metrics[k]["value"] < metrics[k]["ci_low"]]
+    if not above:
+        return []
+    note = (f"{' and '.join(above)}: the bootstrap interval lies above the value, as binned ECE is biased upwards "
+            "on resamples (duplicated items fill bins unevenly); read the interval as the spread, not as bounds")
+    return [note]
+
+
+def few_positive_notes(table: dict[str, dict], min_positives: int) -> list[str]:
+    """The note naming the labels marked "too few positives" in a per-label classify table."""
+    few = [f"{name} (n={m['n_positive']})" for name, m in table.items() if m.get("ranked") is False]
+    if not few:
+        return []
+    note = (f"{len(few)} labels have fewer than {min_positives} positives and are shown marked, not ranked, and "
+            f"left out of the macro averages: {', '.join(few)}")
+    return [note]
 
 
 def _ground_per_label(rows: Sequence[dict]) -> dict[str, dict]:

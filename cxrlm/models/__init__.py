@@ -56,9 +56,12 @@ ENGINES = ("hf", "fast", "remote")
 
 def load_model(
     path: str | Path | None = None, *, device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False,
-    engine: str = "hf", **engine_options,
+    engine: str = "hf", calibration: str | None = None, **engine_options,
 ):
     """Load a checkpoint folder. `trust_remote_code` lets a checkpoint with no built-in family run its own Python.
+
+    calibration: a calibration file (`cxrlm calibrate`), "none" for raw probabilities, or None: the folder's
+    calibration.json if it has one (cxrlm.models.calibration).
 
     engine: "hf" (plain transformers), "fast" (static KV cache, continuous batching; options: max_batch, max_len,
     cuda_graphs) or "remote" (`path` is an OpenAI-compatible server URL such as http://host:8000/v1; an http(s)
@@ -68,8 +71,12 @@ def load_model(
 
     if engine not in ENGINES:
         raise ModelLoadError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
+    from cxrlm.models import calibration as calibrations
+
     if engine == "remote" or str(path or "").startswith(("http://", "https://")):
-        return _load_remote(str(path or ""), **engine_options)
+        model = _load_remote(str(path or ""), **engine_options)
+        model.calibration = calibrations.find(None, calibration)
+        return model
     if engine == "hf" and engine_options:
         raise ModelLoadError(f"engine options {', '.join(engine_options)} apply to the fast or remote engine only")
     model_dir = Path(path) if path else default_model_dir()
@@ -78,6 +85,7 @@ def load_model(
     if not os.access(model_dir, os.R_OK | os.X_OK):
         raise ModelLoadError(f"model folder {model_dir} is not readable: check its permissions")
     profile = resolve_profile(model_dir)
+    calibrated = calibrations.find(model_dir, calibration)  # a bad file fails before the weights load
     if profile.remote_code:
         _check_remote_code(model_dir, trust_remote_code)
     device = resolve_device(device)
@@ -87,7 +95,7 @@ def load_model(
         from cxrlm.engines.fast import FastEngine
 
         backend = FastEngine(backend.model, backend.processor, backend.device, **engine_options)
-    return CxrModel(model_dir.name, profile, backend, load_s=time.perf_counter() - start)
+    return CxrModel(model_dir.name, profile, backend, load_s=time.perf_counter() - start, calibration=calibrated)
 
 
 def _load_remote(url: str, profile: str = "nv-reason-cxr", **options):

@@ -20,8 +20,9 @@ from cxrlm.types import PREDICT_TASKS, Label, ModelOutput, Study, Task, Timings,
 
 
 class CxrModel:
-    def __init__(self, name: str, profile: ModelProfile, engine, load_s: float = 0.0):
+    def __init__(self, name: str, profile: ModelProfile, engine, load_s: float = 0.0, calibration=None):
         self.name = name
+        self.calibration = calibration  # cxrlm.models.calibration.Calibration, applied to classify probabilities
         self.profile = profile
         self.engine = engine
         self.load_s = load_s
@@ -133,7 +134,9 @@ class CxrModel:
         ]
         probs = self.engine.yes_probability(conversations, [images] * len(conversations))
         by_finding = dict(zip(findings, probs, strict=True))
-        probabilities = {name: round(by_finding[finding(name)], 4) for name in labels}
+        raw = {name: by_finding[finding(name)] for name in labels}
+        calibrated = self.calibration.apply(raw) if self.calibration else raw
+        probabilities = _rounded(calibrated)
         image = study.images[0]
         return ModelOutput(
             task="classify",
@@ -142,8 +145,13 @@ class CxrModel:
             # `labels` stays in the schema's CheXpert-14 vocabulary; `probabilities` has every label asked about.
             labels=[Label(name, p, present=p >= 0.5) for name, p in probabilities.items() if name in CHEXPERT14],
             probabilities=probabilities,
+            calibration=self.calibration.output_field(_rounded(raw)) if self.calibration else None,
             image_size=image.size,
             timings=Timings(self.load_s, None, time.perf_counter() - start, None),
             warnings=[w for img in study.images for w in img.warnings],
             model_notice=self.profile.notice,
         )
+
+
+def _rounded(probabilities: dict[str, float]) -> dict[str, float]:
+    return {name: round(p, 4) for name, p in probabilities.items()}
