@@ -27,8 +27,13 @@ class ModelProfile:
     max_pixels: int = 1024 * 28 * 28
     max_new_tokens: int = 2048
     remote_code: bool = False  # runs Python shipped with the checkpoint (config.json auto_map): opt-in only
+    # What the checkpoint was trained to locate (lower case); grounding anything else gives a warning. None: not
+    # declared (general grounders such as Qwen2.5-VL), so no phrase is warned about.
+    grounding_phrases: tuple[str, ...] | None = None
 
     def __post_init__(self):
+        if self.grounding_phrases is not None:  # cxrlm.json gives a list, in any case
+            object.__setattr__(self, "grounding_phrases", tuple(p.strip().lower() for p in self.grounding_phrases))
         if self.family not in FAMILIES:
             raise ValueError(f"family {self.family!r} is not one of {', '.join(FAMILIES)}")
         for field, check in (("box_format", box_formats.check), ("box_frame", box_formats.check_frame)):
