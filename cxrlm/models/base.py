@@ -165,33 +165,6 @@ class CxrModel:
                 box.score = 0.0
         return warnings
 
-    def heatmap(self, study: Study, out: ModelOutput, subject: str | None = None, method: str = "gradient"):
-        """Which regions of the first image moved an answer: [height, width] of the original image, summing to 1
-        (cxrlm.heatmaps). classify: `subject` is the label whose yes log-odds is explained (default: the most
-        probable); ground: the phrase whose box's coordinates are explained. Returns (map, what it explains)."""
-        from cxrlm import heatmaps
-        from cxrlm.errors import ConfigError, InputError
-
-        if not self.engine.capabilities.heatmaps:
-            raise ConfigError(f"the {type(self.engine).__name__} engine computes no heatmaps: use --engine hf")
-        images = [img.to_pil() for img in study_images(study)]
-        if out.task == Task.CLASSIFY:
-            name = subject or max(out.probabilities, key=out.probabilities.get)
-            if name not in out.probabilities:
-                raise InputError(f"no probability for {name!r} to explain: choose one of {', '.join(out.probabilities)}")
-            question, answer, what = (self.dialect.classify_question.format(label=label_phrase(name)), None,
-                                      f"{name}: log-odds of yes")
-        elif out.task == Task.GROUND:
-            if not out.boxes or not subject:
-                raise InputError("no box to explain: the model gave none")
-            question, answer, what = (task_prompt(self.dialect, Task.GROUND, subject), out.raw_text,
-                                      f"{subject}: log-probability of the box's coordinates")
-        else:
-            raise ValueError(f"heatmaps explain classify and ground answers, not {out.task}")
-        messages = self._with_system([self.first_turn(question, study)])
-        scores = self.engine.saliency(messages, images, answer, method)
-        return heatmaps.to_original(scores, study.images[0].size), what
-
     def classify(self, study: Study, labels: tuple[str, ...] = CLASSIFY_LABELS) -> ModelOutput:
         """A probability per label (CheXpert-14 and the NIH-only names by default): the likelihood of "yes" to a
         per-finding question, in one batch. Names of one finding in two vocabularies (NIH "Effusion", CheXpert
@@ -218,3 +191,25 @@ class CxrModel:
             timings=Timings(self.load_s, None, time.perf_counter() - start, None),
             warnings=[w for img in study.images for w in img.warnings],
         )
+
+    def heatmap(self, study: Study, task: Task | str, subject: str, answer: str | None = None,
+                method: str = "gradient"):
+        """Which regions of the first image moved an answer: [height, width] of the original image, summing to 1
+        (cxrlm.heatmaps). classify: `subject` is the label whose yes log-odds is explained; ground: the phrase, and
+        `answer` the model's answer text, whose box coordinates' log-probability is explained."""
+        from cxrlm import heatmaps
+        from cxrlm.errors import ConfigError
+
+        if not self.engine.capabilities.heatmaps:
+            raise ConfigError(f"the {type(self.engine).__name__} engine computes no heatmaps: use --engine hf")
+        if task == Task.CLASSIFY:
+            question = self.dialect.classify_question.format(label=label_phrase(subject))
+            answer = None
+        elif task == Task.GROUND:
+            question = task_prompt(self.dialect, Task.GROUND, subject)
+        else:
+            raise ValueError(f"heatmaps explain classify and ground answers, not {task}")
+        messages = self._with_system([self.first_turn(question, study)])
+        images = [img.to_pil() for img in study_images(study)]
+        scores = self.engine.saliency(messages, images, answer, method)
+        return heatmaps.to_original(scores, study.images[0].size)

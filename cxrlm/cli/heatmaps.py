@@ -1,0 +1,144 @@
+"""`cxrlm eval heatmaps`: the model-randomization sanity test and the box-mass figure (cxrlm.eval.heatmaps), and
+`--heatmap FILE.png` for `cxrlm classify` and `cxrlm ground` (the overlay written here)."""
+
+import argparse
+import sys
+from pathlib import Path
+
+from cxrlm.cli.model_options import add_model_options, load_model_from_args
+
+MAX_IMAGES = 1000  # each image costs a classify and four gradient passes
+
+
+def register_eval(verbs) -> None:
+    parser = verbs.add_parser(
+        "heatmaps", help="do heatmaps pass the model-randomization test, and favour the radiologists' boxes?",
+        description="Model-randomization sanity test (Adebayo et al., 2018) on a folder of images, and the map's "
+                    "mass inside radiologist boxes against a uniform map's (cxrlm.eval.heatmaps).")
+    add_model_options(parser)
+    parser.add_argument("--images", required=True, type=Path, help="folder of images for the randomization test")
+    parser.add_argument("--boxes", type=Path,
+                        help="NIH-style box CSV (image,label,x1,y1,x2,y2; image paths relative to its folder)")
+    parser.add_argument("--limit", type=int, default=50, help=f"images for the randomization test (default 50, "
+                                                               f"at most {MAX_IMAGES}; sorted by name)")
+    parser.add_argument("--method", default="gradient", help="gradient or gradxinput (cxrlm.heatmaps)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights and the bootstrap")
+    parser.add_argument("--out", type=Path, help="also write the full result JSON here")
+    parser.set_defaults(run=run_eval_heatmaps)
+
+
+def run_eval_heatmaps(args: argparse.Namespace) -> int:
+    import json
+
+    from cxrlm.errors import ConfigError, InputError
+    from cxrlm.eval import heatmaps as evaluation
+    from cxrlm.heatmaps import METHODS
+    from cxrlm.io import load_study
+
+    if args.method not in METHODS:
+        raise ConfigError(f"--method {args.method!r}: use one of {', '.join(METHODS)}")
+    if not 1 <= args.limit <= MAX_IMAGES:
+        raise ConfigError(f"--limit must be between 1 and {MAX_IMAGES}")
+    suffixes = {".png", ".jpg", ".jpeg", ".dcm", ".tif", ".tiff"}
+    paths = sorted(p for p in args.images.glob("*") if p.suffix.lower() in suffixes)[: args.limit] \
+        if args.images.is_dir() else []
+    if not paths:
+        raise InputError(f"--images {args.images}: no PNG, JPEG, TIFF or DICOM files in that folder")
+    items = _box_items(args.boxes) if args.boxes else []  # read inputs before the model loads
+    model = load_model_from_args(args)
+    result = {"model": model.name, "randomization": evaluation.randomization_test(
+        model, [load_study([p]) for p in paths], args.method, args.seed)}
+    if items:
+        result["box_mass"] = evaluation.box_mass(model, items, args.method, args.seed)
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2))
+    print(_summary(result))
+    return 0
+
+
+def _box_items(path: Path) -> list:
+    import csv
+
+    from cxrlm.data.sources.nih14 import nih_box_label
+    from cxrlm.errors import InputError
+    from cxrlm.eval.heatmaps import BoxItem
+    from cxrlm.io import load_study
+
+    try:
+        rows = list(csv.DictReader(path.open(newline="")))
+    except OSError as err:
+        raise InputError(f"cannot read --boxes {path}: {err.strerror}") from None
+    items = []
+    for i, row in enumerate(rows, 2):
+        try:
+            xyxy = tuple(float(row[k]) for k in ("x1", "y1", "x2", "y2"))
+            items.append(BoxItem(load_study([path.parent / row["image"]]), nih_box_label(row["label"]), xyxy))
+        except (KeyError, TypeError, ValueError):
+            raise InputError(f"--boxes {path} line {i}: needs image,label,x1,y1,x2,y2 with a CheXpert or NIH "
+                             "label and numbers") from None
+    return items
+
+
+def _summary(result: dict) -> str:
+    def ci(d):
+        return f"{d['mean']:.3f} [{d['ci'][0]:.3f}, {d['ci'][1]:.3f}]" if d["n"] else "n/a"
+
+    test = result["randomization"]
+    lines = [f"model {result['model']}, {test['images']} images, method {test['method']}",
+             "Spearman rank correlation with the trained model's map (mean [95% CI]):"]
+    lines += [f"  {name:<16} {ci(value)}" for name, value in test["spearman"].items()]
+    if "box_mass" in result:
+        mass = result["box_mass"]
+        lines.append(f"map mass inside {mass['overall']['boxes']} radiologist boxes: {ci(mass['overall']['mass'])}; "
+                     f"uniform map: {ci(mass['overall']['uniform'])}; "
+                     f"difference {ci(mass['overall']['mass_minus_uniform'])}")
+        lines += [f"  {label:<14} {v['boxes']} boxes: mass {v['mass']:.3f}, uniform {v['uniform']:.3f}"
+                  for label, v in mass["per_finding"].items()]
+    return "\n".join(lines)
+
+
+# --- --heatmap on classify and ground
+
+
+def add_heatmap_option(parser: argparse.ArgumentParser, label_option: bool) -> None:
+    parser.add_argument("--heatmap", metavar="FILE.png", type=Path,
+                        help="also write an overlay of which image regions moved the answer (hf engine)")
+    if label_option:
+        parser.add_argument("--heatmap-label", metavar="NAME",
+                            help="the label whose probability the heatmap explains (default: the most probable)")
+
+
+def write_heatmap(model, study, out, args) -> None:
+    """Write --heatmap's overlay PNG (original-image size) for a classify or ground output."""
+    from cxrlm import heatmaps
+    from cxrlm.errors import InputError
+    from cxrlm.types import Task
+
+    if out.task == Task.CLASSIFY:
+        subject = _heatmap_label(getattr(args, "heatmap_label", None), out.probabilities)
+        answer = None
+    else:
+        if not out.boxes:
+            raise InputError("--heatmap: the model gave no box to explain")
+        subject, answer = args.phrase, out.raw_text
+    heat = model.heatmap(study, out.task, subject, answer)
+    try:
+        args.heatmap.write_bytes(heatmaps.overlay_png(study.images[0].pixels, heat))
+    except OSError as err:
+        raise InputError(f"cannot write --heatmap {args.heatmap}: {err.strerror}") from None
+    print(f"wrote heatmap of {subject!r} to {args.heatmap}", file=sys.stderr)
+
+
+def _heatmap_label(name: str | None, probabilities: dict) -> str:
+    from cxrlm.errors import InputError
+    from cxrlm.pathologies import canonical_name
+
+    if not name:
+        return max(probabilities, key=probabilities.get)
+    try:
+        name = canonical_name(name)
+    except KeyError:
+        name = None
+    if name not in probabilities:
+        raise InputError(f"--heatmap-label: choose one of the labels scored: {', '.join(probabilities)}")
+    return name
