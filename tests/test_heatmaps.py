@@ -191,3 +191,15 @@ def test_overlay_png_has_the_image_size():
     assert heatmaps.data_url(png).startswith("data:image/png;base64,")
     decoded = Image.open(io.BytesIO(base64.b64decode(heatmaps.data_url(png).split(",", 1)[1])))
     assert decoded.size == (40, 30)
+
+
+def test_the_engine_records_where_each_expected_value_number_is(shipped, xray):
+    from cxrlm.prompts.templates import task_prompt
+
+    study = Study(images=[xray])
+    turn = shipped.first_turn(task_prompt(shipped.dialect, Task.GROUND, "right lung"), study)
+    generation = shipped.generate([turn], study, mean_numbers=True)
+    assert len(generation.numbers) >= 4
+    assert all(generation.text[b.start:b.end].isdigit() and b.values for b in generation.numbers)
+    out = shipped.structure(Task.GROUND, generation, study, phrase="right lung")
+    assert out.boxes and all(0 <= b.score <= 1 for b in out.boxes)
