@@ -203,3 +203,23 @@ def test_the_engine_records_where_each_expected_value_number_is(shipped, xray):
     assert all(generation.text[b.start:b.end].isdigit() and b.values for b in generation.numbers)
     out = shipped.structure(Task.GROUND, generation, study, phrase="right lung")
     assert out.boxes and all(0 <= b.score <= 1 for b in out.boxes)
+
+
+def test_eval_heatmaps_verb_reports_both_checks(tmp_path):
+    from test_cli import run_cli
+
+    rng = np.random.default_rng(2)
+    for name in ("a.png", "b.png"):
+        Image.fromarray(rng.integers(0, 256, (160, 128), dtype=np.uint8)).save(tmp_path / name)
+    (tmp_path / "boxes.csv").write_text("image,label,x1,y1,x2,y2\na.png,Infiltrate,10,20,60,90\n"
+                                        "b.png,Right Lung,5,10,60,150\n")
+    out = tmp_path / "result.json"
+    result = run_cli("eval", "heatmaps", "--images", tmp_path, "--boxes", tmp_path / "boxes.csv", "--limit", "2",
+                     "--out", out, "--model", DEFAULT_MODEL_DIR, "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(out.read_text())
+    assert data["randomization"]["images"] == 2
+    labels = {row["label"] for row in data["box_mass"]["per_box"]}
+    assert labels <= {"Infiltration", "right lung"} and "Infiltration" in labels
+    assert "Spearman" in result.stdout and "reader boxes" in result.stdout
+    assert run_cli("eval", "heatmaps", "--method", "smoothgrad", "--images", tmp_path).returncode == 2

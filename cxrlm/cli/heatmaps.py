@@ -16,11 +16,13 @@ def register_eval(verbs) -> None:
         description="Model-randomization sanity test (Adebayo et al., 2018) on a folder of images, and the map's "
                     "mass inside radiologist boxes against a uniform map's (cxrlm.eval.heatmaps).")
     add_model_options(parser)
-    parser.add_argument("--images", required=True, type=Path, help="folder of images for the randomization test")
-    parser.add_argument("--boxes", type=Path,
-                        help="NIH-style box CSV (image,label,x1,y1,x2,y2; image paths relative to its folder)")
-    parser.add_argument("--limit", type=int, default=50, help=f"images for the randomization test (default 50, "
-                                                               f"at most {MAX_IMAGES}; sorted by name)")
+    parser.add_argument("--images", type=Path, help="folder of images for the randomization test")
+    parser.add_argument("--boxes", type=Path, nargs="+",
+                        help="box CSV(s): image,label,x1,y1,x2,y2 (pixels; image paths relative to the CSV's folder), "
+                             "as NIH's boxes.csv and the COVID-19 collection's lung_boxes.csv; a CheXpert or NIH label "
+                             "is explained by its classify map, any other label (a phrase) by its grounding answer's")
+    parser.add_argument("--limit", type=int, default=50, help=f"images for the randomization test, and boxes per "
+                                                               f"CSV (default 50, at most {MAX_IMAGES}; in order)")
     parser.add_argument("--method", default="gradient", help="gradient or gradxinput (cxrlm.heatmaps)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights and the bootstrap")
     parser.add_argument("--out", type=Path, help="also write the full result JSON here")
@@ -39,15 +41,15 @@ def run_eval_heatmaps(args: argparse.Namespace) -> int:
         raise ConfigError(f"--method {args.method!r}: use one of {', '.join(METHODS)}")
     if not 1 <= args.limit <= MAX_IMAGES:
         raise ConfigError(f"--limit must be between 1 and {MAX_IMAGES}")
-    suffixes = {".png", ".jpg", ".jpeg", ".dcm", ".tif", ".tiff"}
-    paths = sorted(p for p in args.images.glob("*") if p.suffix.lower() in suffixes)[: args.limit] \
-        if args.images.is_dir() else []
-    if not paths:
-        raise InputError(f"--images {args.images}: no PNG, JPEG, TIFF or DICOM files in that folder")
-    items = _box_items(args.boxes) if args.boxes else []  # read inputs before the model loads
+    if not (args.images or args.boxes):
+        raise ConfigError("give --images (the randomization test), --boxes (the box mass), or both")
+    paths = _image_paths(args.images, args.limit) if args.images else []
+    items = [item for csv_path in args.boxes or [] for item in _box_items(csv_path, args.limit)]  # before the model
     model = load_model_from_args(args)
-    result = {"model": model.name, "randomization": evaluation.randomization_test(
-        model, [load_study([p]) for p in paths], args.method, args.seed)}
+    result = {"model": model.name}
+    if paths:
+        result["randomization"] = evaluation.randomization_test(model, [load_study([p]) for p in paths],
+                                                                args.method, args.seed)
     if items:
         result["box_mass"] = evaluation.box_mass(model, items, args.method, args.seed)
     if args.out:
@@ -56,26 +58,41 @@ def run_eval_heatmaps(args: argparse.Namespace) -> int:
     return 0
 
 
-def _box_items(path: Path) -> list:
+def _image_paths(folder: Path, limit: int) -> list[Path]:
+    from cxrlm.errors import InputError
+
+    suffixes = {".png", ".jpg", ".jpeg", ".dcm", ".tif", ".tiff"}
+    paths = sorted(p for p in folder.glob("*") if p.suffix.lower() in suffixes)[:limit] if folder.is_dir() else []
+    if not paths:
+        raise InputError(f"--images {folder}: no PNG, JPEG, TIFF or DICOM files in that folder")
+    return paths
+
+
+def _box_items(path: Path, limit: int) -> list:
     import csv
 
     from cxrlm.data.sources.nih14 import nih_box_label
     from cxrlm.errors import InputError
     from cxrlm.eval.heatmaps import BoxItem
     from cxrlm.io import load_study
+    from cxrlm.types import Task
 
     try:
         rows = list(csv.DictReader(path.open(newline="")))
     except OSError as err:
         raise InputError(f"cannot read --boxes {path}: {err.strerror}") from None
     items = []
-    for i, row in enumerate(rows, 2):
+    for i, row in enumerate(rows[:limit], 2):
         try:
             xyxy = tuple(float(row[k]) for k in ("x1", "y1", "x2", "y2"))
-            items.append(BoxItem(load_study([path.parent / row["image"]]), nih_box_label(row["label"]), xyxy))
-        except (KeyError, TypeError, ValueError):
-            raise InputError(f"--boxes {path} line {i}: needs image,label,x1,y1,x2,y2 with a CheXpert or NIH "
-                             "label and numbers") from None
+            study = load_study([path.parent / row["image"]])
+            label = row["label"].strip()
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise InputError(f"--boxes {path} line {i}: needs image,label,x1,y1,x2,y2 (numbers)") from None
+        try:
+            items.append(BoxItem(study, nih_box_label(label), xyxy))
+        except KeyError:  # not a finding: a phrase the model grounds
+            items.append(BoxItem(study, label.lower(), xyxy, Task.GROUND))
     return items
 
 
@@ -83,13 +100,16 @@ def _summary(result: dict) -> str:
     def ci(d):
         return f"{d['mean']:.3f} [{d['ci'][0]:.3f}, {d['ci'][1]:.3f}]" if d["n"] else "n/a"
 
-    test = result["randomization"]
-    lines = [f"model {result['model']}, {test['images']} images, method {test['method']}",
-             "Spearman rank correlation with the trained model's map (mean [95% CI]):"]
-    lines += [f"  {name:<16} {ci(value)}" for name, value in test["spearman"].items()]
+    lines = [f"model {result['model']}"]
+    if "randomization" in result:
+        test = result["randomization"]
+        lines += [f"{test['images']} images, method {test['method']}: Spearman rank correlation with the trained "
+                  "model's map (mean [95% CI]):"]
+        lines += [f"  {name:<16} {ci(value)}" for name, value in test["spearman"].items()]
     if "box_mass" in result:
         mass = result["box_mass"]
-        lines.append(f"map mass inside {mass['overall']['boxes']} radiologist boxes: {ci(mass['overall']['mass'])}; "
+        lines.append(f"method {mass['method']}: map mass inside {mass['overall']['boxes']} reader boxes "
+                     f"({mass['overall']['no_box']} phrases got no box): {ci(mass['overall']['mass'])}; "
                      f"uniform map: {ci(mass['overall']['uniform'])}; "
                      f"difference {ci(mass['overall']['mass_minus_uniform'])}")
         lines += [f"  {label:<14} {v['boxes']} boxes: mass {v['mass']:.3f}, uniform {v['uniform']:.3f}"
