@@ -38,7 +38,8 @@ def shipped():
 def test_every_family_maps_back_to_the_original_image(family_models, xray, family):
     model = family_models[family]
     study = Study(images=[xray])
-    for task, subject, answer in ((Task.CLASSIFY, "Cardiomegaly", None), (Task.GROUND, "right lung", "[10, 20, 40, 80]")):
+    cases = ((Task.CLASSIFY, "Cardiomegaly", None), (Task.GROUND, "right lung", "[10, 20, 40, 80]"))
+    for task, subject, answer in cases:
         heat = model.heatmap(study, task, subject, answer)
         assert heat.shape == (300, 240)  # (height, width) of the original image, whatever the model saw
         assert heat.min() >= 0 and heat.sum() == pytest.approx(1.0, abs=1e-3)
