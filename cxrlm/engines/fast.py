@@ -104,7 +104,7 @@ class FastEngine(HFEngine):
 
         super().__init__(model, processor, device)
         # generate() from many threads: requests join the running batch.
-        # heatmaps=False: saliency() would run outside the batching loop, racing the running requests.
+        # heatmaps=False: a backward pass beside the preallocated KV cache is untested (memory); use the hf engine.
         self.capabilities = EngineCapabilities(concurrent=True, mean_numbers=self.digits is not None, heatmaps=False)
         on_cuda = device.startswith("cuda")
         self.text_config = model.config.get_text_config()
