@@ -149,7 +149,17 @@ def write_heatmap(model, study, out, args) -> None:
     print(f"wrote heatmap of {subject!r} to {args.heatmap}", file=sys.stderr)
 
 
-def _heatmap_label(name: str | None, probabilities: dict) -> str:
+def check_heatmap_label(args, labels) -> None:
+    """Before any model work: --heatmap-label names one of the labels to be scored, and comes with --heatmap."""
+    from cxrlm.errors import ConfigError
+
+    if args.heatmap_label and not args.heatmap:
+        raise ConfigError("--heatmap-label needs --heatmap FILE.png")
+    if args.heatmap_label:
+        args.heatmap_label = _heatmap_label(args.heatmap_label, labels)
+
+
+def _heatmap_label(name: str | None, probabilities) -> str:
     from cxrlm.errors import InputError
     from cxrlm.pathologies import canonical_name
 

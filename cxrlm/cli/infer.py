@@ -6,7 +6,7 @@ Human-readable by default; `--json` prints the ModelOutput schema (docs/SCHEMA.m
 import argparse
 import sys
 
-from cxrlm.cli.heatmaps import add_heatmap_option, write_heatmap
+from cxrlm.cli.heatmaps import add_heatmap_option, check_heatmap_label, write_heatmap
 from cxrlm.cli.model_options import add_model_options, load_model_from_args
 from cxrlm.types import Task
 
@@ -151,12 +151,19 @@ def _write_export(out, study, differentials, args) -> None:
 
 def run_classify(args) -> int:
     labels = _label_names(args.labels) if args.labels else None  # a bad name fails before the model loads
+    check_heatmap_label(args, labels or _all_labels())
     model, study = _load(args)
     out = model.predict(study, Task.CLASSIFY, labels=labels)
     if args.heatmap:
         write_heatmap(model, study, out, args)
     _emit(out, args.json)
     return 0
+
+
+def _all_labels() -> tuple[str, ...]:
+    from cxrlm.pathologies import CLASSIFY_LABELS
+
+    return CLASSIFY_LABELS
 
 
 def _label_names(text: str) -> tuple[str, ...]:
