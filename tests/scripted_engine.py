@@ -29,6 +29,9 @@ class ScriptedEngine:
     def yes_probability(self, conversations, images) -> list[float]:
         raise NotImplementedError("scripted engines answer in text only")
 
+    def saliency(self, messages, images, answer=None, method="gradient"):
+        raise NotImplementedError("scripted engines have no gradients")
+
     def count_tokens(self, texts) -> None:
         return None  # no tokenizer, as with a remote engine
 

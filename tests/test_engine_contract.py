@@ -28,7 +28,7 @@ def test_hf_and_fast_declare_what_they_can_do(tiny_model):
     hf = tiny_model.engine
     assert isinstance(hf, HFEngine) and isinstance(hf, Engine)
     # The tiny tokenizer (Qwen2's) writes one digit per token, so both decode expected-value numbers.
-    assert hf.capabilities == EngineCapabilities(concurrent=False, mean_numbers=True)
+    assert hf.capabilities == EngineCapabilities(concurrent=False, mean_numbers=True, heatmaps=True)
     fast = FastEngine(hf.model, hf.processor, "cpu", max_batch=1, max_len=64)
     try:
         assert isinstance(fast, Engine)
@@ -53,7 +53,7 @@ def test_a_tokenizer_that_merges_digits_declares_no_mean_numbers():
             return "01"
 
     engine = HFEngine(model=None, processor=SimpleNamespace(tokenizer=Merging()), device="cpu")
-    assert engine.capabilities == EngineCapabilities(concurrent=False, mean_numbers=False)
+    assert engine.capabilities == EngineCapabilities(concurrent=False, mean_numbers=False, heatmaps=True)
     with pytest.raises(NotImplementedError, match="capabilities.mean_numbers"):
         engine.generate_mean_numbers([], [], 4)
 

@@ -95,7 +95,7 @@ def test_no_module_is_imported_by_a_computed_name():
 # docs/ARCHITECTURE.md's layers, lowest first: a module imports only from its own layer or the ones below it.
 LAYERS = (
     ("types", "pathologies", "box_formats", "errors", "limits"),  # plain data
-    ("io", "gate", "prompts", "metrics", "data"),  # inputs and the input gate, prompts, metrics, datasets
+    ("io", "gate", "heatmaps", "prompts", "metrics", "data"),  # inputs, input gate, heatmap maps, prompts, metrics, data
     ("engines",),  # messages and images in, text out
     ("chat",),  # the conversation: the one builder of turns
     ("models",),  # profiles, families, CxrModel

@@ -43,13 +43,13 @@ def test_the_distribution_is_the_models_belief_over_whole_numbers():
 def test_the_answer_is_the_rounded_mean_not_the_greedy_digits():
     # Greedy writes "5" (0.5 > 0.3, 0.2) then "6": 56. The mean is 0.5*56 + 0.3*61 + 0.2*7 = 47.7.
     first, branch = belief({"56": 0.5, "61": 0.3, "7": 0.2})
-    assert mean_number(branch, first, DIGITS) == [4, 8]
+    assert mean_number(branch, first, DIGITS)[0] == [4, 8]
 
 
 def test_three_digit_numbers_and_numbers_that_are_prefixes_of_others():
     first, branch = belief({"10": 0.4, "100": 0.6})
     assert likely(number_distribution(branch, first, DIGITS)) == {10: 0.4, 100: 0.6}
-    assert mean_number(branch, first, DIGITS) == [6, 4]
+    assert mean_number(branch, first, DIGITS)[0] == [6, 4]
 
 
 def test_a_number_longer_than_max_digits_ends_at_max_digits():
@@ -97,7 +97,7 @@ def test_decoding_loop_is_greedy_generate_when_numbers_are_greedy(tiny_model, xr
     """With the mean replaced by the likeliest digit, the hand-written loop writes exactly what `generate` does."""
     from cxrlm.engines import numbers
 
-    monkeypatch.setattr(numbers, "mean_number", lambda branch, first, digits: [int(first.argmax())])
+    monkeypatch.setattr(numbers, "mean_number", lambda branch, first, digits: ([int(first.argmax())], {}))
     engine, messages = tiny_model.engine, [QWEN2_5_VL.user_turn("Locate the right lung.", 1)]
     pieces = []
     ours = engine.generate_mean_numbers(messages, [xray.to_pil()], 12, on_text=pieces.append)

@@ -121,6 +121,26 @@ def test_task_endpoints_return_the_project_schema(http, study, store):
     assert export.json() == out and "attachment" in export.headers["content-disposition"]
 
 
+def test_classify_with_a_heatmap_returns_an_overlay_png(http, study):
+    import base64
+    import io
+
+    from PIL import Image
+
+    body = {"study_id": study["id"], "heatmap": True, "heatmap_label": "effusion"}
+    response = http.post("/v1/cxr/classify", json=body)
+    assert response.status_code == 200, response.text
+    out = response.json()
+    assert out["heatmap_of"] == "Effusion" and out["heatmap"].startswith("data:image/png;base64,")
+    png = Image.open(io.BytesIO(base64.b64decode(out["heatmap"].split(",", 1)[1])))
+    assert png.size == (study["width"], study["height"])
+    plain = http.post("/v1/cxr/classify", json={"study_id": study["id"]}).json()
+    assert "heatmap" not in plain
+    for bad in ({"heatmap_label": "Elbow"}, {"stream": True}):
+        refused = http.post("/v1/cxr/classify", json={**body, **bad})
+        assert refused.status_code == 400 and "heatmap" in refused.json()["error"]["message"]
+
+
 def test_streamed_task_sends_text_then_the_result(http, study):
     with http.stream("POST", "/v1/cxr/report", json={"study_id": study["id"], "max_new_tokens": 5,
                                                       "stream": True}) as response:

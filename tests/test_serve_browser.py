@@ -40,6 +40,10 @@ def test_viewer_uploads_streams_labels_and_chats(tiny_model, tmp_path):
             page.wait_for_function("document.getElementById('status').textContent === 'done'", timeout=60_000)
             assert page.locator("#labels li.label").count() == 14
             assert page.evaluate("document.getElementById('canvas').width") == 100
+            page.check("#heatmap")  # the overlay toggle asks classify for a heatmap and draws it
+            page.wait_for_function("state.heatmap !== null", timeout=60_000)
+            assert page.evaluate("state.heatmap.naturalWidth") == 100
+            assert page.locator("#heatmap-of").text_content().startswith("(")
             page.fill("#question", "Is there a pleural effusion?")
             page.click("#chat-form button")
             page.wait_for_function("state.chat.length === 2", timeout=60_000)  # the streamed answer is complete

@@ -1,6 +1,7 @@
 """`cxrlm eval`: score a model on a manifest (resumable, with baselines and bootstrap intervals), and
 `cxrlm eval compare RUN_A RUN_B`: paired bootstrap between two runs over the items they share. The other `eval`
-sub-verbs register from their own modules: reasoning and rewards (checks.py), cnn-baselines and tower-probe (tiny.py).
+sub-verbs register from their own modules: reasoning and rewards (checks.py), heatmaps (heatmaps.py), cnn-baselines
+and tower-probe (tiny.py).
 
 See docs/EVALUATION.md for the metrics, the baselines and the run folder's files.
 """
@@ -8,7 +9,7 @@ See docs/EVALUATION.md for the metrics, the baselines and the run folder's files
 import argparse
 import sys
 
-from cxrlm.cli import checks, tiny
+from cxrlm.cli import checks, heatmaps, tiny
 from cxrlm.cli.model_options import add_model_options, load_model_from_args
 from cxrlm.types import SCORED_TASKS as TASKS
 
@@ -48,7 +49,8 @@ def register(subparsers) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(run=run_eval)
 
-    verbs = parser.add_subparsers(dest="eval_verb", metavar="compare|reasoning|rewards|cnn-baselines|tower-probe")
+    verbs = parser.add_subparsers(dest="eval_verb",
+                                  metavar="compare|reasoning|rewards|heatmaps|cnn-baselines|tower-probe")
     compare = verbs.add_parser("compare", help="paired bootstrap of two runs' models over their shared items")
     compare.add_argument("run_a", metavar="RUN_A", help="run folder of `cxrlm eval` (A)")
     compare.add_argument("run_b", metavar="RUN_B", help="run folder of `cxrlm eval` (B)")
@@ -57,6 +59,7 @@ def register(subparsers) -> None:
     compare.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
     compare.set_defaults(run=run_compare)
     checks.register(verbs)
+    heatmaps.register_eval(verbs)
     tiny.register_eval(verbs)
 
 

@@ -7,6 +7,7 @@ import argparse
 import sys
 
 from cxrlm.cli.gate import add_gate_option
+from cxrlm.cli.heatmaps import add_heatmap_option, check_heatmap_label, write_heatmap
 from cxrlm.cli.model_options import add_model_options, load_model_from_args
 from cxrlm.types import Task
 
@@ -46,11 +47,13 @@ def register(subparsers) -> None:
     classify.add_argument("--labels", metavar="NAMES",
                           help="comma-separated CheXpert or NIH names to score, e.g. 'Effusion,Pleural Effusion' "
                                "(default: all CheXpert-14 and NIH-14 labels)")
+    add_heatmap_option(classify, label_option=True)
     classify.set_defaults(run=run_classify)
 
     ground = subparsers.add_parser("ground", help="a bounding box for a phrase, e.g. 'right lung'")
     _common(ground, several_images=False)
     ground.add_argument("phrase", help="what to locate")
+    add_heatmap_option(ground, label_option=False)
     ground.set_defaults(run=run_ground)
 
 
@@ -171,9 +174,19 @@ def _write_export(out, study, differentials, args) -> None:
 
 def run_classify(args) -> int:
     labels = _label_names(args.labels) if args.labels else None  # a bad name fails before the model loads
+    check_heatmap_label(args, labels or _all_labels())
     model, study = _load(args)
-    _emit(model.predict(study, Task.CLASSIFY, labels=labels), args.json)
+    out = model.predict(study, Task.CLASSIFY, labels=labels)
+    if args.heatmap:
+        write_heatmap(model, study, out, args)
+    _emit(out, args.json)
     return 0
+
+
+def _all_labels() -> tuple[str, ...]:
+    from cxrlm.pathologies import CLASSIFY_LABELS
+
+    return CLASSIFY_LABELS
 
 
 def _label_names(text: str) -> tuple[str, ...]:
@@ -194,7 +207,10 @@ def _label_names(text: str) -> tuple[str, ...]:
 
 def run_ground(args) -> int:
     model, study = _load(args)
-    _emit(model.predict(study, Task.GROUND, phrase=args.phrase, max_new_tokens=args.max_new_tokens), args.json)
+    out = model.predict(study, Task.GROUND, phrase=args.phrase, max_new_tokens=args.max_new_tokens)
+    if args.heatmap:
+        write_heatmap(model, study, out, args)
+    _emit(out, args.json)
     return 0
 
 

@@ -22,7 +22,8 @@ def render_text(out: ModelOutput) -> str:
         lines += ["", "Impression:", _indent(out.impression)]
     if out.boxes:
         lines += ["", "Boxes (pixels of the original image):"]
-        lines += [f"  {b.label or '-'}: [{', '.join(f'{v:.0f}' for v in b.xyxy)}]" for b in out.boxes]
+        lines += [f"  {b.label or '-'}: [{', '.join(f'{v:.0f}' for v in b.xyxy)}]"
+                  + (f" score {b.score:.2f}" if b.score is not None else "") for b in out.boxes]
     if not (out.reasoning or out.findings or out.labels or out.boxes) and out.raw_text.strip():
         lines += ["", "Raw output:", _indent(out.raw_text.strip())]
     if out.warnings:

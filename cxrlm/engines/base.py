@@ -9,7 +9,7 @@ No heavy imports here: this module is imported by everything that names the cont
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 
@@ -20,6 +20,8 @@ class Generation:
     preprocess_s: float
     generate_s: float
     input_size: tuple[int, int] | None  # (width, height) of the first image as the model saw it
+    # Numbers written by expected value (generate_mean_numbers): their place in `text` and the belief behind them.
+    numbers: list = field(default_factory=list)  # of cxrlm.engines.numbers.NumberBelief
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,7 @@ class EngineCapabilities:
 
     concurrent: bool = False  # generate() may be called from many threads at once (the engine batches them)
     mean_numbers: bool = False  # generate_mean_numbers() works: next-token distributions at every digit
+    heatmaps: bool = False  # saliency() works: gradients of an answer with respect to the image's pixels
 
 
 @runtime_checkable
@@ -48,6 +51,11 @@ class Engine(Protocol):
 
     def yes_probability(self, conversations: list[list[dict]], images: list[list]) -> list[float]:
         """P(yes) / (P(yes) + P(no)) for the first answer token of each conversation."""
+        ...
+
+    def saliency(self, messages: list[dict], images: list, answer: str | None = None, method: str = "gradient"):
+        """[rows, cols] scores of the first image's vision patches for the yes log-odds (no `answer`) or the
+        log-probability of `answer`'s numbers (cxrlm.heatmaps). Call it only when `capabilities.heatmaps`."""
         ...
 
     def count_tokens(self, texts: list[str]) -> int | None:

@@ -104,7 +104,8 @@ class FastEngine(HFEngine):
 
         super().__init__(model, processor, device)
         # generate() from many threads: requests join the running batch.
-        self.capabilities = EngineCapabilities(concurrent=True, mean_numbers=self.digits is not None)
+        # heatmaps=False: a backward pass beside the preallocated KV cache is untested (memory); use the hf engine.
+        self.capabilities = EngineCapabilities(concurrent=True, mean_numbers=self.digits is not None, heatmaps=False)
         on_cuda = device.startswith("cuda")
         self.text_config = model.config.get_text_config()
         self.max_batch = max_batch or (64 if on_cuda else 8)

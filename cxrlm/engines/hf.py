@@ -19,7 +19,7 @@ class HFEngine:
         self.device = device
         # One request at a time; expected-value numbers need a tokenizer that writes one digit per token.
         self.digits = numbers.digit_tokens(processor.tokenizer)
-        self.capabilities = EngineCapabilities(concurrent=False, mean_numbers=self.digits is not None)
+        self.capabilities = EngineCapabilities(concurrent=False, mean_numbers=self.digits is not None, heatmaps=True)
         self.counter = None  # count_tokens' own copy of the tokenizer, made on first use
         self.count_lock = threading.Lock()
 
@@ -79,6 +79,7 @@ class HFEngine:
         stop = eos_ids(self.model.generation_config)
         stream = TextStream(tokenizer, on_text)
         new: list[int] = []
+        beliefs: list[numbers.NumberBelief] = []
         with torch.inference_mode():
             out = self.model(**inputs, use_cache=True)
             cache, logprobs = out.past_key_values, torch.log_softmax(out.logits[0, -1].float(), -1)
@@ -90,8 +91,12 @@ class HFEngine:
                 token = int(logprobs.argmax())
                 if token in stop:
                     break
-                chosen = numbers.mean_number(branch, logprobs, digits) if token in digits else [token]
+                chosen, belief = numbers.mean_number(branch, logprobs, digits) if token in digits else ([token], None)
                 chosen = chosen[: max_new_tokens - len(new)]
+                if belief is not None:  # where the number sits in the text, for the box it belongs to
+                    start_at = len(tokenizer.decode(new, skip_special_tokens=True))
+                    end_at = len(tokenizer.decode(new + chosen, skip_special_tokens=True))
+                    beliefs.append(numbers.NumberBelief(start_at, end_at, belief))
                 out = self.model(input_ids=torch.tensor([chosen], device=self.device), past_key_values=cache,
                                  use_cache=True)
                 cache, logprobs = out.past_key_values, torch.log_softmax(out.logits[0, -1].float(), -1)
@@ -105,6 +110,7 @@ class HFEngine:
             preprocess_s=prepared - start,
             generate_s=time.perf_counter() - prepared,
             input_size=input_size(inputs, self.processor),
+            numbers=beliefs,
         )
 
     def yes_probability(self, conversations: list[list[dict]], images: list[list]) -> list[float]:
@@ -121,6 +127,38 @@ class HFEngine:
         probs = torch.softmax(logits, dim=-1)
         p_yes, p_no = probs[:, yes].sum(-1), probs[:, no].sum(-1)
         return (p_yes / (p_yes + p_no).clamp_min(1e-12)).tolist()
+
+    def saliency(self, messages: list[dict], images: list, answer: str | None = None,
+                 method: str = "gradient"):
+        """[rows, cols] scores of the first image's vision patches: how strongly each moved the target
+        (cxrlm.heatmaps). Target: with no `answer`, the log-odds of "yes" against "no" as the first answer token
+        (what classify scores); with an `answer` (a box), the summed log-probability of its number tokens,
+        teacher-forced after the prompt (all its tokens if it has no digits)."""
+        import torch
+
+        from cxrlm import heatmaps
+
+        tokenizer = self.processor.tokenizer
+        inputs = self._inputs([messages], [images])
+        answer_ids = tokenizer.encode(answer, add_special_tokens=False) if answer else []
+        if answer_ids:
+            inputs = _append_tokens(inputs, answer_ids)
+        pixels = inputs["pixel_values"].detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            logits = self.model(**{**inputs, "pixel_values": pixels}).logits[0].float()
+            if answer_ids:
+                target = _answer_logprob(logits, answer_ids, tokenizer)
+            else:
+                yes = _first_token_ids(tokenizer, ("yes", "Yes"))
+                no = _first_token_ids(tokenizer, ("no", "No"))
+                target = torch.logsumexp(logits[-1, yes], 0) - torch.logsumexp(logits[-1, no], 0)
+            (grad,) = torch.autograd.grad(target, pixels)
+        vision = getattr(self.model.config, "vision_config", None)
+        return heatmaps.patch_scores(
+            grad.float().cpu().numpy(), pixels.detach().float().cpu().numpy(), inputs.get("image_grid_thw"),
+            merge_size=getattr(self.processor.image_processor, "merge_size", 1),
+            patch=getattr(vision, "patch_size", 14), method=method,
+        )
 
     def count_tokens(self, texts: list[str]) -> int:
         """Counted on a copy of the tokenizer, under a lock: request threads count while a generation runs, and a
@@ -151,6 +189,35 @@ def _branch_logprobs(model, cache, prefixes: list[list[int]], device, chunk: int
         logits = model(input_ids=torch.tensor(part, device=device), past_key_values=branch, use_cache=True).logits
         rows.append(torch.log_softmax(logits[:, -1].float(), -1))
     return torch.cat(rows)
+
+
+def _append_tokens(inputs, token_ids: list[int]):
+    """The processor's inputs for one conversation with `token_ids` appended to the text: the mask extended with
+    ones, any other per-token field (Gemma 3's token_type_ids) with zeros (text)."""
+    import torch
+
+    ids = inputs["input_ids"]
+    length = ids.shape[1]
+    extra = torch.tensor([token_ids], dtype=ids.dtype, device=ids.device)
+    for key, value in list(inputs.items()):
+        if key == "pixel_values" or not torch.is_tensor(value) or value.dim() != 2 or value.shape != (1, length):
+            continue
+        fill = extra if key == "input_ids" else (torch.ones_like(extra) if key == "attention_mask"
+                                                 else torch.zeros_like(extra))
+        inputs[key] = torch.cat([value, fill.to(value.dtype)], 1)
+    return inputs
+
+
+def _answer_logprob(logits, answer_ids: list[int], tokenizer):
+    """The summed log-probability of the answer's digit-bearing tokens (of all its tokens if none has a digit);
+    `logits` are the whole sequence's, the answer at its end."""
+    import torch
+
+    n = len(answer_ids)
+    logprobs = torch.log_softmax(logits[-n - 1:-1], -1)
+    picked = logprobs[torch.arange(n), torch.tensor(answer_ids)]
+    numeric = [i for i, t in enumerate(answer_ids) if any(c.isdigit() for c in tokenizer.decode([t]))]
+    return picked[numeric].sum() if numeric else picked.sum()
 
 
 def _first_token_ids(tokenizer, words) -> list[int]:

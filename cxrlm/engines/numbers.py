@@ -13,6 +13,7 @@ digit tokens; `digit_tokens` returns None for the others.
 """
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 FLOOR = 1e-4  # digit strings less likely than this are not expanded: a bounded tree, and their mass is negligible
 MAX_DIGITS = 4  # pixel coordinates of a large input image
@@ -56,11 +57,32 @@ def number_distribution(branch: Callable, first, digits: dict[int, int], floor: 
     return values
 
 
-def mean_number(branch: Callable, first, digits: dict[int, int]) -> list[int]:
-    """The token ids of the rounded expected value of the number that starts at the next token."""
+def mean_number(branch: Callable, first, digits: dict[int, int]) -> tuple[list[int], dict[int, float]]:
+    """The token ids of the rounded expected value of the number that starts at the next token, and the belief
+    it was taken from ({value: probability}; empty when too flat to enumerate)."""
     values = number_distribution(branch, first, digits)
     if not values:  # a belief too flat to enumerate (every digit under FLOOR): the likeliest digit, as greedy would
-        return [int(first.argmax())]
+        return [int(first.argmax())], {}
     mean = sum(v * p for v, p in values.items()) / sum(values.values())
     token_of = {digit: token for token, digit in digits.items()}
-    return [token_of[int(c)] for c in str(int(mean + 0.5))]
+    return [token_of[int(c)] for c in str(int(mean + 0.5))], values
+
+
+@dataclass(frozen=True)
+class NumberBelief:
+    """One number an engine wrote by expected value: where it sits in the text and the belief behind it."""
+
+    start: int  # character offsets of the number in the generated text
+    end: int
+    values: dict[int, float]  # {value: probability}, as number_distribution returns it (empty: too flat)
+
+
+def confidence(values: dict[int, float], tolerance: float) -> float:
+    """The model's probability that the number lies within `tolerance` units of its expected value: near 1 for a
+    peaked belief, near 2 * tolerance / range for a flat one. Mass pruned below FLOOR counts as outside, so an
+    empty belief (too flat to enumerate) scores 0."""
+    total = sum(values.values())
+    if total <= 0:
+        return 0.0
+    mean = sum(v * p for v, p in values.items()) / total
+    return min(1.0, sum(p for v, p in values.items() if abs(v - mean) <= tolerance))

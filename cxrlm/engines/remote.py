@@ -43,7 +43,7 @@ class RemoteEngine:
 
     # generate() from many threads, up to max_concurrency requests in flight. Expected-value numbers need the
     # next-token distribution after digit strings the model did not write, which a chat API cannot give: greedy boxes.
-    capabilities = EngineCapabilities(concurrent=True, mean_numbers=False)
+    capabilities = EngineCapabilities(concurrent=True, mean_numbers=False, heatmaps=False)
 
     def __init__(self, base_url: str, model_name: str | None = None, api_key: str | None = None,
                  max_concurrency: int = 8, timeout_s: float = 300.0, retries: int = 4, backoff_s: float = 0.5,
@@ -109,6 +109,10 @@ class RemoteEngine:
     def generate_mean_numbers(self, messages, images, max_new_tokens, on_text=None) -> Generation:
         raise NotImplementedError("the remote engine cannot decode expected-value numbers: check "
                                   "engine.capabilities.mean_numbers before calling generate_mean_numbers")
+
+    def saliency(self, messages, images, answer=None, method="gradient"):
+        raise NotImplementedError("the remote engine has no gradients: check engine.capabilities.heatmaps "
+                                  "before calling saliency")
 
     def count_tokens(self, texts: list[str]) -> None:
         """None: the server's tokenizer is not at hand (the OpenAI API has no tokenize route)."""

@@ -10,13 +10,22 @@ from concurrent.futures import ThreadPoolExecutor
 
 from cxrlm import box_formats
 from cxrlm.chat import Session, opening_turn, report, study_images
+from cxrlm.engines import numbers
 from cxrlm.engines.base import Generation
 from cxrlm.models.families import FAMILIES
 from cxrlm.models.profiles import ModelProfile
 from cxrlm.pathologies import CHEXPERT14, CLASSIFY_LABELS, finding, label_phrase
 from cxrlm.prompts import parsers
-from cxrlm.prompts.templates import DIALECTS
+from cxrlm.prompts.templates import DIALECTS, task_prompt
 from cxrlm.types import PREDICT_TASKS, Label, ModelOutput, Study, Task, Timings, XrayImage
+
+# A box's score is the mean over its four coordinates of the model's probability that the coordinate lies within
+# BOX_TOLERANCE of a side (5 units of 0-100) of its expected value; under LOW_BOX_SCORE the output warns. On
+# cxrlm-tiny's lung boxes (6 NIH images) it is about 0.8 (coordinate sd about 5.5 units). A phrase outside the
+# model's declared grounding vocabulary scores 0: a peaked belief about coordinates is no evidence about a phrase
+# the model never learned (cxrlm-tiny's "heart" box, the whole thorax, is as peaked as its lung boxes).
+BOX_TOLERANCE = 0.05
+LOW_BOX_SCORE = 0.5
 
 
 class CxrModel:
@@ -93,6 +102,7 @@ class CxrModel:
         boxes = parsers.parse_boxes(
             text, image.size, generation.input_size, default_label=phrase or "", box_format=self.profile.box_format,
             view=box_formats.view_region(self.profile.box_frame, image.size),
+            score_of=self._box_scorer(generation),
         )
         task = task or parsers.answer_task(text, self.dialect.label_list_after, bool(boxes))
         split = parsers.split_reasoning(text)
@@ -117,9 +127,45 @@ class CxrModel:
                 out.warnings.append(f"ignored answer items that are not CheXpert-14 labels: {', '.join(unknown)}")
         if task == Task.REPORT:
             out.findings, out.impression = parsers.parse_report(split.answer)
-        if task == Task.GROUND and not out.boxes:
-            out.warnings.append("the model gave no box")
+        if task == Task.GROUND:
+            out.warnings += self._grounding_warnings(out, phrase)
         return out
+
+    def _box_scorer(self, generation: Generation):
+        """score_of(start, end) for parse_boxes: the box's mean coordinate confidence (cxrlm.engines.numbers), from
+        the beliefs of the four numbers written at those offsets; None where the engine decoded greedily."""
+        if not generation.numbers:
+            return None
+        fmt = box_formats.FORMATS.get(self.profile.box_format)  # None: "auto"
+        side = (fmt and fmt.scale) or max(generation.input_size or (0, 0)) or 100
+        tolerance = BOX_TOLERANCE * side
+
+        def score(start: int, end: int) -> float | None:
+            inside = [b for b in generation.numbers if start <= b.start and b.end <= end]
+            if len(inside) != 4:
+                return None
+            return round(sum(numbers.confidence(b.values, tolerance) for b in inside) / 4, 4)
+
+        return score
+
+    def _grounding_warnings(self, out: ModelOutput, phrase: str | None) -> list[str]:
+        """Warnings for a grounding answer; a phrase outside the declared vocabulary sets its boxes' scores to 0."""
+        if not out.boxes:
+            return ["the model gave no box"]
+        warnings = []
+        low = [b.score for b in out.boxes if b.score is not None and b.score < LOW_BOX_SCORE]
+        if low:
+            warnings.append(f"box score {min(low):.2f} (under {LOW_BOX_SCORE}): the model's belief about the "
+                            "coordinates is spread wide")
+        known = self.profile.grounding_phrases
+        if phrase and known is not None and phrase.strip().lower() not in known:
+            beliefs = [b.score for b in out.boxes if b.score is not None]
+            held = f" (coordinate confidence {max(beliefs):.2f})" if beliefs else ""
+            warnings.append(f"{phrase!r} is not among what {self.name} was trained to locate ({', '.join(known)}): "
+                            f"its box is not evidence of where that is; score set to 0{held}")
+            for box in out.boxes:
+                box.score = 0.0
+        return warnings
 
     def classify(self, study: Study, labels: tuple[str, ...] = CLASSIFY_LABELS) -> ModelOutput:
         """A probability per label (CheXpert-14 and the NIH-only names by default): the likelihood of "yes" to a
@@ -151,6 +197,28 @@ class CxrModel:
             warnings=[w for img in study.images for w in img.warnings],
             model_notice=self.profile.notice,
         )
+
+    def heatmap(self, study: Study, task: Task | str, subject: str, answer: str | None = None,
+                method: str = "gradient"):
+        """Which regions of the first image moved an answer: [height, width] of the original image, summing to 1
+        (cxrlm.heatmaps). classify: `subject` is the label whose yes log-odds is explained; ground: the phrase, and
+        `answer` the model's answer text, whose box coordinates' log-probability is explained."""
+        from cxrlm import heatmaps
+        from cxrlm.errors import ConfigError
+
+        if not self.engine.capabilities.heatmaps:
+            raise ConfigError(f"the {type(self.engine).__name__} engine computes no heatmaps: use --engine hf")
+        if task == Task.CLASSIFY:
+            question = self.dialect.classify_question.format(label=label_phrase(subject))
+            answer = None
+        elif task == Task.GROUND:
+            question = task_prompt(self.dialect, Task.GROUND, subject)
+        else:
+            raise ValueError(f"heatmaps explain classify and ground answers, not {task}")
+        messages = self._with_system([self.first_turn(question, study)])
+        images = [img.to_pil() for img in study_images(study)]
+        scores = self.engine.saliency(messages, images, answer, method)
+        return heatmaps.to_original(scores, study.images[0].size)
 
 
 def _rounded(probabilities: dict[str, float]) -> dict[str, float]:

@@ -31,8 +31,13 @@ class ModelProfile:
     # demonstration model declares its near-chance accuracy so that no surface shows its answers without saying so.
     notice: str | None = None
     views: tuple[str, ...] = ("frontal", "lateral")  # views it was trained on; ("frontal",): the gate refuses laterals
+    # What the checkpoint was trained to locate (lower case); grounding anything else gives a warning. None: not
+    # declared (general grounders such as Qwen2.5-VL), so no phrase is warned about.
+    grounding_phrases: tuple[str, ...] | None = None
 
     def __post_init__(self):
+        if self.grounding_phrases is not None:  # cxrlm.json gives a list, in any case
+            object.__setattr__(self, "grounding_phrases", tuple(p.strip().lower() for p in self.grounding_phrases))
         if self.family not in FAMILIES:
             raise ValueError(f"family {self.family!r} is not one of {', '.join(FAMILIES)}")
         for field, check in (("box_format", box_formats.check), ("box_frame", box_formats.check_frame)):

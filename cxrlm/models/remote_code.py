@@ -13,6 +13,7 @@ checkpoint that pads or crops.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from cxrlm.engines.hf import HFEngine
@@ -31,6 +32,8 @@ class RemoteCodeEngine(HFEngine):
     def __init__(self, model, processor, device: str, image_text: str):
         super().__init__(model, processor, device)
         self.image_text = image_text
+        # Its own code lays out pixel_values in a way cxrlm.heatmaps does not know: no heatmaps.
+        self.capabilities = replace(self.capabilities, heatmaps=False)
 
     def _inputs(self, conversations, images):
         return super()._inputs([flatten(c, self.image_text) for c in conversations], images)

@@ -212,6 +212,10 @@ def _save(out_dir, model_class, config, processor, eos_token_id, pad_token_id, s
     transformers.utils.logging.disable_progress_bar()
     torch.manual_seed(seed)
     model = model_class(config)
+    with torch.no_grad():  # Gemma 3 starts its image projection at zero: a random checkpoint would ignore the image
+        for name, param in model.named_parameters():
+            if name.endswith("mm_input_projection_weight") and not param.any():
+                param.normal_(std=0.02)
     eos = eos_token_id if isinstance(eos_token_id, list) else [eos_token_id]
     model.generation_config = GenerationConfig(eos_token_id=eos, pad_token_id=pad_token_id, do_sample=False)
     out_dir = Path(out_dir)

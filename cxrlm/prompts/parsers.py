@@ -102,6 +102,7 @@ def parse_boxes(
     default_label: str = "",
     box_format: str = box_formats.AUTO,
     view: tuple[float, float, float, float] | None = None,
+    score_of=None,
 ) -> list[Box]:
     """Every `[a, b, c, d]` in the text, read in `box_format` (cxrlm.box_formats), as boxes in original pixels.
 
@@ -109,6 +110,7 @@ def parse_boxes(
     given. `auto` takes all-within-0-1 values as norm1, else pixels. `view` is the region of the original image, in
     its pixels, that the model's coordinates span (it reaches outside the image when the model saw it padded,
     inside when cropped; the whole image when not given). Degenerate boxes (zero area) are dropped.
+    `score_of(start, end)`, if given, scores the box written at those character offsets of the text.
     """
     fixed = None if box_formats.check(box_format) == box_formats.AUTO else box_formats.get(box_format)
     boxes = []
@@ -119,7 +121,8 @@ def parse_boxes(
         before = text[max(0, match.start() - 80): match.start()]
         label = (_REF_LABEL.search(before) or _BOX_LABEL.search(text[match.end(): match.end() + 80])
                  or _BOX_LABEL.search(before))
-        box = Box.from_norm(label.group(1).strip() if label else default_label, norm, image_size)
+        score = score_of(match.start(), match.end()) if score_of else None
+        box = Box.from_norm(label.group(1).strip() if label else default_label, norm, image_size, score=score)
         if box.xyxy_norm[2] > box.xyxy_norm[0] and box.xyxy_norm[3] > box.xyxy_norm[1]:
             boxes.append(box)
     return boxes

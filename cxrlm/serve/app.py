@@ -132,6 +132,10 @@ class TaskRequest(BaseModel):
                                                 "file does not say; one value applies to every image")
     max_new_tokens: int | None = Field(None, ge=1)
     stream: bool = Field(False, description="server-sent events: text pieces, then the result")
+    heatmap: bool = Field(False, description="classify and ground: also `heatmap`, a PNG data URL of which image "
+                                             "regions moved the answer, over the image (hf engine; not streamed)")
+    heatmap_label: str | None = Field(None, max_length=100, description="classify: the label the heatmap explains "
+                                                                        "(default: the most probable)")
 
 
 class GroundRequest(TaskRequest):
@@ -244,16 +248,19 @@ def create_app(model, store: Store, settings: ServeSettings | None = None, worke
                                 "image (a data URL)")
         ids = body.study_ids or ([body.study_id] if body.study_id else [])
         refs = [f"{oa.STUDY_URL_PREFIX}{study_id}" for study_id in ids] or [body.image]
+        explain = _heatmap_subject(body, task, phrase, model) if body.heatmap else None
         await ctx.check_prompt([phrase] if phrase else [], len(refs))
+        extra: dict = {}
         with ctx.queue_place():
             study, study_ids = await asyncio.to_thread(ctx.resolve_images, refs, key, body.views)
             study = ctx.gate_views(study)
-            run = ctx.task_job(task, study, study_ids, key, ctx.token_cap(body.max_new_tokens), phrase)
+            run = ctx.task_job(task, study, study_ids, key, ctx.token_cap(body.max_new_tokens), phrase, explain,
+                               extra)
         if body.stream:
             return _sse(_task_stream(run))
         result_id, out, _ = await ctx.wait(request, run)
         headers = {"Location": f"/v1/results/{result_id}", "X-Cxrlm-Result-Id": result_id}
-        return JSONResponse(out.to_dict(), headers=headers)
+        return JSONResponse({**out.to_dict(), **extra}, headers=headers)
 
     @app.post("/v1/cxr/report", responses=MODEL_ERRORS)
     async def report(body: TaskRequest, request: Request, key: str = Depends(caller)):
@@ -447,9 +454,16 @@ class _Context:
         prompt = {"turns": parsed.turns, "views": _views(study)}
         return self._submit("/v1/chat/completions", work, save, key, study.images, prompt, limit)
 
-    def task_job(self, task: Task, study: Study, study_ids: list[str], key: str, limit: int, phrase=None) -> _Run:
+    def task_job(self, task: Task, study: Study, study_ids: list[str], key: str, limit: int, phrase=None,
+                 explain: str | None = None, extra: dict | None = None) -> _Run:
+        """`explain`: also a heatmap of that label (classify; "" for the most probable) or of the box (ground),
+        put in `extra` as {"heatmap": PNG data URL, "heatmap_of": subject}; not stored with the result."""
+
         def work(job: Job):
-            return self.model.predict(study, task, phrase=phrase, max_new_tokens=limit, on_text=job.emit)
+            out = self.model.predict(study, task, phrase=phrase, max_new_tokens=limit, on_text=job.emit)
+            if explain is not None and (task == Task.CLASSIFY or out.boxes):
+                extra.update(_heatmap(self.model, study, out, explain or None, phrase))
+            return out
 
         def save(request_id: str, out) -> tuple[str, None]:
             rid = self.store.save_result(request_id=request_id, api_key_id=key, task=task, output=out.to_dict(),
@@ -517,6 +531,37 @@ class _Context:
 def _queue_full(err: QueueFull) -> ApiError:
     return ApiError(429, "the server is busy (model queue full): retry later, or raise cxrlm serve --max-queue",
                     "rate_limit_error", {"Retry-After": retry_after_header(err.retry_after_s)})
+
+
+def _heatmap_subject(body: TaskRequest, task: Task, phrase, model) -> str:
+    """What the requested heatmap explains, checked before any model work ("": classify's most probable label)."""
+    from cxrlm.pathologies import CLASSIFY_LABELS, canonical_name
+
+    if task not in (Task.CLASSIFY, Task.GROUND):
+        raise ApiError(400, "heatmap: only classify and ground answers have heatmaps")
+    if body.stream:
+        raise ApiError(400, "heatmap: not with stream; ask without stream")
+    if not model.engine.capabilities.heatmaps:
+        raise ApiError(400, f"heatmap: the {type(model.engine).__name__} engine computes no heatmaps "
+                            "(serve with --engine hf)")
+    if task == Task.GROUND:
+        return phrase
+    if not body.heatmap_label:
+        return ""
+    try:
+        return canonical_name(body.heatmap_label)
+    except KeyError:
+        raise ApiError(400, f"heatmap_label {body.heatmap_label!r} is not one of {', '.join(CLASSIFY_LABELS)}"
+                       ) from None
+
+
+def _heatmap(model, study: Study, out, subject: str | None, phrase) -> dict:
+    from cxrlm import heatmaps
+
+    if out.task == Task.CLASSIFY:
+        subject = subject or max(out.probabilities, key=out.probabilities.get)
+    heat = model.heatmap(study, out.task, subject, out.raw_text if out.task == Task.GROUND else None)
+    return {"heatmap": heatmaps.data_url(heatmaps.overlay_png(study.images[0].pixels, heat)), "heatmap_of": subject}
 
 
 def _study(images: list[XrayImage], views: list[str] | None) -> Study:

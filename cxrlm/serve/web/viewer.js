@@ -3,7 +3,8 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { study: null, pixels: null, boxes: [], hidden: new Set(), resultId: null, chat: [], sessionId: null };
+const state = { study: null, pixels: null, boxes: [], hidden: new Set(), resultId: null, chat: [], sessionId: null,
+  heatmap: null };
 
 function headers(json = true) {
   const h = json ? { "Content-Type": "application/json" } : {};
@@ -55,7 +56,8 @@ async function upload(file) {
   const response = await fetch("/v1/studies", { method: "POST", headers: headers(false), body: form });
   if (!response.ok) { status("upload refused: " + await apiError(response)); return; }
   state.study = await response.json();
-  Object.assign(state, { boxes: [], hidden: new Set(), resultId: null, chat: [], sessionId: null });
+  Object.assign(state, { boxes: [], hidden: new Set(), resultId: null, chat: [], sessionId: null, heatmap: null });
+  $("heatmap").checked = false; $("heatmap-of").textContent = "";
   ["reasoning", "labels", "findings", "impression", "chat", "box-toggles"].forEach((id) => { $(id).innerHTML = ""; });
   $("window-level").hidden = !state.study.metadata.Modality;  // DICOM: offer window/level
   await showImage();
@@ -90,6 +92,8 @@ function draw() {
   if (!state.pixels) return;
   const ctx = $("canvas").getContext("2d");
   ctx.putImageData(windowed(), 0, 0);
+  // The server's overlay is the display image with the map over it, at the image's size (not windowed).
+  if ($("heatmap").checked && state.heatmap) ctx.drawImage(state.heatmap, 0, 0);
   ctx.lineWidth = Math.max(2, state.pixels.width / 300);
   ctx.font = Math.max(12, state.pixels.width / 40) + "px sans-serif";
   state.boxes.forEach((box, i) => {
@@ -176,6 +180,22 @@ async function ground(phrase) {
   } catch (err) { status("error: " + err.message); }
 }
 
+// The heatmap of the most probable label (classify with heatmap: true), fetched the first time it is shown.
+async function toggleHeatmap() {
+  if (!$("heatmap").checked || state.heatmap || !state.study) { draw(); return; }
+  status("computing the heatmap ...");
+  try {
+    const out = await (await post("/v1/cxr/classify", { study_id: state.study.id, heatmap: true })).json();
+    const image = new Image();
+    image.src = out.heatmap;
+    await image.decode();
+    state.heatmap = image;
+    $("heatmap-of").textContent = "(" + out.heatmap_of + ")";
+    status("done");
+  } catch (err) { $("heatmap").checked = false; status("error: " + err.message); }
+  draw();
+}
+
 function chatTurn(role, text) {
   const div = document.createElement("div");
   div.className = "turn " + role; div.textContent = text;
@@ -222,6 +242,7 @@ function wire() {
   drop.addEventListener("drop", (ev) => { ev.preventDefault(); if (ev.dataTransfer.files[0]) upload(ev.dataTransfer.files[0]); });
   $("file").addEventListener("change", (ev) => { if (ev.target.files[0]) upload(ev.target.files[0]); });
   $("level").addEventListener("input", draw);
+  $("heatmap").addEventListener("change", toggleHeatmap);
   $("window").addEventListener("input", draw);
   $("reset-wl").addEventListener("click", () => { $("level").value = 0; $("window").value = 100; draw(); });
   $("ground-form").addEventListener("submit", (ev) => { ev.preventDefault(); if (state.study && $("phrase").value) ground($("phrase").value); });
