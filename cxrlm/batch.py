@@ -102,9 +102,10 @@ def run_batch(model, studies: list[BatchStudy], task: str, log: PredictionLog, *
     studies were done now (`limit` stops early, as a crash would)."""
     from tqdm import tqdm
 
-    todo = [s for s in studies if s.key not in log.done][:limit]
-    bar = tqdm(total=len(studies), initial=len(studies) - len([s for s in studies if s.key not in log.done]),
-               unit="study", file=sys.stderr, disable=not progress, dynamic_ncols=True, desc=task)
+    remaining = [s for s in studies if s.key not in log.done]
+    todo = remaining[:limit]
+    bar = tqdm(total=len(studies), initial=len(studies) - len(remaining), unit="study", file=sys.stderr,
+               disable=not progress, dynamic_ncols=True, desc=task)
     for start in range(0, len(todo), chunk_size):
         ready = []
         for study in todo[start : start + chunk_size]:
