@@ -45,9 +45,10 @@ def test_mcp_report_on_a_dicom_returns_the_stored_evidence(tmp_path, tiny_checkp
         tools = await session.list_tools()
         report = await session.call_tool("report", {"image_path": "study.dcm"})
         outside = await session.call_tool("classify", {"image_path": "../elsewhere.png"})
-        return tools, report, outside
+        long_phrase = await session.call_tool("ground", {"image_path": "study.dcm", "phrase": "x" * 201})
+        return tools, report, outside, long_phrase
 
-    tools, report, outside = asyncio.run(_session(tmp_path, tiny_checkpoint, calls))
+    tools, report, outside, long_phrase = asyncio.run(_session(tmp_path, tiny_checkpoint, calls))
     assert {tool.name for tool in tools.tools} == {"report", "classify", "ground"}
     assert not report.is_error
     result = report.structured_content
@@ -62,5 +63,6 @@ def test_mcp_report_on_a_dicom_returns_the_stored_evidence(tmp_path, tiny_checkp
     assert evidence["output_sha256"] == hashlib.sha256(
         json.dumps(result["output"], sort_keys=True).encode()).hexdigest()
     assert outside.is_error and "outside" in outside.content[0].text
+    assert long_phrase.is_error and "1 to 200 characters" in long_phrase.content[0].text
     everything = json.dumps([result, outside.content[0].text]) + (tmp_path / "audit.jsonl").read_text()
     assert MARKER not in everything and "19500101" not in everything
