@@ -6,6 +6,7 @@ Human-readable by default; `--json` prints the ModelOutput schema (docs/SCHEMA.m
 import argparse
 import sys
 
+from cxrlm.cli.batch import add_batch_options, is_folder_run, run_folder
 from cxrlm.cli.gate import add_gate_option
 from cxrlm.cli.heatmaps import add_heatmap_option, check_heatmap_label, write_heatmap
 from cxrlm.cli.model_options import add_model_options, load_model_from_args
@@ -15,9 +16,11 @@ from cxrlm.types import Task
 def _common(parser: argparse.ArgumentParser, several_images: bool = True) -> None:
     if several_images:
         parser.add_argument("images", nargs="+", metavar="IMAGE",
-                            help="PNG, JPEG, TIFF or DICOM; several views of one study may be given")
+                            help="PNG, JPEG, TIFF or DICOM; several views of one study may be given; or one "
+                                 "folder of studies (a batch run, needs --out)")
     else:
-        parser.add_argument("images", nargs=1, metavar="IMAGE", help="PNG, JPEG, TIFF or DICOM")
+        parser.add_argument("images", nargs=1, metavar="IMAGE",
+                            help="PNG, JPEG, TIFF or DICOM, or a folder of studies (a batch run, needs --out)")
     add_model_options(parser)
     parser.add_argument("--json", action="store_true", help="print the JSON output schema instead of text")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="cap on generated tokens per answer")
@@ -34,8 +37,9 @@ def register(subparsers) -> None:
     report.add_argument("--prior-report", metavar="FILE", help="text file with the prior study's report")
     report.add_argument("--export", choices=("json", "md", "fhir", "sr"),
                         help="write a structured report: json, md, fhir (R4 JSON) or sr (DICOM SR, needs --out)")
-    report.add_argument("--out", metavar="FILE", help="where --export writes (default: standard output)")
+    report.add_argument("--out", metavar="FILE", help="where --export writes (default: standard output); a folder run's results")
     report.add_argument("--show-prompt", action="store_true", help="print every prompt sent to the model to stderr")
+    add_batch_options(report, out=False)
     report.set_defaults(run=run_report)
 
     chat = subparsers.add_parser("chat", help="interactive, streamed conversation about a study")
@@ -48,12 +52,14 @@ def register(subparsers) -> None:
                           help="comma-separated CheXpert or NIH names to score, e.g. 'Effusion,Pleural Effusion' "
                                "(default: all CheXpert-14 and NIH-14 labels)")
     add_heatmap_option(classify, label_option=True)
+    add_batch_options(classify)
     classify.set_defaults(run=run_classify)
 
     ground = subparsers.add_parser("ground", help="a bounding box for a phrase, e.g. 'right lung'")
     _common(ground, several_images=False)
     ground.add_argument("phrase", help="what to locate")
     add_heatmap_option(ground, label_option=False)
+    add_batch_options(ground)
     ground.set_defaults(run=run_ground)
 
 
@@ -117,6 +123,8 @@ def run_report(args) -> int:
     from cxrlm.chat import Session
     from cxrlm.prompts.templates import task_prompt
 
+    if is_folder_run(args):
+        return run_folder(args, Task.REPORT)
     if args.export == "sr" and not args.out:
         from cxrlm.errors import ConfigError
 
@@ -173,6 +181,8 @@ def _write_export(out, study, differentials, args) -> None:
 
 
 def run_classify(args) -> int:
+    if is_folder_run(args):
+        return run_folder(args, Task.CLASSIFY)
     labels = _label_names(args.labels) if args.labels else None  # a bad name fails before the model loads
     check_heatmap_label(args, labels or _all_labels())
     model, study = _load(args)
@@ -206,6 +216,8 @@ def _label_names(text: str) -> tuple[str, ...]:
 
 
 def run_ground(args) -> int:
+    if is_folder_run(args):
+        return run_folder(args, Task.GROUND)
     model, study = _load(args)
     out = model.predict(study, Task.GROUND, phrase=args.phrase, max_new_tokens=args.max_new_tokens)
     if args.heatmap:
