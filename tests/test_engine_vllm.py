@@ -87,3 +87,44 @@ def test_missing_vllm_is_a_one_line_error(tiny_checkpoint, image):
     assert run.returncode != 0
     assert "Traceback" not in run.stderr
     assert "pip install 'cxrlm[vllm]'" in run.stderr
+
+
+@needs_vllm
+def test_serve_with_vllm_answers_the_openai_client(image, tmp_path):
+    """`cxrlm serve --engine vllm` on loopback, asked by the official OpenAI client, streamed and not."""
+    import base64
+    import socket
+    import time
+
+    import openai
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [VLLM_PYTHON, "-m", "cxrlm", "serve", "--engine", "vllm", "--model", str(DEFAULT_MODEL_DIR), "--port",
+         str(port), "--db", f"sqlite:///{tmp_path / 'db.sqlite'}", "--data-dir", str(tmp_path / "data")],
+        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "serve.err", "w"), env=ENV)  # noqa: SIM115
+    try:
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused-on-loopback", max_retries=0)
+        deadline = time.monotonic() + 600
+        while True:
+            assert server.poll() is None, (tmp_path / "serve.err").read_text()[-2000:]
+            try:
+                client.models.list()
+                break
+            except openai.APIConnectionError:
+                assert time.monotonic() < deadline, "cxrlm serve --engine vllm did not start in 600 s"
+                time.sleep(1)
+        url = "data:image/png;base64," + base64.b64encode(image.read_bytes()).decode()
+        messages = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
+                                                 {"type": "text", "text": "Find abnormalities and support devices."}]}]
+        chunks = client.chat.completions.create(model="cxrlm-tiny", messages=messages, stream=True)
+        streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        reply = client.chat.completions.create(model="cxrlm-tiny", messages=messages)
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    assert "<answer>" in streamed
+    assert streamed == reply.choices[0].message.content  # greedy: the same answer both ways
+    assert reply.model_extra["cxrlm"]["output"]["labels"]
