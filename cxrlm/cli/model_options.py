@@ -7,9 +7,10 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="checkpoint folder or server URL (default: $CXRLM_MODEL, else cxrlm-tiny)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 (default: auto)")
     parser.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU), bf16, fp16, fp32")
-    parser.add_argument("--engine", choices=("hf", "fast", "remote"), default="hf",
-                        help="hf (plain transformers), fast (static KV cache, CUDA graphs), or remote (--model is an "
-                             "OpenAI-compatible server URL such as http://host:8000/v1; a URL picks it by itself)")
+    parser.add_argument("--engine", choices=("hf", "fast", "remote", "vllm"), default="hf",
+                        help="hf (plain transformers), fast (static KV cache, CUDA graphs), remote (--model is an "
+                             "OpenAI-compatible server URL such as http://host:8000/v1; a URL picks it by itself), "
+                             "or vllm (vLLM in-process; docs/ENGINES.md says how to install it)")
     parser.add_argument("--trust-remote-code", action="store_true",
                         help="let a checkpoint of no built-in family run its own Python code (off by default)")
     parser.add_argument("--calibration", metavar="FILE|none",

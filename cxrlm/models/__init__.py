@@ -51,7 +51,7 @@ def resolve_dtype(dtype: str, device: str):
     return names[dtype]
 
 
-ENGINES = ("hf", "fast", "remote")
+ENGINES = ("hf", "fast", "remote", "vllm")
 
 
 def load_model(
@@ -64,8 +64,9 @@ def load_model(
     calibration.json if it has one (cxrlm.models.calibration).
 
     engine: "hf" (plain transformers), "fast" (static KV cache, continuous batching; options: max_batch, max_len,
-    cuda_graphs) or "remote" (`path` is an OpenAI-compatible server URL such as http://host:8000/v1; an http(s)
-    URL picks it by itself; options: model_name, profile, api_key, max_concurrency, timeout_s, retries).
+    cuda_graphs), "remote" (`path` is an OpenAI-compatible server URL such as http://host:8000/v1; an http(s)
+    URL picks it by itself; options: model_name, profile, api_key, max_concurrency, timeout_s, retries) or "vllm"
+    (vLLM in-process, cxrlm.engines.vllm; options: max_len, max_images).
     """
     from cxrlm.models.base import CxrModel
 
@@ -90,6 +91,9 @@ def load_model(
         _check_remote_code(model_dir, trust_remote_code)
     device = resolve_device(device)
     start = time.perf_counter()
+    if engine == "vllm":
+        backend = _load_vllm(model_dir, profile, device, dtype, **engine_options)
+        return CxrModel(model_dir.name, profile, backend, load_s=time.perf_counter() - start, calibration=calibrated)
     backend = _load_engine(model_dir, profile, device, resolve_dtype(dtype, device))
     if engine == "fast":
         from cxrlm.engines.fast import FastEngine
@@ -114,6 +118,28 @@ def _load_remote(url: str, profile: str = "nv-reason-cxr", **options):
         options.setdefault("input_frame", _qwen_frame(PROFILES[profile]))
     engine = RemoteEngine(url, **options)
     return CxrModel(engine.model_name, PROFILES[profile], engine, load_s=time.perf_counter() - start)
+
+
+def _load_vllm(model_dir: Path, profile: ModelProfile, device: str, dtype: str, **options):
+    """vLLM in-process on the folder, with the family's chat template and the profile's image budget."""
+    from transformers import AutoProcessor
+
+    from cxrlm import box_formats
+    from cxrlm.engines.vllm import VllmEngine, import_vllm
+    from cxrlm.models.families import FAMILIES
+
+    import_vllm()  # a missing vLLM is a one-line error before anything loads
+    if profile.remote_code:
+        raise ModelLoadError(f"engine 'vllm' runs only the families vLLM implements, not {model_dir}'s own code")
+    name = str(resolve_dtype(dtype, device)).removeprefix("torch.")
+    args = FAMILIES[profile.family].processor_args(profile.min_pixels, profile.max_pixels)
+    processor = AutoProcessor.from_pretrained(model_dir, local_files_only=True, **args)
+    frame = _qwen_frame(profile) if box_formats.get(profile.box_format).in_pixels else None
+    try:
+        return VllmEngine(model_dir, processor, args, name, frame=frame, **options)
+    except (OSError, ValueError, RuntimeError) as err:  # vLLM's own messages: an unsupported architecture, memory
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelLoadError(f"vLLM cannot load {model_dir}: {first_line}") from None
 
 
 def _qwen_frame(profile: ModelProfile):
