@@ -125,7 +125,7 @@ class HFEngine:
             logits = self._shared_prefix_logits(conversations, images)
             if logits is None:
                 tokenizer.padding_side = "left"  # so the last position is every row's next token
-                logits = self.model(**self._inputs(conversations, images)).logits[:, -1, :]
+                logits = self.model(**self._inputs(conversations, images), logits_to_keep=1).logits[:, -1, :]
         probs = torch.softmax(logits.float(), dim=-1)
         p_yes, p_no = probs[:, yes].sum(-1), probs[:, no].sum(-1)
         return (p_yes / (p_yes + p_no).clamp_min(1e-12)).tolist()
@@ -166,8 +166,10 @@ class HFEngine:
         # Right-padded: causal attention never shows a real token the padding after it, and positions stay
         # contiguous from the prefix (M-RoPE families add the prefix's rope_deltas themselves).
         batch = torch.tensor([e + [e[-1]] * (width - len(e)) for e in endings], device=full.device)
-        logits = self.model(input_ids=batch, past_key_values=cache, use_cache=True).logits
-        return logits[torch.arange(len(endings)), torch.tensor([len(e) - 1 for e in endings])]
+        last = torch.tensor([len(e) - 1 for e in endings], device=full.device)
+        kept = torch.unique(last)  # the output layer runs only where some ending ends (a few positions, not all)
+        logits = self.model(input_ids=batch, past_key_values=cache, use_cache=True, logits_to_keep=kept).logits
+        return logits[torch.arange(len(endings)), torch.searchsorted(kept, last)]
 
     def saliency(self, messages: list[dict], images: list, answer: str | None = None,
                  method: str = "gradient"):
