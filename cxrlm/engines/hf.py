@@ -13,6 +13,10 @@ from cxrlm.engines.base import EngineCapabilities, Generation, TextStream, eos_i
 
 
 class HFEngine:
+    # A model of transformers' own: its forward takes `logits_to_keep` and continues a Cache, which classify's
+    # shared prefix needs; remote-code models (cxrlm.models.remote_code) may not, and score whole conversations.
+    transformers_family = True
+
     def __init__(self, model, processor, device: str):
         self.model = model
         self.processor = processor
@@ -122,10 +126,11 @@ class HFEngine:
         yes = _first_token_ids(tokenizer, ("yes", "Yes"))
         no = _first_token_ids(tokenizer, ("no", "No"))
         with torch.inference_mode():
-            logits = self._shared_prefix_logits(conversations, images)
+            logits = self._shared_prefix_logits(conversations, images) if self.transformers_family else None
             if logits is None:
                 tokenizer.padding_side = "left"  # so the last position is every row's next token
-                logits = self.model(**self._inputs(conversations, images), logits_to_keep=1).logits[:, -1, :]
+                last_only = {"logits_to_keep": 1} if self.transformers_family else {}
+                logits = self.model(**self._inputs(conversations, images), **last_only).logits[:, -1, :]
         probs = torch.softmax(logits.float(), dim=-1)
         p_yes, p_no = probs[:, yes].sum(-1), probs[:, no].sum(-1)
         return (p_yes / (p_yes + p_no).clamp_min(1e-12)).tolist()
