@@ -7,7 +7,7 @@
 per label); "after": the image encoded and the common prompt prefix prefilled once, the question endings scored
 over its cache (HFEngine._shared_prefix_logits). One label takes the whole-conversation path either way. Models:
 the shipped weights/cxrlm-tiny, and a Qwen2.5-VL with Qwen2.5-0.5B's text shapes (random weights, the real
-151,936-token vocabulary, cxrlm-tiny's vision tower, images capped at 224x224) built as benchmarks/generation.py
+151,936-token vocabulary, cxrlm-tiny's tokenizer and vision tower, images capped at --side x --side pixels) built as benchmarks/generation.py
 builds its models. End to end through `CxrModel.classify` on a real NIH image; medians after one warm-up. Prints a
 Markdown table and appends it to benchmarks/RESULTS.md with the device, versions and command.
 """
@@ -27,11 +27,11 @@ IMAGE = ROOT.parent / "shared" / "data" / "nih14" / "images" / "00000100_000.jpg
 QWEN25_05B = {  # Qwen2.5-0.5B-Instruct's config.json
     "text": {"hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24, "num_attention_heads": 14,
              "num_key_value_heads": 2},
-    "vision": {}, "vocab_size": 151936, "max_pixels": 224 * 224,
+    "vision": {}, "vocab_size": 151936,
 }
 
 
-def load(name: str):
+def load(name: str, side: int):
     """A CxrModel on the hf engine, CPU, float32."""
     import torch
 
@@ -41,22 +41,33 @@ def load(name: str):
         return load_model(ROOT / "weights" / "cxrlm-tiny", device="cpu")
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import generation
+    from transformers import AutoTokenizer
 
     from cxrlm.engines.hf import HFEngine
+    from cxrlm.models import tiny
     from cxrlm.models.base import CxrModel
     from cxrlm.models.profiles import PROFILES
 
-    generation.ARCHS.setdefault("qwen2.5-0.5b", QWEN25_05B)
-    model, processor = generation.build("qwen2.5-0.5b", "cpu", torch.float32)
+    generation.ARCHS["qwen2.5-0.5b"] = {**QWEN25_05B, "max_pixels": side * side}
+    # cxrlm-tiny's shipped tokenizer, not generation.py's seed-corpus one (which splits the question into about
+    # twice as many tokens as a real tokenizer does, inflating the endings that classify cannot share).
+    shipped = AutoTokenizer.from_pretrained(ROOT / "weights" / "cxrlm-tiny")
+    seed_tokenizer, tiny.train_tokenizer = tiny.train_tokenizer, lambda corpus: shipped
+    try:
+        model, processor = generation.build("qwen2.5-0.5b", "cpu", torch.float32)
+    finally:
+        tiny.train_tokenizer = seed_tokenizer
     return CxrModel(name, PROFILES["nv-reason-cxr"], HFEngine(model, processor, "cpu"))
 
 
-def medians(model, study, repeats: int) -> tuple[float, float, float]:
+def medians(model, study, repeats: int, before: bool) -> tuple[float, float | None, float]:
     """Median seconds of (1 label, 22 labels before, 22 labels after), the three run in turn each repeat, so a
     busy host slows them alike."""
     from cxrlm.pathologies import CLASSIFY_LABELS
 
     runs = {"one": (CLASSIFY_LABELS[:1], True), "before": (CLASSIFY_LABELS, False), "after": (CLASSIFY_LABELS, True)}
+    if not before:
+        del runs["before"]
     times = {name: [] for name in runs}
     for repeat in range(repeats + 1):  # the first round warms up
         for name, (labels, shared) in runs.items():
@@ -67,13 +78,16 @@ def medians(model, study, repeats: int) -> tuple[float, float, float]:
             if repeat:
                 times[name].append(time.perf_counter() - start)
             model.engine.__dict__.pop("_shared_prefix_logits", None)
-    return tuple(statistics.median(times[name]) for name in runs)
+    one, after = statistics.median(times["one"]), statistics.median(times["after"])
+    return one, statistics.median(times["before"]) if before else None, after
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="*", default=["cxrlm-tiny", "qwen2.5-0.5b-shaped"])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--side", type=int, default=224, help="the 0.5B-shaped model's image cap: side x side pixels")
+    parser.add_argument("--no-before", action="store_true", help="skip the slow whole-conversation runs")
     parser.add_argument("--no-append", action="store_true", help="print only; leave RESULTS.md alone")
     args = parser.parse_args()
 
@@ -87,10 +101,13 @@ def main() -> None:
     lines = ["| model | 1 label | 22 labels, before | 22 labels, after | before / 1 label | after / 1 label |",
              "|---|---|---|---|---|---|"]
     for name in args.models:
-        model = load(name)
-        one, before, after = medians(model, study, args.repeats)
-        lines.append(f"| {name} | {one:.2f} s | {before:.2f} s | {after:.2f} s | {before / one:.1f}x | "
-                     f"{after / one:.1f}x |")
+        model = load(name, args.side)
+        one, before, after = medians(model, study, args.repeats, not args.no_before)
+        shown = f"{before:.2f} s | " if before else "- | "
+        ratio = f"{before / one:.1f}x | " if before else "- | "
+        if name != "cxrlm-tiny":
+            name += f" ({args.side}x{args.side} image cap)"
+        lines.append(f"| {name} | {one:.2f} s | {shown}{after:.2f} s | {ratio}{after / one:.1f}x |")
         print(lines[-1], flush=True)
     report = "\n".join([
         f"\n## classify: one label against 22, shared prefix ({datetime.now(UTC):%Y-%m-%d})\n",
