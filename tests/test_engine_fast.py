@@ -112,6 +112,34 @@ def test_yes_probability_is_hf_s(engines):
         hf.yes_probability(conversations, [[_image()]]))
 
 
+def test_classify_prefills_the_shared_prefix_once_and_equals_one_question_at_a_time(engines, monkeypatch):
+    """classify's 22 questions around one image: the image encoded and the common prefix prefilled once, the
+    endings scored over its cache, equal to scoring each whole conversation on its own."""
+    from cxrlm.types import Study, XrayImage
+
+    model, hf, _ = engines
+    asked, shared = [], []
+    yes_probability, shared_prefix_logits = hf.yes_probability, hf._shared_prefix_logits
+
+    def spy(conversations, images):
+        asked.append((conversations, images))
+        return yes_probability(conversations, images)
+
+    monkeypatch.setattr(hf, "yes_probability", spy)
+    monkeypatch.setattr(hf, "_shared_prefix_logits", lambda *args: shared.append(shared_prefix_logits(*args))
+                        or shared[-1])
+    model.classify(Study(images=[XrayImage(np.asarray(_image(3).convert("L")))]))
+    (conversations, images), = asked
+    # The shared path ran, for every question at once; MedGemma's prompt asks before the image, so Gemma 3's image
+    # tokens attend to each question (and differ per question): it scores whole conversations.
+    assert len(conversations) > 10 and (shared[0] is None) == (model.profile.name == "medgemma")
+    together = yes_probability(conversations, images)
+    alone = [yes_probability([c], [i])[0] for c, i in zip(conversations, images, strict=True)]
+    assert shared[-1] is None  # the one-conversation calls took the whole-conversation path
+    assert together == pytest.approx(alone, abs=1e-4)
+    assert len({round(p, 4) for p in together}) > 1  # the endings really differ
+
+
 def test_predict_batch_through_the_fast_engine_equals_one_by_one_on_hf(engines):
     from cxrlm.models.base import CxrModel
     from cxrlm.types import XrayImage

@@ -13,6 +13,10 @@ from cxrlm.engines.base import EngineCapabilities, Generation, TextStream, eos_i
 
 
 class HFEngine:
+    # A model of transformers' own: its forward takes `logits_to_keep` and continues a Cache, which classify's
+    # shared prefix needs; remote-code models (cxrlm.models.remote_code) may not, and score whole conversations.
+    transformers_family = True
+
     def __init__(self, model, processor, device: str):
         self.model = model
         self.processor = processor
@@ -114,19 +118,63 @@ class HFEngine:
         )
 
     def yes_probability(self, conversations: list[list[dict]], images: list[list]) -> list[float]:
-        """P(yes) / (P(yes) + P(no)) for the first answer token of each conversation, in one batch."""
+        """P(yes) / (P(yes) + P(no)) for the first answer token of each conversation, in one batch. Conversations
+        around the same images (classify's questions) share the image once: see _shared_prefix_logits."""
         import torch
 
         tokenizer = self.processor.tokenizer
         yes = _first_token_ids(tokenizer, ("yes", "Yes"))
         no = _first_token_ids(tokenizer, ("no", "No"))
-        tokenizer.padding_side = "left"  # so the last position is every row's next token
-        inputs = self._inputs(conversations, images)
         with torch.inference_mode():
-            logits = self.model(**inputs).logits[:, -1, :].float()
-        probs = torch.softmax(logits, dim=-1)
+            logits = self._shared_prefix_logits(conversations, images) if self.transformers_family else None
+            if logits is None:
+                tokenizer.padding_side = "left"  # so the last position is every row's next token
+                last_only = {"logits_to_keep": 1} if self.transformers_family else {}
+                logits = self.model(**self._inputs(conversations, images), **last_only).logits[:, -1, :]
+        probs = torch.softmax(logits.float(), dim=-1)
         p_yes, p_no = probs[:, yes].sum(-1), probs[:, no].sum(-1)
         return (p_yes / (p_yes + p_no).clamp_min(1e-12)).tolist()
+
+    def _shared_prefix_logits(self, conversations: list[list[dict]], images: list[list]):
+        """Next-token logits [conversations, vocab] after each conversation, with the images processed, encoded
+        and prefilled once: the longest common token prefix (system prompt, images, the question's start) runs
+        once, then every ending runs in one batch over that cache (expanded, not copied). None where there is no
+        such prefix: one conversation, different images, or an image after the point where they differ."""
+        import torch
+
+        first = images[0] if images else []
+        if len(conversations) < 2 or any(len(i) != len(first) or any(a is not b for a, b in zip(i, first))
+                                         for i in images[1:]):
+            return None
+        tokenizer = self.processor.tokenizer
+        texts = [self.processor.apply_chat_template(c, add_generation_prompt=True, tokenize=False)
+                 for c in conversations]
+        ids = [tokenizer.encode(t, add_special_tokens=False) for t in texts]  # image placeholders not expanded
+        shared = min(min(len(i) for i in ids) - 1, _common_prefix(ids))
+        endings = [i[shared:] for i in ids]
+        placeholder = getattr(self.processor, "image_token_id", None)
+        if any(placeholder in e for e in endings):  # MedGemma asks before the image: its tokens see the question
+            return None
+        inputs = self._inputs([conversations[0]], [first])
+        full = inputs["input_ids"]
+        cut = full.shape[1] - len(endings[0])
+        # The processor expands image placeholders into many tokens: an image inside the endings would also change
+        # the first conversation's tail, so this check holds for processors that name no placeholder id too.
+        if cut <= 0 or full[0, cut:].tolist() != endings[0]:
+            return None
+        prefix = {key: value[:, :cut] if _per_token(key, value, full) else value for key, value in inputs.items()}
+        cache = self.model(**prefix, use_cache=True, logits_to_keep=1).past_key_values
+        for layer in cache.layers:  # each layer concatenates new keys onto these views: no per-ending copy here
+            layer.keys = layer.keys.expand(len(endings), -1, -1, -1)
+            layer.values = layer.values.expand(len(endings), -1, -1, -1)
+        width = max(len(e) for e in endings)
+        # Right-padded: causal attention never shows a real token the padding after it, and positions stay
+        # contiguous from the prefix (M-RoPE families add the prefix's rope_deltas themselves).
+        batch = torch.tensor([e + [e[-1]] * (width - len(e)) for e in endings], device=full.device)
+        last = torch.tensor([len(e) - 1 for e in endings], device=full.device)
+        kept = torch.unique(last)  # the output layer runs only where some ending ends (a few positions, not all)
+        logits = self.model(input_ids=batch, past_key_values=cache, use_cache=True, logits_to_keep=kept).logits
+        return logits[torch.arange(len(endings)), torch.searchsorted(kept, last)]
 
     def saliency(self, messages: list[dict], images: list, answer: str | None = None,
                  method: str = "gradient"):
@@ -218,6 +266,22 @@ def _answer_logprob(logits, answer_ids: list[int], tokenizer):
     picked = logprobs[torch.arange(n), torch.tensor(answer_ids)]
     numeric = [i for i, t in enumerate(answer_ids) if any(c.isdigit() for c in tokenizer.decode([t]))]
     return picked[numeric].sum() if numeric else picked.sum()
+
+
+def _common_prefix(sequences: list[list[int]]) -> int:
+    """How many leading tokens all sequences share."""
+    shortest = min(sequences, key=len)
+    for n, token in enumerate(shortest):
+        if any(s[n] != token for s in sequences):
+            return n
+    return len(shortest)
+
+
+def _per_token(key: str, value, input_ids) -> bool:
+    """A processor field with one entry per prompt token (mask, token types), not pixels or grids."""
+    import torch
+
+    return key != "pixel_values" and torch.is_tensor(value) and value.shape == input_ids.shape
 
 
 def _first_token_ids(tokenizer, words) -> list[int]:

@@ -29,6 +29,8 @@ IMAGE_TEXT = {"m4cxr": "radiology image: <image> "}
 class RemoteCodeEngine(HFEngine):
     """HFEngine over a remote-code processor whose chat template wants string turns."""
 
+    transformers_family = False  # its own forward: classify scores whole conversations (HFEngine.yes_probability)
+
     def __init__(self, model, processor, device: str, image_text: str):
         super().__init__(model, processor, device)
         self.image_text = image_text
