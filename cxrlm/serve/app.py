@@ -232,7 +232,6 @@ def create_app(model, store: Store, settings: ServeSettings | None = None, worke
         await ctx.check_prompt([text for _, text in parsed.turns], len(parsed.image_refs))
         with ctx.queue_place():
             study, study_ids = await asyncio.to_thread(ctx.resolve_images, parsed.image_refs, key, body.views)
-            study = ctx.gate_views(study)
             limit = ctx.token_cap(body.max_completion_tokens or body.max_tokens)
             run = ctx.chat_job(parsed, study, study_ids, key, limit, body.session_id)
         if body.stream:
@@ -253,7 +252,6 @@ def create_app(model, store: Store, settings: ServeSettings | None = None, worke
         extra: dict = {}
         with ctx.queue_place():
             study, study_ids = await asyncio.to_thread(ctx.resolve_images, refs, key, body.views)
-            study = ctx.gate_views(study)
             run = ctx.task_job(task, study, study_ids, key, ctx.token_cap(body.max_new_tokens), phrase, explain,
                                extra)
         if body.stream:
@@ -417,8 +415,9 @@ class _Context:
         return row
 
     def resolve_images(self, refs: list[str], key: str, views: list[str] | None = None) -> tuple[Study, list[str]]:
-        """The request's study (its images, with `views` applied) and their study ids, in order. Every image and
-        view is checked before any upload among them is stored, so a refused request leaves nothing behind."""
+        """The request's study (its images, with `views` applied, then the gate's) and their study ids, in order.
+        Every image and view is checked before any upload among them is stored, so a refused request leaves nothing
+        behind."""
         found: list[tuple[str | None, XrayImage]] = []
         for ref in refs:
             if ref.startswith(oa.STUDY_URL_PREFIX):
@@ -431,7 +430,7 @@ class _Context:
                 except oa.RequestError as err:
                     raise ApiError(400, str(err)) from None
                 found.append((None, self.decode(data)))
-        study = _study([image for _, image in found], views)
+        study = self.gate_views(_study([image for _, image in found], views))
         return study, [study_id or self.store.save_study(image, key) for study_id, image in found]
 
     # Jobs ---------------------------------------------------------------------------------------------------
