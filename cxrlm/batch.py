@@ -18,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cxrlm.errors import InputError, one_line
+from cxrlm.errors import InputError, library_warnings, one_line
 from cxrlm.eval.runner import PredictionLog, prediction_fields
 from cxrlm.limits import MAX_IMAGES, too_many_images
 from cxrlm.types import Task
@@ -88,11 +88,13 @@ def _study_uid(path: Path) -> str:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["StudyInstanceUID"], force=True)
+    try:  # pydicom's warnings may quote the UID, an identifier: swallowed (the loader reports the file's own)
+        with library_warnings([], "pydicom"):  # values are converted when read: the get belongs inside
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["StudyInstanceUID"], force=True)
+            uid = ds.get("StudyInstanceUID")
     except (InvalidDicomError, OSError, ValueError, TypeError, KeyError, AttributeError, EOFError) as err:
         raise InputError(f"{path.name}: not a readable DICOM file ({type(err).__name__})") from None
-    return str(ds.get("StudyInstanceUID") or f"file:{path}")
+    return str(uid or f"file:{path}")
 
 
 def run_batch(model, studies: list[BatchStudy], task: str, log: PredictionLog, *, phrase: str | None = None,
