@@ -53,3 +53,25 @@ def xray():
 
     rng = np.random.default_rng(0)
     return XrayImage(pixels=rng.integers(0, 256, size=(300, 240), dtype=np.uint8), source="synthetic.png")
+
+
+@pytest.fixture
+def orthanc(tmp_path):
+    """A real, empty Orthanc PACS with DICOMweb on a free loopback port (tests/orthanc.py); stopped afterwards."""
+    from tests import orthanc as pacs
+
+    if reason := pacs.available():
+        pytest.skip(reason)
+    with pacs.Orthanc(tmp_path / "orthanc") as server:
+        yield server
+
+
+@pytest.fixture
+def pacs_studies(orthanc, fixture_pngs, tmp_path):
+    """Two patients x two dates, each study a PA and an LL radiograph with MARKER in every identifying tag,
+    uploaded to `orthanc`. Records (oldest study first per patient) as tests/orthanc.py's synthetic_studies."""
+    from tests.orthanc import synthetic_studies
+
+    studies = synthetic_studies(fixture_pngs, tmp_path / "pacs-source")
+    orthanc.upload(path for study in studies for path in study["files"])
+    return studies
