@@ -7,6 +7,7 @@ See docs/STUDY.md; the work is in cxrlm.study.
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from cxrlm.cli.model_options import add_model_options
@@ -25,6 +26,8 @@ def register(subparsers) -> None:
     create.add_argument("--seed", type=int, default=0, help="seed of the case blocks and reading orders (recorded)")
     create.add_argument("--name", default=None, help="study name (default: the manifest's file name)")
     create.add_argument("--batch-size", type=int, default=8, metavar="N", help="cases sent to the model at once")
+    create.add_argument("--max-new-tokens", type=int, default=None, metavar="N",
+                        help="cap on tokens per report (default: the model profile's)")
     _add_store_options(create)
     add_model_options(create)
     create.set_defaults(run=run_create)
@@ -70,8 +73,8 @@ def run_create(args) -> int:
     from cxrlm.errors import ConfigError
     from cxrlm.study.create import NEEDS_CLASSIFY, create, plan, precompute
 
-    if args.batch_size < 1:
-        raise ConfigError("--batch-size must be at least 1")
+    if args.batch_size < 1 or (args.max_new_tokens is not None and args.max_new_tokens < 1):
+        raise ConfigError("--batch-size and --max-new-tokens must be at least 1")
     study_plan = plan(args.cases, args.conditions, args.readers, args.mode, args.seed)  # before the model loads
     store = _store(args)
     model_info, outputs = {}, {}
@@ -79,7 +82,8 @@ def run_create(args) -> int:
         model = load_model_from_args(args)
         model_info = {"name": model.name, "profile": model.profile.name, "engine": args.engine,
                       "notice": model.profile.notice}
-        outputs = precompute(model, study_plan.cases, study_plan.conditions, args.batch_size, progress=True)
+        outputs = precompute(model, study_plan.cases, study_plan.conditions, args.batch_size, args.max_new_tokens,
+                             progress=sys.stderr.isatty())
     study_id, keys = create(store, study_plan, outputs, name=args.name or Path(args.cases).name,
                             model_info=model_info)
     print(json.dumps({"study": study_id, "mode": study_plan.mode, "conditions": list(study_plan.conditions),

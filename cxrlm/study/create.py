@@ -64,7 +64,7 @@ def _load(case: Case):
 
 
 def precompute(model, cases: list[Case], conditions: tuple[str, ...], chunk_size: int = 8,
-               progress: bool = False) -> dict[str, dict | None]:
+               max_new_tokens: int | None = None, progress: bool = False) -> dict[str, dict | None]:
     """case id -> model output (as stored: see model_output), or None for every case when no condition shows one."""
     if not NEEDS_CLASSIFY & set(conditions):
         return {c.case_id: None for c in cases}
@@ -76,7 +76,8 @@ def precompute(model, cases: list[Case], conditions: tuple[str, ...], chunk_size
         for start in range(0, len(cases), chunk_size):
             chunk = cases[start : start + chunk_size]
             studies = [_load(c) for c in chunk]
-            reports = model.predict_batch(studies, "report") if wants_report else [None] * len(chunk)
+            reports = (model.predict_batch(studies, "report", max_new_tokens=max_new_tokens) if wants_report
+                       else [None] * len(chunk))
             for case, study, report in zip(chunk, studies, reports):
                 out[case.case_id] = model_output(model.classify(study, CHEXPERT14), report)
                 bar.update(1)
