@@ -100,3 +100,24 @@ def test_results_of_an_unknown_study(tmp_path, capsys):
     assert main(["study", "results", "abcdef12", "--out", str(tmp_path / "r"), "--db",
                  f"sqlite:///{tmp_path / 'x.db'}", "--data-dir", str(tmp_path)]) == 2
     assert "no single study matches" in capsys.readouterr().err
+
+
+def test_the_docs_case_folder_from_shared_data(shared_data, tmp_path, capsys):
+    """docs/STUDY.md's first step: scripts/study_cases_nih14.py builds a manifest `study create` accepts."""
+    import importlib.util
+    from pathlib import Path
+
+    from cxrlm.study.manifest import read_manifest
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "study_cases_nih14.py"
+    spec = importlib.util.spec_from_file_location("study_cases_nih14", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    row = {"finding_labels": "Consolidation|Pneumonia|Nodule", "Consolidation": "1", "Pneumonia": "1", "Nodule": "1"}
+    ref = script.reference(row)
+    assert (ref["Consolidation"], ref["Pneumonia"], ref["Lung Lesion"], ref["No Finding"]) == ("1", "1", "1", "0")
+    assert (ref["Cardiomegaly"], ref["Lung Opacity"], ref["Fracture"]) == ("0", "", "")
+    assert script.main(["--data", str(shared_data), "--out", str(tmp_path / "cases"), "--cases", "6"]) == 0
+    cases = read_manifest(tmp_path / "cases" / "cases.csv")
+    assert len(cases) == 6 and sum(c.reference["No Finding"] for c in cases) == 3
+    assert all(c.images[0].name.startswith("case-") for c in cases)
