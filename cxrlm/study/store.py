@@ -157,8 +157,9 @@ class StudyStore:
     """`db` is a database URL or an Engine (the server passes its own, so both share one pool)."""
 
     def __init__(self, db: str | Engine, data_dir: str | Path, clock: Callable[[], datetime] = utcnow):
-        self.engine = db if isinstance(db, Engine) else _engine(db)
         self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)  # before SQLite opens its default file there
+        self.engine = db if isinstance(db, Engine) else _engine(db)
         self.clock = clock  # tests pass a fake clock to check times
         StudyBase.metadata.create_all(self.engine)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
