@@ -105,9 +105,10 @@ def run_results(args) -> int:
     store = _store(args)
     study = store.find_study(args.study)
     rows = store.responses(study.id)
-    results = write_results(study, rows, args.out, args.seed, args.resamples)
+    results = write_results(study, rows, args.out, args.seed, args.resamples, store.cases(study.id))
     short = {c: {k: v for k, v in figures.items() if k != "per_label"} for c, figures in results["conditions"].items()}
     print(json.dumps({"study": study.id, "responses": len(rows), "conditions": short,
+                      "model_alone": {k: v for k, v in (results["model_alone"] or {}).items() if k != "per_label"},
                       "method": results["method"], "out": str(args.out), "notice": DISCLAIMER}, indent=2))
     return 0
 

@@ -354,6 +354,12 @@ class StudyStore:
                      **_response_dict(r), "reference": reference}
                     for reader, case_id, reference, a, r in db.execute(query)]
 
+    def cases(self, study_id: str) -> list[dict]:
+        """Every case of a study: case (manifest id), reference, model_output (as stored)."""
+        with self._session() as db:
+            rows = db.scalars(select(StudyCase).where(StudyCase.study_id == study_id).order_by(StudyCase.id))
+            return [{"case": r.case_id, "reference": r.reference, "model_output": r.model_output} for r in rows]
+
     def assignment_table(self, study_id: str) -> list[dict]:
         """The whole design: reader (pseudonym), case (manifest id), condition, position."""
         query = (select(StudyReader.name, StudyCase.case_id, StudyAssignment.condition, StudyAssignment.position)
