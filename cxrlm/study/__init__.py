@@ -36,7 +36,8 @@ The store API the viewer uses (cxrlm.study.store; every method is synchronous, S
         #  model_correct, resident_accuracy, model_accuracy}}
     store.teaching_entries(reader_id) -> list[dict] # every submitted case as reveal gives it, without score
     store.responses(study_id) -> list[dict]         # flat rows for results and CSV
-    store.assignment_table(study_id), store.study(study_id), store.studies(), store.readers(study_id)
+    store.assignment_table(study_id), store.cases(study_id), store.study(study_id), store.studies(),
+    store.readers(study_id), store.find_study(id_prefix)
 
 Errors: InputError for a bad response or an unknown position (HTTP 400/404), StudyConflict (an InputError) for a
 case out of order, a second submit, or an early reveal (HTTP 409). A case opens only when the earlier ones are
