@@ -8,7 +8,7 @@ sign in with their own key, stored salted and hashed like the server's API keys.
 A reader works through their assignments in order (`position` 1..C): a case opens only when every earlier one is
 submitted. Time per case is active time: view/resume events open an interval, pause/submit close it, and the
 response keeps the sum. A case left open without a pause (a closed tab) keeps counting until the next pause or
-submit, so the viewer sends a pause when its page is hidden.
+submit: a viewer may send a pause when its page is hidden.
 """
 
 from __future__ import annotations
