@@ -229,7 +229,8 @@ def test_teaching_reveal_after_submit_with_agreement_and_running_score(tmp_path)
     assert revealed["score"] == {"cases": 1, "labels_scored": 2, "resident_correct": resident_right,
                                  "model_correct": model_right, "resident_accuracy": resident_right / 2,
                                  "model_accuracy": model_right / 2}
-    assert revealed["model"]["reasoning"] == "heart is big"
+    assert revealed["model"]["reasoning"] == "heart is big" and revealed["n_images"] == 1
+    assert str(tmp_path) not in json.dumps(revealed)  # no server path goes to the browser
     store.mark_viewed(reader.id, 2)
     store.submit(reader.id, 2, {"findings": [], "confidence": 2})
     assert store.reveal(reader.id, 2)["score"]["cases"] == 2

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint, create_engine, select
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from cxrlm import DISCLAIMER
@@ -298,11 +299,14 @@ class StudyStore:
             raise StudyConflict(f"case {position} was never viewed: open it before submitting")
         values = validate_response(response, assignment.condition)
         now = self.clock()
-        with self._session() as db, db.begin():
-            db.add(StudyEvent(assignment_id=assignment.id, kind="submit", at=now))
-            events = self._events(db, [assignment.id])[assignment.id] + [("submit", now)]
-            db.add(StudyResponse(assignment_id=assignment.id, first_view_at=events[0][1], submitted_at=now,
-                                 active_seconds=active_seconds(events), **values))
+        try:
+            with self._session() as db, db.begin():
+                events = self._events(db, [assignment.id])[assignment.id] + [("submit", now)]
+                db.add(StudyEvent(assignment_id=assignment.id, kind="submit", at=now))
+                db.add(StudyResponse(assignment_id=assignment.id, first_view_at=events[0][1], submitted_at=now,
+                                     active_seconds=active_seconds(events), **values))
+        except IntegrityError:  # two submits at once: the response is the assignment's key, so one wins
+            raise StudyConflict(f"case {position} is already submitted: a response cannot be changed") from None
         return self.progress(reader_id)
 
     def reveal(self, reader_id: str, position: int) -> dict:
@@ -317,7 +321,9 @@ class StudyStore:
             db.add(StudyEvent(assignment_id=assignment.id, kind="reveal", at=self.clock()))
         entries = self.teaching_entries(reader_id)
         entry = next(e for e in entries if e["position"] == position)
-        return entry | {"score": teaching.running_score([e["agreement"] for e in entries])}
+        # the image paths are the server's: the viewer shows case_image's PNGs
+        return {k: v for k, v in entry.items() if k != "images"} | {
+            "n_images": len(entry["images"]), "score": teaching.running_score([e["agreement"] for e in entries])}
 
     def teaching_entries(self, reader_id: str) -> list[dict]:
         """Every submitted case of a reader with its images, response, model output, truth and agreement."""
