@@ -85,6 +85,7 @@ def test_a_manual_only_study_loads_no_model_and_teaching_file(tmp_path, capsys):
      "at least one case per condition"),
     ("case_id,images\nA,img/0.png\n", ["--conditions", "manual,robot"], "unknown condition"),
     ("case_id,images\nA,img/0.png\nB,img/1.png\n", ["--conditions", "manual", "--readers", "0"], "--readers"),
+    ("case_id,images\nA,img/0.png\n", ["--conditions", "manual", "--gate", "on"], "case A: "),  # noise, not a chest
 ])
 def test_bad_input_is_one_line_before_the_model_loads(tmp_path, capsys, body, argv, message):
     _cases(tmp_path)

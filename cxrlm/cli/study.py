@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from cxrlm.cli.gate import add_gate_option
 from cxrlm.cli.model_options import add_model_options
 
 
@@ -30,6 +31,7 @@ def register(subparsers) -> None:
                         help="cap on tokens per report (default: the model profile's)")
     _add_store_options(create)
     add_model_options(create)
+    add_gate_option(create)
     create.set_defaults(run=run_create)
     results = verbs.add_parser("results", help="accuracy, time and ratings per condition, paired comparisons")
     results.add_argument("study", metavar="STUDY", help="study id (or its first 8 characters)")
@@ -75,7 +77,9 @@ def run_create(args) -> int:
 
     if args.batch_size < 1 or (args.max_new_tokens is not None and args.max_new_tokens < 1):
         raise ConfigError("--batch-size and --max-new-tokens must be at least 1")
-    study_plan = plan(args.cases, args.conditions, args.readers, args.mode, args.seed)  # before the model loads
+    if args.name is not None and not 1 <= len(args.name) <= 200:
+        raise ConfigError("--name must be 1 to 200 characters")
+    study_plan = plan(args.cases, args.conditions, args.readers, args.mode, args.seed, args.gate)  # no model yet
     store = _store(args)
     model_info, outputs = {}, {}
     if NEEDS_CLASSIFY & set(study_plan.conditions):
@@ -83,7 +87,7 @@ def run_create(args) -> int:
         model_info = {"name": model.name, "profile": model.profile.name, "engine": args.engine,
                       "notice": model.profile.notice}
         outputs = precompute(model, study_plan.cases, study_plan.conditions, args.batch_size, args.max_new_tokens,
-                             progress=sys.stderr.isatty())
+                             args.gate, progress=sys.stderr.isatty())
     study_id, keys = create(store, study_plan, outputs, name=args.name or Path(args.cases).name,
                             model_info=model_info)
     print(json.dumps({"study": study_id, "mode": study_plan.mode, "conditions": list(study_plan.conditions),
