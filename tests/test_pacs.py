@@ -184,3 +184,33 @@ def test_study_handles_and_queries_are_checked(orthanc, pacs_studies):
         pacs.study("Robert'); DROP")
     with pytest.raises(PacsError, match="no study s"):
         pacs.study("1.2.3.4")
+
+
+def test_pacs_options_are_checked_before_any_network_or_model(tmp_path):
+    png = tmp_path / "never-read.png"  # each refusal comes before any file is read
+    env = {"CXRLM_PACS_URL": "http://127.0.0.1:9/dicom-web"}  # nothing listens there: a check that got that far fails
+    cases = [
+        (["report", str(png), "--prior", "auto"], "--prior auto finds the prior on a PACS"),
+        (["report"], "no image given: pass IMAGE file(s), or --study"),
+        (["report", str(png), "--study", "1.2.3"], "drop the IMAGE files"),
+        (["classify", "--pacs-query", "PatientName=X"], "--pacs-query 'PatientName=...': give KEY=VALUE"),
+        (["report", str(png), "--store-sr"], "--store-sr files the SR into the PACS study"),
+        (["pacs", "search", "--from", "March"], "--from takes a date as YYYY-MM-DD"),
+    ]
+    for args, message in cases:
+        result = cxrlm(args, env, tmp_path, timeout=120)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, (args, result.stderr)
+        assert message in result.stderr, (args, result.stderr)
+
+
+def test_ground_reads_a_study_named_by_its_handle_with_the_url_as_an_option(orthanc, pacs_studies, tmp_path):
+    import json
+
+    from cxrlm.pacs import study_handle
+
+    env = {key: value for key, value in orthanc.env().items() if key != "CXRLM_PACS_URL"}
+    result = cxrlm(["ground", "--pacs", orthanc.dicomweb, "--study", study_handle(pacs_studies[2]["study_uid"]),
+                    "right lung", "--max-new-tokens", "8", "--json"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    output = json.loads(result.stdout)
+    assert output["task"] == "ground" and output["image_size"] == [512, 512]
