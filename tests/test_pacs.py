@@ -172,6 +172,9 @@ def test_credentials_come_from_the_environment_only():
                             environ={"CXRLM_PACS_TOKEN": "t", "CXRLM_PACS_USER": "u", "CXRLM_PACS_PASSWORD": "p"})
     with pytest.raises(PacsError, match="not an http"):
         PacsClient.from_env("ftp://pacs.example.org/", environ={})
+    token = PacsClient.from_env("https://pacs.example.org/dicom-web", environ={"CXRLM_PACS_TOKEN": "t0k"})
+    assert token._session.headers["Authorization"] == "Bearer t0k" and token._session.auth is None
+    assert token.shown_url == "https://pacs.example.org/dicom-web"
 
 
 def test_study_handles_and_queries_are_checked(orthanc, pacs_studies):
