@@ -232,3 +232,31 @@ def test_bounds_are_checked_before_any_file_is_decoded(monkeypatch, tmp_path, ti
         answer = tools.call("x", work, *args)
         assert answer.is_error and reason in answer.content[0].text
     assert len(_stored(tmp_path)) == 6
+
+
+def test_refusals_before_and_by_the_gate_are_audited_without_the_values_sent(tmp_path, tiny_model):
+    """In process (the SDK's in-memory client): the SDK's own argument refusals and the input gate's."""
+    from mcp.client.client import Client
+    from PIL import Image
+
+    from cxrlm.mcp import build_server
+    from cxrlm.mcp.evidence import EvidenceStore
+    from cxrlm.mcp.tools import Tools
+
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8)).save(tmp_path / "cat.png")
+    store = EvidenceStore(tmp_path / "store")
+    server = build_server(Tools(tiny_model, tmp_path, store, "on", {"name": "tiny"}))
+
+    async def calls():
+        async with Client(server) as client:
+            return [await client.call_tool(name, arguments) for name, arguments in (
+                ("report", {"image_path": [MARKER]}), (MARKER, {}), ("classify", {"image_path": "cat.png"}))]
+
+    mistyped, unknown, gated = asyncio.run(calls())
+    assert mistyped.content[0].text == "report refused its arguments: image_path: Input should be a valid string " \
+                                       "(see the tool's input schema)"
+    assert unknown.content[0].text.startswith("unknown tool: use one of report")
+    assert gated.is_error and "override for research" in gated.content[0].text  # the gate's refusal
+    assert gated.structured_content["evidence"]["input_pixels_sha256"]  # the image was read, then refused
+    assert _stored(tmp_path) == [a.structured_content["evidence"] for a in (mistyped, unknown, gated)]
+    assert MARKER not in (tmp_path / "store" / "audit.jsonl").read_text()

@@ -73,7 +73,8 @@ def build_server(tools):
 
 
 def _audit_rejected_arguments(tools):
-    """A call the SDK refuses before a tool runs (unknown tool, missing or mistyped argument) is audited too."""
+    """A call the SDK refuses before a tool runs (unknown tool, missing or mistyped argument) is audited too, with
+    a reason that names the fields, never the values sent (which may be anything)."""
 
     async def middleware(ctx, call_next):
         result = await call_next(ctx)
@@ -81,14 +82,25 @@ def _audit_rejected_arguments(tools):
                 result.get("structuredContent")):
             return result
         from cxrlm import DISCLAIMER
-        from cxrlm.errors import one_line
         from cxrlm.mcp.evidence import new_record
 
         name = str((ctx.params or {}).get("name", ""))
-        record = new_record(name if name in TOOL_NAMES else "unknown", tools.model_info, tools.gate)
         text = " ".join(block.get("text", "") for block in result.get("content", []) if isinstance(block, dict))
-        record["status"], record["reason"] = "refused", one_line(text or "arguments refused")
+        record = new_record(name if name in TOOL_NAMES else "unknown", tools.model_info, tools.gate)
+        record["status"], record["reason"] = "refused", _rejection(name, text)
         tools.store.append(record)
-        return {**result, "structuredContent": {"error": record["reason"], "evidence": record, "notice": DISCLAIMER}}
+        return {**result, "content": [{"type": "text", "text": record["reason"]}],
+                "structuredContent": {"error": record["reason"], "evidence": record, "notice": DISCLAIMER}}
 
     return middleware
+
+
+def _rejection(tool: str, sdk_text: str) -> str:
+    """The SDK's refusal in a line of field names and pydantic's messages: the input values it quotes are left out."""
+    import re
+
+    if tool not in TOOL_NAMES:
+        return f"unknown tool: use one of {', '.join(TOOL_NAMES)}"
+    problems = re.findall(r"^(\w+)\n +([^\[\n]+?) \[type=", sdk_text, flags=re.MULTILINE)
+    listed = "; ".join(f"{field}: {message}" for field, message in problems) or "arguments do not fit its schema"
+    return f"{tool} refused its arguments: {listed} (see the tool's input schema)"

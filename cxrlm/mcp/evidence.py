@@ -11,6 +11,7 @@ Store layout (`cxrlm mcp --store DIR`): DIR/audit.jsonl (one record a line, ever
 DIR/exports/ (files the export tool writes).
 """
 
+import functools
 import hashlib
 import json
 import re
@@ -30,7 +31,7 @@ def sha256_json(value) -> str:
 def new_record(tool: str, model_info: dict, gate: str) -> dict:
     """A call's record before it runs; the tool fills in inputs, output and timings as it goes."""
     return {"id": uuid.uuid4().hex, "time": datetime.now(UTC).isoformat(timespec="seconds"), "tool": tool,
-            "status": None, "reason": None, "model": model_info, "gate": gate, "software": software_versions()}
+            "status": None, "reason": None, "model": model_info, "gate": gate, "software": dict(software_versions())}
 
 
 def image_evidence(study) -> dict:
@@ -117,6 +118,7 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+@functools.cache
 def software_versions() -> dict:
     import platform
     from importlib.metadata import PackageNotFoundError, version
