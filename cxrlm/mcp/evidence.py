@@ -67,7 +67,9 @@ class EvidenceStore:
         with self._lock:
             if output is not None:
                 path = self.results / f"{record['id']}.json"
-                path.write_text(json.dumps({"output": output, "evidence": record}), encoding="utf-8")
+                partial = path.with_suffix(".partial")  # renamed when whole: a reader never sees half a result
+                partial.write_text(json.dumps({"output": output, "evidence": record}), encoding="utf-8")
+                partial.replace(path)
             with self.audit.open("a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record) + "\n")
 
