@@ -60,7 +60,7 @@ class Tools:
     def predict(self, record: dict, task: str, image_path: str, phrase: str | None = None) -> dict:
         if phrase is not None:
             _check_text("phrase", phrase, MAX_PHRASE_CHARS)
-        return self._run_model(record, task, self._study(record, [image_path]), phrase)
+        return self._run_model(record, task, self._study(record, self._checked_path("image_path", image_path)), phrase)
 
     def compare(self, record: dict, image_path: str, prior_image_path: str, prior_report: str) -> dict:
         """The model's report of the current study read against the prior; only for models trained with priors."""
@@ -68,13 +68,10 @@ class Tools:
         if not profile.priors:
             raise InputError(f"{self.model.name} (profile {profile.name}) was not trained to compare with a prior "
                              "study: use report on the current study, or serve a model whose profile has priors")
-        if prior_report:
-            _check_text("prior_report", prior_report, MAX_TEXT_CHARS)
-        paths = [self._checked_path("image_path", image_path), self._checked_path("prior_image_path",
-                                                                                  prior_image_path)]
-        from cxrlm.io import load_study
-
-        study = self._study(record, [paths[0]], prior=load_study([paths[1]]))
+        if len(prior_report) > MAX_TEXT_CHARS:  # optional: empty means no prior report
+            raise InputError(f"prior_report has more than {MAX_TEXT_CHARS:,} characters")
+        current = self._checked_path("image_path", image_path)
+        study = self._study(record, current, self._checked_path("prior_image_path", prior_image_path))
         study.prior_report = prior_report.strip() or None
         return self._run_model(record, "report", study)
 
@@ -119,15 +116,14 @@ class Tools:
             raise InputError("source_path is not the image that result was made from: give that DICOM file")
         return path
 
-    def _study(self, record: dict, image_paths: list, prior=None):
-        """The checked files, decoded and gated; the record gets their pixel hashes first, so a refusal has them."""
+    def _study(self, record: dict, path: Path, prior_path: Path | None = None):
+        """Checked files, decoded and gated; the record gets their pixel hashes first, so a gate refusal has them."""
         from cxrlm.gate import check_study, check_views
         from cxrlm.io import load_study
 
         began = time.perf_counter()
-        paths = [self._checked_path("image_path", p) if isinstance(p, str) else p for p in image_paths]
-        study = load_study(paths)
-        study.prior = prior
+        study = load_study([path])
+        study.prior = load_study([prior_path]) if prior_path else None
         record.update(image_evidence(study))
         check_study(study, self.gate)
         check_views(study, self.model.profile.views, self.model.name, self.gate)
