@@ -2,9 +2,9 @@
 
 Every call, answered or refused, becomes one record: what ran (model weights sha256, profile, prompt-template
 version, engine, gate, software versions), on what (sha256 of the decoded pixels or of the text: never a DICOM tag
-value, never a file name), how (preprocessing: windowing, 8-bit size, the model's pixel budget), what came out
-(sha256 of the output JSON), how long it took, and for a refusal its one-line reason. The record the client gets
-is the stored audit row, byte for byte the same JSON.
+value), how (preprocessing: windowing, 8-bit size, the model's pixel budget), what came out (sha256 of the output
+JSON), how long it took, and for a refusal its one-line reason (which may name the file given, as the command
+line's errors do). The record the client gets is the stored audit row: the same JSON object.
 
 Store layout (`cxrlm mcp --store DIR`): DIR/audit.jsonl (one record a line, every call), DIR/results/ID.json
 (the output and record of each answered call: the `cxrlm://results/ID` resource, the export tool's input),
