@@ -100,7 +100,7 @@ LAYERS = (
     ("chat",),  # the conversation: the one builder of turns
     ("models",),  # profiles, families, CxrModel
     ("structured", "eval", "train", "export", "batch", "study", "pacs"),  # workflows
-    ("cli", "serve", "__main__"),  # front ends
+    ("cli", "serve", "mcp", "__main__"),  # front ends
 )
 
 

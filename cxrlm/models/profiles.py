@@ -34,6 +34,9 @@ class ModelProfile:
     # What the checkpoint was trained to locate (lower case); grounding anything else gives a warning. None: not
     # declared (general grounders such as Qwen2.5-VL), so no phrase is warned about.
     grounding_phrases: tuple[str, ...] | None = None
+    # Trained to read a study against the patient's prior one (its images after the current ones): M4CXR. Only
+    # these get `cxrlm mcp`'s compare tool; any other model would be asked for a comparison it never learnt.
+    priors: bool = False
 
     def __post_init__(self):
         if self.grounding_phrases is not None:  # cxrlm.json gives a list, in any case
@@ -79,7 +82,8 @@ PROFILES = {
         # Lingshu-7B/32B: no published CXR prompt or box convention; Qwen2.5-VL's pixel boxes assumed (unverified).
         ModelProfile("lingshu", "qwen2_5_vl", ("qwen2_5_vl",), "lingshu", "pixels", max_new_tokens=1024),
         # M4CXR and other checkpoints that ship their own code: any model_type with an auto_map, opt-in only.
-        ModelProfile("m4cxr", "remote_code", (), "m4cxr", "int100", max_new_tokens=1024, remote_code=True),
+        ModelProfile("m4cxr", "remote_code", (), "m4cxr", "int100", max_new_tokens=1024, remote_code=True,
+                     priors=True),
     )
 }
 
