@@ -15,3 +15,9 @@ def too_many_images(count: int, limit: int, raise_with: str) -> str | None:
         return None
     return f"{count} images in one study: the limit is {limit} views ({raise_with})"
 
+
+# A PACS (cxrlm.pacs): what one query or study may bring back, checked before anything is decoded.
+MAX_PACS_STUDIES = 200  # studies one QIDO search may return (narrow the query past this)
+MAX_PACS_INSTANCES = 100  # instances of any kind listed in one study (of them, at most MAX_IMAGES radiographs are read)
+MAX_PACS_BYTES = 128 * 2**20  # bytes of one PACS response: one instance (a 4k x 4k 16-bit radiograph is 32 MiB)
+PACS_TIMEOUT = (5.0, 60.0)  # seconds: connecting, then waiting for each read

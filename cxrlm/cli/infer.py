@@ -10,17 +10,19 @@ from cxrlm.cli.batch import add_batch_options, is_folder_run, run_folder
 from cxrlm.cli.gate import add_gate_option
 from cxrlm.cli.heatmaps import add_heatmap_option, check_heatmap_label, write_heatmap
 from cxrlm.cli.model_options import add_model_options, load_model_from_args
+from cxrlm.cli.pacs_source import add_pacs_source, check_prior_option, is_pacs_run, load_pacs_study, store_result
 from cxrlm.types import Task
 
 
 def _common(parser: argparse.ArgumentParser, several_images: bool = True) -> None:
     if several_images:
-        parser.add_argument("images", nargs="+", metavar="IMAGE",
+        parser.add_argument("images", nargs="*", metavar="IMAGE",
                             help="PNG, JPEG, TIFF or DICOM; several views of one study may be given; or one "
-                                 "folder of studies (a batch run, needs --out)")
+                                 "folder of studies (a batch run, needs --out); or none with --study")
     else:
-        parser.add_argument("images", nargs=1, metavar="IMAGE",
-                            help="PNG, JPEG, TIFF or DICOM, or a folder of studies (a batch run, needs --out)")
+        parser.add_argument("images", nargs="*", metavar="IMAGE",
+                            help="PNG, JPEG, TIFF or DICOM, or a folder of studies (a batch run, needs --out); or "
+                                 "none with --study")
     add_model_options(parser)
     parser.add_argument("--json", action="store_true", help="print the JSON output schema instead of text")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="cap on generated tokens per answer")
@@ -28,17 +30,22 @@ def _common(parser: argparse.ArgumentParser, several_images: bool = True) -> Non
                         help="view position of each image where its file does not say, in order, e.g. PA,LL "
                              "(one value applies to every image); PA, AP, LL, RL, LATERAL or FRONTAL")
     add_gate_option(parser)
+    add_pacs_source(parser)
 
 
 def register(subparsers) -> None:
     report = subparsers.add_parser("report", help="reasoning, CheXpert-14 labels, findings and impression")
     _common(report)
-    report.add_argument("--prior", nargs="+", default=[], metavar="IMAGE", help="images of a prior study")
+    report.add_argument("--prior", nargs="+", default=[], metavar="IMAGE",
+                        help="images of a prior study; 'auto' with --study: the patient's latest earlier chest "
+                             "radiograph study on the PACS, with its report from a stored SR")
     report.add_argument("--prior-report", metavar="FILE", help="text file with the prior study's report")
     report.add_argument("--export", choices=("json", "md", "fhir", "sr"),
                         help="write a structured report: json, md, fhir (R4 JSON) or sr (DICOM SR, needs --out)")
     report.add_argument("--out", metavar="FILE", help="where --export writes (default: standard output); a folder run's results")
     report.add_argument("--show-prompt", action="store_true", help="print every prompt sent to the model to stderr")
+    report.add_argument("--store-sr", action="store_true",
+                        help="with --study: file the result as a preliminary DICOM SR into the study (STOW-RS)")
     add_batch_options(report, out=False)
     report.set_defaults(run=run_report)
 
@@ -64,6 +71,7 @@ def register(subparsers) -> None:
 
 
 def _load(args):
+    from cxrlm.errors import InputError
     from cxrlm.gate import check_study, check_views
     from cxrlm.io import load_study
 
@@ -71,15 +79,33 @@ def _load(args):
         from cxrlm.errors import ConfigError
 
         raise ConfigError("--max-new-tokens must be at least 1")
-    _check_image_count(len(args.images), len(getattr(args, "prior", None) or ()))
-    views = _views(args.view, len(args.images)) if args.view else None
-    study = load_study(args.images, view_positions=views)  # read inputs first: a bad file fails fast
-    if getattr(args, "prior", None) or getattr(args, "prior_report", None):
-        _attach_prior(study, args)
+    check_prior_option(args)
+    if len(args.images) > 1 and args.verb == "ground":
+        raise InputError(f"ground takes one IMAGE, not {len(args.images)}: give the view to locate the phrase on")
+    if is_pacs_run(args):
+        study = _pacs_study(args)
+    else:
+        if not args.images:
+            raise InputError("no image given: pass IMAGE file(s), or --study UID to read a study from a PACS")
+        _check_image_count(len(args.images), len(getattr(args, "prior", None) or ()))
+        views = _views(args.view, len(args.images)) if args.view else None
+        study = load_study(args.images, view_positions=views)  # read inputs first: a bad file fails fast
+        if getattr(args, "prior", None) or getattr(args, "prior_report", None):
+            _attach_prior(study, args)
     check_study(study, args.gate)  # a photograph or a CT slice is refused before the model loads
     model = load_model_from_args(args)
     check_views(study, model.profile.views, model.name, args.gate)
     return model, study
+
+
+def _pacs_study(args):
+    """A study read from the PACS; --view and file priors do not apply (the PACS says the views)."""
+    from cxrlm.errors import ConfigError
+
+    if args.images or args.view or (getattr(args, "prior", None) and not args.prior == ["auto"]):
+        raise ConfigError("--study/--pacs-query read the study from the PACS: drop the IMAGE files, --view and "
+                          "file --prior (use --prior auto)")
+    return load_pacs_study(args)
 
 
 def _check_image_count(current: int, prior: int) -> None:
@@ -125,6 +151,10 @@ def run_report(args) -> int:
 
     if is_folder_run(args):
         return run_folder(args, Task.REPORT)
+    if args.store_sr and not is_pacs_run(args):
+        from cxrlm.errors import ConfigError
+
+        raise ConfigError("--store-sr files the SR into the PACS study it was read from: add --study UID")
     if args.export == "sr" and not args.out:
         from cxrlm.errors import ConfigError
 
@@ -137,6 +167,8 @@ def run_report(args) -> int:
         differentials = session.ask(task_prompt(model.dialect, "differentials")).raw_text
     if args.show_prompt:
         _show_prompts(session)
+    if args.store_sr:
+        store_result(args, out)
     if args.export:
         _write_export(out, study, differentials, args)
     else:
@@ -169,7 +201,7 @@ def _write_export(out, study, differentials, args) -> None:
     from cxrlm.export import export
 
     first = study.images[0]
-    source = args.images[0] if "windowing" in first.metadata else None  # a DICOM input: the SR references it
+    source = args.images[0] if args.images and "windowing" in first.metadata else None  # a DICOM file: referenced
     data = export(out, args.export, study, source=source, differentials_text=differentials)
     if args.out:
         mode = "wb" if isinstance(data, bytes) else "w"

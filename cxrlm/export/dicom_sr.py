@@ -59,13 +59,23 @@ def to_dicom_sr(
     structured_text: str | None = None,
     series_number: int = 990,
     instance_number: int = 1,
+    filing: list[pydicom.Dataset] | None = None,
 ) -> pydicom.Dataset:
-    """A Comprehensive SR dataset for one report; boxes become planar ROIs on `source` when it is a DICOM file."""
+    """A Comprehensive SR dataset for one report; boxes become planar ROIs on `source` when it is a DICOM file.
+
+    `filing`: the headers of the study's images (FILING_TAGS of cxrlm.pacs.study, first image first) when the SR
+    is filed into that study on its PACS: it then takes their study and patient modules and lists them all as
+    evidence, and boxes go on the first image. Without it, the SR is anonymous and stands in a study of its own.
+    """
     hd = _highdicom()
     report = as_structured(report_or_output, study, differentials_text=differentials_text,
                            structured_text=structured_text)
-    reference = read_reference(Path(source)) if source else None
-    anchor = _anonymous_anchor()
+    if filing:
+        reference = _reference(filing[0], "the first image")
+        anchor = _filing_anchor(filing[0])
+    else:
+        reference = read_reference(Path(source)) if source else None
+        anchor = _anonymous_anchor()
     # TID 1500 needs at least one group: a report with no positive finding says so as a "No Finding" group.
     groups = _roi_groups(report, reference) + _finding_groups(report, reference) or [_no_finding_group(reference)]
     content = hd.sr.MeasurementReport(
@@ -74,8 +84,9 @@ def to_dicom_sr(
         imaging_measurements=groups,
     )
     content[0].ContentSequence.extend(_comments(report))
+    evidence = list(filing) if filing else [anchor] + ([reference] if reference is not None else [])
     sr = hd.sr.ComprehensiveSR(
-        evidence=[anchor] + ([reference] if reference is not None else []),
+        evidence=evidence,
         content=content[0],
         series_instance_uid=anchor.SeriesInstanceUID,
         series_number=series_number,
@@ -87,7 +98,7 @@ def to_dicom_sr(
         is_final=False,
     )
     # highdicom records evidence[0] (our anonymous anchor, i.e. the SR itself) as same-study evidence; drop it.
-    if "CurrentRequestedProcedureEvidenceSequence" in sr:
+    if not filing and "CurrentRequestedProcedureEvidenceSequence" in sr:
         del sr.CurrentRequestedProcedureEvidenceSequence
     sr.SeriesDescription = SERIES_DESCRIPTION
     return sr
@@ -107,16 +118,29 @@ def read_reference(path: Path) -> pydicom.Dataset:
         ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=[*REFERENCE_TAGS, "Modality"])
     except (OSError, pydicom.errors.InvalidDicomError) as err:
         raise InputError(f"{path.name}: not a readable DICOM file; pass the source .dcm or no source") from err
+    return _reference(ds, path.name)
+
+
+def _reference(ds: pydicom.Dataset, name: str) -> pydicom.Dataset:
     missing = [tag for tag in REFERENCE_TAGS if tag not in ds]
     if missing:
-        raise InputError(f"{path.name}: DICOM lacks {', '.join(missing)}; cannot reference it from an SR")
+        raise InputError(f"{name}: DICOM lacks {', '.join(missing)}; cannot reference it from an SR")
     reference = pydicom.Dataset()
     for tag in REFERENCE_TAGS:
         setattr(reference, tag, ds[tag].value)
     reference.Modality = ds.get("Modality") or "OT"  # highdicom refuses non-image modalities (SR, SEG...) here
     if reference.Modality in NON_IMAGE_MODALITIES:
-        raise InputError(f"{path.name}: a {reference.Modality} object is not an image; pass the radiograph's DICOM")
+        raise InputError(f"{name}: a {reference.Modality} object is not an image; pass the radiograph's DICOM")
     return reference
+
+
+def _filing_anchor(first: pydicom.Dataset) -> pydicom.Dataset:
+    """The SR's identity when filed into the source study: fresh series and instance, the source's study."""
+    anchor = pydicom.Dataset()
+    anchor.StudyInstanceUID = first.StudyInstanceUID
+    anchor.SeriesInstanceUID = generate_uid()
+    anchor.SOPInstanceUID = generate_uid()
+    return anchor
 
 
 def _anonymous_anchor() -> pydicom.Dataset:
