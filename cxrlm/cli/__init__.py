@@ -21,7 +21,7 @@ VERB_MODULES = (
     label,  # label
     train,  # train sft, train grpo, train tiny (tiny.py)
     serve,  # serve
-    pacs,  # pacs search, pacs read
+    pacs,  # pacs search, pacs read, pacs watch (pacs_watch.py)
     mcp_server,  # mcp
     gate,  # gate check, gate fit
     calibrate,  # calibrate

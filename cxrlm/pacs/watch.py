@@ -22,6 +22,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
+from cxrlm.batch import refusal_kind
 from cxrlm.errors import InputError, one_line
 from cxrlm.pacs.watch_state import WatchState
 
@@ -182,7 +183,7 @@ class Watcher:
         try:
             outcome = self.file_report(info)
         except InputError as err:  # the reader or the gate: the study itself cannot be read, never retried
-            self.state.refused(key, _refusal(str(err)))
+            self.state.refused(key, refusal_kind(str(err)))  # no image name, no score
             self.progress.refused += 1
             return
         except Exception as err:
@@ -222,12 +223,6 @@ class Watcher:
     def show(self) -> None:
         end = "\r" if self.out.isatty() else "\n"
         print(self.progress.line(), end=end, file=self.out, flush=True)
-
-
-def _refusal(reason: str) -> str:
-    """A refusal without the file or image name it starts with (a PACS image's name may carry its UIDs)."""
-    head, _, rest = reason.partition(": ")
-    return rest if rest and " " not in head else reason
 
 
 def summary(state: WatchState, progress: Progress) -> dict:
