@@ -12,6 +12,10 @@ fresh study and an anonymous patient module (PatientID "ANON"), so no name, ID, 
 physician of the source can leak into it. Without a DICOM source there is no image to reference, so boxes are
 left out and findings are exported as qualitative evaluations only.
 
+Filed into its source study on a PACS (`filing`: the images' headers, cxrlm.pacs.study), the SR instead takes that
+study's UID and the images' patient and study modules, since a PACS files an object by them; that SR goes to the
+PACS only, never to cxrlm's outputs.
+
 The model's notice (a demonstration model says so) and the report's warnings (what was left out, and why) are TEXT
 "Comment" items (DCM 121106) at the root. Not here: the narrative (findings, impression, differentials) - TID 1500
 has no place for it; use the FHIR or Markdown export for that.

@@ -171,7 +171,7 @@ class PacsClient:
     def retrieve(self, instance: Instance):
         """WADO-RS: one instance as a pydicom Dataset in its stored transfer syntax (body bounded by max_bytes)."""
         with self._errors("retrieval"), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the library warns of non-standard answers, quoting nothing useful
+            warnings.simplefilter("ignore")  # pydicom's parse warnings may quote patient attributes: never shown
             return self._client.retrieve_instance(instance.study_uid, instance.series_uid, instance.sop_uid,
                                                   media_types=(("application/dicom", "*"),))
 
@@ -263,8 +263,8 @@ def _bounded(max_bytes: int):
 
 
 def _too_big(size: int, limit: int) -> str:
-    return (f"a PACS answer of {size:,}+ bytes exceeds the limit of {limit:,} bytes per instance: check the study "
-            "(a radiograph is a few MB), or raise the client's max_bytes")
+    return (f"a PACS answer of {size:,}+ bytes exceeds the limit of {limit:,} bytes per answer (one instance): "
+            "check the study (a radiograph is a few MB), or raise the client's max_bytes")
 
 
 def _http_message(response, what: str, url: str) -> str:

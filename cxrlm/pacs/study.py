@@ -17,6 +17,7 @@ newest SR in that study with text content that is not cxrlm's own preliminary ou
 from __future__ import annotations
 
 import io
+import warnings
 from dataclasses import dataclass, field
 
 from cxrlm.errors import quote
@@ -32,6 +33,7 @@ FILING_TAGS = (
     "SpecificCharacterSet", "PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex",
     "AccessionNumber", "StudyID", "StudyDate", "StudyTime", "ReferringPhysicianName", "StudyDescription",
 )  # fmt: skip
+MAX_SR_DEPTH = 16  # nesting of an SR's content tree read for text (a report is 2-3 deep)
 MAX_PRIOR_SRS = 4  # SR instances of a prior study looked at for its report, newest first
 CXRLM_MANUFACTURER = "cxrlm"  # cxrlm's own SRs (dicom_sr's Manufacturer): machine output, never a prior report
 
@@ -117,15 +119,21 @@ def sr_text(dataset) -> str:
     """The TEXT content items of an SR, as 'Concept: text' lines in document order, capped at MAX_TEXT_CHARS."""
     lines: list[str] = []
 
-    def walk(items) -> None:
+    def walk(items, depth: int) -> None:
+        if depth >= MAX_SR_DEPTH:
+            return
         for item in items or ():
             if str(item.get("ValueType", "")) == "TEXT" and item.get("TextValue"):
-                name = item.ConceptNameCodeSequence[0].CodeMeaning if item.get("ConceptNameCodeSequence") else ""
+                concept = item.get("ConceptNameCodeSequence")
+                name = str(concept[0].get("CodeMeaning", "")) if concept else ""
                 text = str(item.TextValue).strip()
                 lines.append(f"{name}: {text}" if name else text)
-            walk(item.get("ContentSequence"))
+            walk(item.get("ContentSequence"), depth + 1)
 
-    walk(dataset.get("ContentSequence"))
+    try:
+        walk(dataset.get("ContentSequence"), 0)
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError):  # a malformed SR: no report from it
+        return ""
     return "\n".join(lines)[:MAX_TEXT_CHARS].strip()
 
 
@@ -168,7 +176,9 @@ def _part10(dataset) -> bytes:
 
     buffer = io.BytesIO()
     try:
-        pydicom.dcmwrite(buffer, dataset, enforce_file_format=True)
+        with warnings.catch_warnings():  # pydicom's warnings may quote any attribute, patient ones included
+            warnings.simplefilter("ignore")
+            pydicom.dcmwrite(buffer, dataset, enforce_file_format=True)
     except (ValueError, AttributeError, TypeError) as err:
         raise PacsError(f"a retrieved instance cannot be re-encoded ({quote(type(err).__name__)}): check the "
                         "PACS's copy of the study") from None
