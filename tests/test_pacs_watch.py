@@ -230,6 +230,21 @@ def test_watch_recovers_when_the_pacs_goes_down_and_comes_back(orthanc, pacs_stu
     assert_no_marker(tmp_path / "run.stdout", stderr, state)
 
 
+def test_once_gives_up_on_a_pacs_that_never_answers(tiny_model, tmp_path):
+    from cxrlm.pacs import PacsClient
+    from cxrlm.pacs.watch import Watcher, WatchOptions
+    from tests.orthanc import free_port
+
+    client = PacsClient(f"http://127.0.0.1:{free_port()}/dicom-web", timeout=(0.5, 0.5))
+    state = WatchState(tmp_path / "watch.sqlite")
+    options = WatchOptions(once=True, max_attempts=2, backoff_s=0.01, backoff_cap_s=0.02)
+    with open(tmp_path / "progress", "w") as out:
+        progress = Watcher(tiny_model, client, state, options, out=out).run()
+    assert progress.pacs_down and progress.done == 0 and state.counts() == {}
+    assert (tmp_path / "progress").read_text().count("PACS unreachable") == 2
+    state.close()
+
+
 def test_a_crash_between_storing_and_marking_done_files_no_second_sr(orthanc, pacs_studies, tiny_model, tmp_path):
     from cxrlm.pacs import PacsClient
     from cxrlm.pacs.watch import Watcher, WatchOptions

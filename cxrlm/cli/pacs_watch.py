@@ -1,7 +1,8 @@
 """`cxrlm pacs watch`: file a preliminary SR for every new chest radiograph study on a PACS (cxrlm/pacs/watch.py).
 
 Registered under the `cxrlm pacs` verb (cxrlm/cli/pacs.py calls `register`). Prints a progress line on stderr
-(processed, queued, failed, rate) and, when it stops (--once, SIGINT, SIGTERM), a JSON summary on stdout.
+(processed, queued, failed, rate) and, when it stops (--once, SIGINT, SIGTERM), a JSON summary on stdout; exit
+status 1 when it stopped with the PACS unreachable.
 """
 
 import argparse
@@ -87,7 +88,7 @@ def run_watch(args: argparse.Namespace) -> int:
         print(json.dumps(summary(state, progress), indent=2))
     finally:
         state.close()
-    return 0
+    return 1 if progress.pacs_down else 0  # --once gave up on an unreachable PACS: a cron job should hear of it
 
 
 def _since(args) -> date | None:
