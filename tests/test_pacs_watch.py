@@ -66,6 +66,9 @@ def test_one_watcher_per_state_file(tmp_path):
         WatchState(tmp_path / "watch.sqlite")
     state.close()
     WatchState(tmp_path / "watch.sqlite").close()  # free again once the first is gone
+    (tmp_path / "not-a-db.sqlite").write_text("hello " * 1000)
+    with pytest.raises(ConfigError, match="writable --state"):
+        WatchState(tmp_path / "not-a-db.sqlite")
 
 
 def test_backoff_doubles_with_jitter_up_to_its_cap():

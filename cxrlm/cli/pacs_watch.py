@@ -12,6 +12,7 @@ from pathlib import Path
 
 from cxrlm.cli.gate import add_gate_option
 from cxrlm.cli.model_options import add_model_options, load_model_from_args
+from cxrlm.cli.pacs_source import add_pacs_source, open_client, query_filters
 
 STATE_ENV = "CXRLM_WATCH_STATE"
 
@@ -27,8 +28,7 @@ def register(pacs_subparsers) -> None:
                     "store its PARTIAL/UNVERIFIED SR into the study (STOW-RS). Each study is processed once, across "
                     "restarts; docs/PACS.md#watch-mode.")
     add_model_options(parser)
-    parser.add_argument("--pacs", metavar="URL", help="the PACS's DICOMweb root (default: $CXRLM_PACS_URL; "
-                        "credentials only from the environment: $CXRLM_PACS_TOKEN or $CXRLM_PACS_USER/PASSWORD)")
+    add_pacs_source(parser, study=False)  # --pacs URL, --pacs-query KEY=VALUE (narrows each poll)
     parser.add_argument("--state", type=Path, default=None, metavar="FILE",
                         help=f"the watch's SQLite state (default: ${STATE_ENV} or ~/.local/share/cxrlm/"
                              "pacs-watch.sqlite); one watcher per file")
@@ -60,7 +60,6 @@ def run_watch(args: argparse.Namespace) -> int:
     import threading
 
     from cxrlm.errors import ConfigError
-    from cxrlm.pacs import PacsClient
     from cxrlm.pacs.watch import Watcher, WatchOptions, summary
     from cxrlm.pacs.watch_state import WatchState
 
@@ -74,8 +73,8 @@ def run_watch(args: argparse.Namespace) -> int:
     options = WatchOptions(
         interval_s=args.interval, max_queue=args.max_queue, max_attempts=args.max_attempts, backoff_s=args.backoff,
         backoff_cap_s=args.backoff_cap, days=args.days, since=_since(args), once=args.once, prior=args.prior == "auto",
-        gate=args.gate, max_new_tokens=args.max_new_tokens)
-    client = PacsClient.from_env(args.pacs)  # the URL and credentials are checked before the model loads
+        gate=args.gate, max_new_tokens=args.max_new_tokens, filters=query_filters(args.pacs_query))
+    client = open_client(args)  # the URL and credentials are checked before the model loads
     state = WatchState(args.state or default_state())
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):  # finish the study in hand, then stop

@@ -44,6 +44,7 @@ class WatchOptions:
     prior: bool = True  # --prior auto: the patient's earlier chest study, read and given to the model
     gate: str = "on"
     max_new_tokens: int | None = None
+    filters: dict = field(default_factory=dict)  # more QIDO keys for each poll (--pacs-query), e.g. StudyDescription
 
 
     def window_start(self) -> date:
@@ -143,7 +144,7 @@ class Watcher:
         """Queue the due studies the PACS lists (up to max_queue); None when the PACS could not be reached."""
         try:
             infos = self.client.search_studies(date_from=self.options.window_start().strftime("%Y%m%d"),
-                                               modalities=CHEST_MODALITIES)
+                                               modalities=CHEST_MODALITIES, filters=self.options.filters)
         except Exception as err:
             if not unreachable(err):
                 raise

@@ -57,14 +57,18 @@ class Row:
 class WatchState:
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = _exclusive_lock(self.path.with_name(self.path.name + ".lock"))
-        self.db = sqlite3.connect(self.path, isolation_level=None)  # autocommit: each statement is durable
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")  # a `done` row survives a power cut, not only a kill
-        self.db.executescript(SCHEMA)
-        self._secret = self._load_secret()
-        os.chmod(self.path, 0o600)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock = _exclusive_lock(self.path.with_name(self.path.name + ".lock"))
+            self.db = sqlite3.connect(self.path, isolation_level=None)  # autocommit: each statement is durable
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")  # a `done` row survives a power cut, not only a kill
+            self.db.executescript(SCHEMA)
+            self._secret = self._load_secret()
+            os.chmod(self.path, 0o600)
+        except (OSError, sqlite3.Error) as err:
+            raise ConfigError(f"cannot use {self.path} as the watch state ({type(err).__name__}: {err}): give a "
+                              "writable --state FILE") from None
 
     def _load_secret(self) -> bytes:
         self.db.execute("INSERT OR IGNORE INTO meta VALUES ('hmac_secret', ?)", (secrets.token_hex(32),))
