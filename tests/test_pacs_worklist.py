@@ -66,3 +66,42 @@ def test_the_worklist_lists_studies_and_reads_one_with_its_prior(served, pacs_st
 
     unknown = httpx.post(f"{url}/v1/pacs/studies/s0000000000/report", json={}, timeout=60)
     assert unknown.status_code == 404 and "worklist" in unknown.json()["error"]["message"]
+
+
+def test_the_viewer_shows_the_worklist_only_with_a_pacs_and_reads_a_study(served, pacs_studies):
+    from pathlib import Path
+
+    chromium = Path("/usr/bin/chromium")
+    if not chromium.exists():
+        pytest.skip("no /usr/bin/chromium (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    plain, url, _ = served
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(chromium),
+                                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        try:
+            page = browser.new_page()
+            errors = []
+            page.on("pageerror", lambda err: errors.append(str(err)))
+            page.goto(plain)
+            page.wait_for_function("document.getElementById('model-name').textContent.length > 0")
+            page.wait_for_timeout(500)  # the worklist's 404 has come back by now
+            assert page.locator("#worklist").is_hidden()
+
+            page.goto(url)
+            page.wait_for_function("!document.getElementById('worklist').hidden", timeout=60_000)
+            page.fill("#worklist-days", "3660")  # the synthetic studies are from 2021 and 2023
+            page.click("#worklist-refresh")
+            page.wait_for_selector("#worklist-rows tr", timeout=60_000)
+            assert page.locator("#worklist-rows tr").count() == len(pacs_studies)
+            page.locator("#worklist-rows tr button").first.click()  # newest first: a study with a prior
+            page.wait_for_function("document.getElementById('status').textContent === 'done'", timeout=120_000)
+            assert page.locator("#worklist-prior").text_content().startswith("Compared with the prior study of")
+            assert page.locator("#reasoning").text_content()
+            assert page.locator("#labels li.label").count() == 14
+            assert page.evaluate("state.study.width") == page.evaluate("document.getElementById('canvas').width")
+            assert MARKER not in page.content()
+            assert not any(s["study_uid"] in page.content() for s in pacs_studies)
+            assert not errors, errors
+        finally:
+            browser.close()

@@ -4,7 +4,8 @@
 "use strict";
 
 async function loadWorklist() {
-  const response = await fetch("/v1/pacs/worklist", { headers: headers(false) });
+  const days = encodeURIComponent($("worklist-days").value || "7");
+  const response = await fetch("/v1/pacs/worklist?days=" + days, { headers: headers(false) });
   if (response.status === 404) return;
   $("worklist").hidden = false;
   const rows = $("worklist-rows");
