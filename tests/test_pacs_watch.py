@@ -248,6 +248,20 @@ def test_once_gives_up_on_a_pacs_that_never_answers(tiny_model, tmp_path):
     state.close()
 
 
+def test_a_poll_the_pacs_refuses_is_reported_and_retried(orthanc, tiny_model, tmp_path):
+    from cxrlm.pacs import PacsClient
+    from cxrlm.pacs.watch import Watcher, WatchOptions
+
+    client = PacsClient(orthanc.dicomweb, user="cxrlm", password="wrong")
+    state = WatchState(tmp_path / "watch.sqlite")
+    options = WatchOptions(once=True, max_attempts=2, backoff_s=0.01, backoff_cap_s=0.02)
+    with open(tmp_path / "progress", "w") as out:
+        progress = Watcher(tiny_model, client, state, options, out=out).run()
+    assert "refused the credentials" in progress.pacs_down and progress.done == 0
+    assert (tmp_path / "progress").read_text().count("poll") == 2
+    state.close()
+
+
 def test_a_crash_between_storing_and_marking_done_files_no_second_sr(orthanc, pacs_studies, tiny_model, tmp_path):
     from cxrlm.pacs import PacsClient
     from cxrlm.pacs.watch import Watcher, WatchOptions

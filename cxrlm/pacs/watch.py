@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 from cxrlm.batch import refusal_kind
-from cxrlm.errors import InputError, one_line
-from cxrlm.pacs.watch_state import WatchState
+from cxrlm.errors import CxrlmError, InputError, one_line
+from cxrlm.pacs.watch_state import WatchState, scrub
 
 CHEST_MODALITIES = ("CR", "DX")
 SR_UID_ROOT = "cxrlm-watch-sr-v1"  # part of the SR UID's entropy: a new scheme gives new UIDs
@@ -125,7 +125,7 @@ class Watcher:
         while not self.stop.is_set():
             if not self.queue:
                 found = self.poll()
-                if found is None:  # unreachable: wait, then poll again
+                if found is None:  # the poll failed: wait, then poll again
                     if self.options.once and self.down >= self.options.max_attempts:
                         break
                     self.stop.wait(backoff(self.down, self.options.backoff_s, self.options.backoff_cap_s, self.rng))
@@ -146,10 +146,11 @@ class Watcher:
             infos = self.client.search_studies(date_from=self.options.window_start().strftime("%Y%m%d"),
                                                modalities=CHEST_MODALITIES, filters=self.options.filters)
         except Exception as err:
-            if not unreachable(err):
-                raise
+            if not (unreachable(err) or isinstance(err, CxrlmError)):
+                raise  # a bug, not the PACS
             self.down += 1
-            self.progress.pacs_down = f"PACS unreachable, poll {self.down} failed; retrying with backoff"
+            why = "PACS unreachable" if unreachable(err) else scrub(err)  # e.g. 401, or too many studies
+            self.progress.pacs_down = f"{why}: poll {self.down} failed; retrying with backoff"
             self.show()
             return None
         self.down, self.progress.pacs_down = 0, None
@@ -169,7 +170,7 @@ class Watcher:
 
     def pause(self) -> float:
         """Until the next poll: the interval, or sooner when a retry falls due."""
-        due = self.state.db.execute("SELECT MIN(next_try) FROM studies WHERE state='retry'").fetchone()[0]
+        due = self.state.next_retry()
         wait = self.options.interval_s if due is None else min(self.options.interval_s, due - time.time())
         return max(wait, 0.05)
 

@@ -124,6 +124,10 @@ class WatchState:
         self.db.execute("UPDATE studies SET state=?, reason=?, next_try=?, updated=? WHERE key=?",
                         (state, reason, next_try, time.time(), key))
 
+    def next_retry(self) -> float | None:
+        """When the earliest waiting retry falls due (unix time), or None."""
+        return self.db.execute("SELECT MIN(next_try) FROM studies WHERE state='retry'").fetchone()[0]
+
     def counts(self) -> dict[str, int]:
         return dict(self.db.execute("SELECT state, COUNT(*) FROM studies GROUP BY state").fetchall())
 
