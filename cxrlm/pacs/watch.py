@@ -8,8 +8,9 @@ the study done without filing another; and a PACS that got the same instance twi
 
 Errors: the input gate's or the reader's refusal is recorded with its reason and not retried; a PACS that cannot
 be reached (connection refused, timeout, 502/503/504) stops the round, hands the study back uncounted and waits
-with capped, jittered exponential backoff before polling again; any other error is retried later in the same way
-and the study is `failed` after `max_attempts`. SIGINT/SIGTERM finish the study in hand and stop.
+with capped, jittered exponential backoff before polling again (as after a poll the PACS refused); any other
+error is retried later in the same way and the study is `failed` after `max_attempts`. SIGINT/SIGTERM finish the
+study in hand and stop.
 """
 
 from __future__ import annotations
@@ -46,7 +47,6 @@ class WatchOptions:
     max_new_tokens: int | None = None
     filters: dict = field(default_factory=dict)  # more QIDO keys for each poll (--pacs-query), e.g. StudyDescription
 
-
     def window_start(self) -> date:
         return self.since or date.today() - timedelta(days=self.days - 1)
 
@@ -72,10 +72,6 @@ class Progress:
         return text + (f" | {self.pacs_down}" if self.pacs_down else "")
 
 
-class PacsUnreachable(Exception):
-    """The PACS did not answer: not the study's fault, so not counted against it."""
-
-
 def sr_uid(study_uid: str, model_id: str) -> str:
     """The SR's SOP Instance UID, the same for the same study and model: what makes a second store a no-op."""
     from pydicom.uid import generate_uid
@@ -83,11 +79,11 @@ def sr_uid(study_uid: str, model_id: str) -> str:
     return str(generate_uid(entropy_srcs=[SR_UID_ROOT, study_uid, model_id]))
 
 
-def backoff(attempt: int, base: float, cap: float, rng: random.Random = random._inst) -> float:
+def backoff(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:
     """Capped exponential backoff with equal jitter: half the delay fixed, half random, so that watchers that lost
     the PACS together do not all come back at the same second."""
     delay = min(cap, base * 2 ** max(attempt - 1, 0))
-    return delay / 2 + rng.uniform(0, delay / 2)
+    return delay / 2 + (rng or random).uniform(0, delay / 2)
 
 
 def unreachable(err: BaseException) -> bool:
@@ -97,7 +93,7 @@ def unreachable(err: BaseException) -> bool:
     seen = set()
     while err is not None and id(err) not in seen:
         seen.add(id(err))
-        if isinstance(err, PacsUnreachable | requests.ConnectionError | requests.Timeout | ConnectionError):
+        if isinstance(err, requests.ConnectionError | requests.Timeout | ConnectionError):
             return True
         response = getattr(err, "response", None)
         if isinstance(err, requests.HTTPError) and response is not None and response.status_code in UNREACHABLE_STATUS:
@@ -118,7 +114,7 @@ class Watcher:
         self.queue: deque = deque()  # (StudyInfo, state key), in memory only: the UIDs are never written
         self.model_id = f"{model.name}|{model.template_version}"
         self.rng = random.Random()
-        self.down = 0  # polls in a row that found the PACS unreachable
+        self.down = 0  # polls in a row that failed
         self.listed: set[str] = set()  # state keys of the studies the last poll found
 
     def run(self) -> Progress:
@@ -141,7 +137,7 @@ class Watcher:
         return self.progress
 
     def poll(self) -> int | None:
-        """Queue the due studies the PACS lists (up to max_queue); None when the PACS could not be reached."""
+        """Queue the due studies the PACS lists (up to max_queue); None when the poll failed."""
         try:
             infos = self.client.search_studies(date_from=self.options.window_start().strftime("%Y%m%d"),
                                                modalities=CHEST_MODALITIES, filters=self.options.filters)
@@ -207,20 +203,34 @@ class Watcher:
         """Read, gate, run and store one study; "already filed" when its SR is in the PACS (an earlier attempt
         stored it and stopped before marking it done)."""
         from cxrlm.gate import check_study, check_views
-        from cxrlm.pacs import read_prior, read_study, store_sr
+        from cxrlm.pacs import read_study, store_sr
         from cxrlm.types import Task
 
         instance_uid = sr_uid(info.uid, self.model_id)
         if any(instance.sop_uid == instance_uid for instance in self.client.instances(info)):
             return "already filed"
         study = read_study(self.client, info)
-        if self.options.prior:
-            read_prior(self.client, study)
-        check_study(study.study, self.options.gate)
+        check_study(study.study, self.options.gate)  # the study's own images: a refusal here is final
         check_views(study.study, self.model.profile.views, self.model.name, self.options.gate)
+        if self.options.prior:
+            self.attach_prior(study)
         output = self.model.predict(study.study, Task.REPORT, max_new_tokens=self.options.max_new_tokens)
         store_sr(self.client, study, output, sop_instance_uid=instance_uid)
         return "filed"
+
+    def attach_prior(self, study) -> None:
+        """The patient's prior study, gated; one that cannot be read or is refused is left out, not the study."""
+        from cxrlm.gate import check_study
+        from cxrlm.pacs import read_prior
+
+        try:
+            if read_prior(self.client, study) is not None:
+                check_study(study.study.prior, self.options.gate)
+        except CxrlmError as err:
+            if unreachable(err):
+                raise
+            study.study.prior = study.study.prior_report = None
+            study.study.images[0].warnings.append(f"prior study left out: {refusal_kind(str(err))}")
 
     def show(self) -> None:
         end = "\r" if self.out.isatty() else "\n"
