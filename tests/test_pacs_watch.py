@@ -144,7 +144,7 @@ def done_count(state: Path) -> int:
 
 
 def cxrlm_srs(orthanc, study_uid: str) -> list[dict]:
-    """The SR instances in a study, by Orthanc's own REST API (not DICOMweb), with their tags."""
+    """The SR instances in a study, by Orthanc's own REST API (not DICOMweb), with their tags (content included)."""
     [found] = orthanc.rest("/tools/lookup", study_uid.encode(), "POST")
     series = orthanc.rest(f"/studies/{found['ID']}/series")
     return [orthanc.rest(f"/instances/{instance}/simplified-tags") for s in series
@@ -166,13 +166,14 @@ def assert_no_marker(*paths: Path) -> None:
 
 
 def noise_study(folder: Path) -> dict:
-    """A 'DX chest' study whose pixels are noise: the input gate refuses it."""
+    """A 'DX chest' study whose pixels are noise, the earliest of patient 0: the input gate refuses it, and so
+    patient 0's next study goes on without this prior."""
     import numpy as np
     from pydicom.uid import generate_uid
 
     uid = generate_uid()
     pixels = np.random.default_rng(0).integers(0, 256, (512, 512), dtype=np.uint8)
-    path = write_radiograph(folder / "noise.dcm", pixels, patient=99, study_date=date(2024, 1, 2), view="PA",
+    path = write_radiograph(folder / "noise.dcm", pixels, patient=0, study_date=date(2019, 5, 6), view="PA",
                             study_uid=uid, series_uid=generate_uid(), series_number=1)
     return {"study_uid": uid, "files": [path]}
 
@@ -202,6 +203,9 @@ def test_watch_files_one_sr_per_study_across_kill_9_and_restart(orthanc, fixture
     assert reason.startswith("not a chest radiograph: looks like a synthetic image") and "score" not in reason
     assert_one_sr_each(orthanc, studies)
     assert cxrlm_srs(orthanc, refused["study_uid"]) == []
+    first_of_patient_0 = next(s for s in studies if s["patient"] == 0)
+    [sr] = cxrlm_srs(orthanc, first_of_patient_0["study_uid"])
+    assert "prior study left out: not a chest radiograph" in json.dumps(sr)
 
     third = watch(orthanc, tiny_checkpoint, state, "--once", out=tmp_path / "third")  # nothing left to do
     assert third.wait(300) == 0
