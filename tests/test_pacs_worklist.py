@@ -2,6 +2,7 @@
 identifiers, and one call reads a study with its prior and streams the report, as /v1/cxr/report does."""
 
 import json
+import os
 
 import httpx
 import pytest
@@ -100,6 +101,8 @@ def test_the_viewer_shows_the_worklist_only_with_a_pacs_and_reads_a_study(served
             assert page.locator("#reasoning").text_content()
             assert page.locator("#labels li.label").count() == 14
             assert page.evaluate("state.study.width") == page.evaluate("document.getElementById('canvas').width")
+            if shot := os.environ.get("CXRLM_SCREENSHOT"):  # keep one to look at
+                page.screenshot(path=shot, full_page=True)
             assert MARKER not in page.content()
             assert not any(s["study_uid"] in page.content() for s in pacs_studies)
             assert not errors, errors

@@ -15,7 +15,7 @@ async function loadWorklist() {
   $("worklist-pacs").textContent = list.pacs;
   list.studies.forEach((study) => {
     const row = document.createElement("tr");
-    [study.date, study.modalities.join("/"), study.images ?? "", study.has_sr ? "SR filed" : ""].forEach((text) => {
+    [study.handle, study.date, study.modalities.join("/"), study.images ?? "", study.has_sr ? "SR filed" : ""].forEach((text) => {
       const cell = document.createElement("td");
       cell.textContent = text;
       row.append(cell);
