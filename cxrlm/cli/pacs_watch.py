@@ -57,8 +57,10 @@ def register(pacs_subparsers) -> None:
 def run_watch(args: argparse.Namespace) -> int:
     import json
     import signal
+    import sys
     import threading
 
+    from cxrlm import DISCLAIMER
     from cxrlm.errors import ConfigError
     from cxrlm.pacs.watch import Watcher, WatchOptions, summary
     from cxrlm.pacs.watch_state import WatchState
@@ -83,6 +85,8 @@ def run_watch(args: argparse.Namespace) -> int:
         if args.retry_failed:
             state.retry_failed()
         model = load_model_from_args(args)
+        print(f"cxrlm pacs watch: {model.name} on {client.shown_url}, state {state.path}. {DISCLAIMER}",
+              file=sys.stderr, flush=True)
         progress = Watcher(model, client, state, options, stop).run()
         print(json.dumps(summary(state, progress), indent=2))
     finally:
