@@ -211,7 +211,8 @@ def test_watch_files_one_sr_per_study_across_kill_9_and_restart(orthanc, fixture
     assert third.wait(300) == 0
     assert json.loads((tmp_path / "third.stdout").read_text())["this_run"]["done"] == 0
     assert_one_sr_each(orthanc, studies)
-    assert "studies/min" in (tmp_path / "second.stderr").read_text()
+    progress = (tmp_path / "second.stderr").read_text()
+    assert "studies/min" in progress and "Research and education use only" in progress
     assert_no_marker(state.parent, *tmp_path.glob("first.std*"), *tmp_path.glob("second.std*"),
                      *tmp_path.glob("third.std*"))
     for study in studies:  # no UID in the state either
