@@ -22,7 +22,7 @@ VERB_MODULES = (
     train,  # train sft, train grpo, train tiny (tiny.py)
     serve,  # serve
     study,  # study create, results, teaching-file
-    pacs,  # pacs search, pacs read
+    pacs,  # pacs search, pacs read, pacs watch (pacs_watch.py)
     mcp_server,  # mcp
     gate,  # gate check, gate fit
     calibrate,  # calibrate

@@ -10,6 +10,7 @@ import sys
 
 from cxrlm.cli.gate import add_gate_option
 from cxrlm.cli.model_options import add_model_options
+from cxrlm.cli import pacs_watch
 from cxrlm.cli.pacs_source import add_pacs_source
 
 
@@ -38,6 +39,8 @@ def register(subparsers) -> None:
     read.add_argument("--max-new-tokens", type=int, default=None, help="cap on generated tokens per answer")
     add_gate_option(read)
     read.set_defaults(run=run_read)
+
+    pacs_watch.register(verbs)  # watch: a preliminary SR for each new study, exactly once
 
 
 def run_search(args) -> int:

@@ -40,6 +40,8 @@ def register(subparsers) -> None:
                         help="images per request (the views of one study): a chat message's, or a task's study_ids")
     parser.add_argument("--rate-limit", type=int, default=120, help="requests per minute per API key (0: off)")
     add_gate_option(parser)
+    parser.add_argument("--pacs", metavar="URL", help="show a worklist of this PACS's recent chest studies in the "
+                        "viewer (its DICOMweb root; credentials from the environment, docs/PACS.md)")
     parser.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                         help="allow browser calls from this origin (repeatable; CORS is off by default)")
     parser.set_defaults(run=run_serve)
@@ -72,6 +74,7 @@ def run_serve(args: argparse.Namespace) -> int:
         return 0
     has_keys = store.has_keys()
     check_exposure(args.host, has_keys)  # before the (slow) model load
+    pacs = _pacs_client(args.pacs) if args.pacs else None
 
     model = load_model_from_args(args)
     settings = ServeSettings(
@@ -81,10 +84,21 @@ def run_serve(args: argparse.Namespace) -> int:
         require_keys=has_keys or not is_loopback(args.host), cors_origins=tuple(args.cors_origin), gate=args.gate,
     )
     app = create_app(model, store, settings)
+    if pacs is not None:
+        from cxrlm.serve.pacs_routes import add_pacs_routes
+
+        add_pacs_routes(app, pacs)
     print(f"cxrlm serve: {model.name} on http://{args.host}:{args.port}/ (API keys "
           f"{'required' if settings.require_keys else 'off: loopback only'})", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=30)
     return 0
+
+
+def _pacs_client(url: str):
+    """The PACS of the worklist: URL and credentials are checked now, before the model loads."""
+    from cxrlm.pacs import PacsClient
+
+    return PacsClient.from_env(url)
 
 
 def _check_limits(args, error) -> None:

@@ -137,7 +137,8 @@ def sr_text(dataset) -> str:
     return "\n".join(lines)[:MAX_TEXT_CHARS].strip()
 
 
-def store_sr(client: PacsClient, study: PacsStudy, output, *, differentials_text: str | None = None) -> str:
+def store_sr(client: PacsClient, study: PacsStudy, output, *, differentials_text: str | None = None,
+             sop_instance_uid: str | None = None) -> str:
     """File the model's output as a preliminary Comprehensive SR (cxrlm.export.dicom_sr: PARTIAL, UNVERIFIED,
     research notice, boxes as SCOORD on the first image) into the source study with STOW-RS. Returns the SR's
     SOPInstanceUID (for the caller's own bookkeeping; cxrlm prints only its handle)."""
@@ -146,6 +147,10 @@ def store_sr(client: PacsClient, study: PacsStudy, output, *, differentials_text
     if not study.references:
         raise PacsError(f"study {study.handle} was not read from the PACS: read it with read_study first")
     sr = to_dicom_sr(output, study=study.study, differentials_text=differentials_text, filing=study.references)
+    if sop_instance_uid:  # the caller's (the watch's: fixed by study and model, so a second store is a no-op)
+        sr.SOPInstanceUID = sop_instance_uid
+        if "MediaStorageSOPInstanceUID" in getattr(sr, "file_meta", {}):
+            sr.file_meta.MediaStorageSOPInstanceUID = sop_instance_uid
     client.store([sr], study.info.uid)
     return str(sr.SOPInstanceUID)
 

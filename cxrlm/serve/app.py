@@ -183,6 +183,7 @@ def create_app(model, store: Store, settings: ServeSettings | None = None, worke
         return key_id
 
     ctx = _Context(model, store, worker, settings)
+    app.state.ctx, app.state.caller = ctx, caller  # for routes added later (pacs_routes.add_pacs_routes)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz():

@@ -55,13 +55,18 @@ async function upload(file) {
   form.append("file", file);
   const response = await fetch("/v1/studies", { method: "POST", headers: headers(false), body: form });
   if (!response.ok) { status("upload refused: " + await apiError(response)); return; }
-  state.study = await response.json();
+  await openStudy(await response.json());
+  await analyse();
+}
+
+// A stored study (an upload, or one read from the PACS worklist: worklist.js) on screen, the last answers cleared.
+async function openStudy(study) {
+  state.study = study;
   Object.assign(state, { boxes: [], hidden: new Set(), resultId: null, chat: [], sessionId: null, heatmap: null });
   $("heatmap").checked = false; $("heatmap-of").textContent = "";
   ["reasoning", "labels", "findings", "impression", "chat", "box-toggles"].forEach((id) => { $(id).innerHTML = ""; });
   $("window-level").hidden = !state.study.metadata.Modality;  // DICOM: offer window/level
   await showImage();
-  await analyse();
 }
 
 async function showImage() {
@@ -121,12 +126,16 @@ function setBoxes(boxes) {
 }
 
 // Model calls ------------------------------------------------------------------------------------------------
-async function analyse() {
+// The report stream, then label scores. `request` opens the stream; a {"type": "study"} event (the PACS worklist's
+// stream opens with one) goes to `onStudy`.
+async function analyse(request = () => post("/v1/cxr/report", { study_id: state.study.id, stream: true }),
+  onStudy = null) {
   status("reasoning ...");
   try {
-    const response = await post("/v1/cxr/report", { study_id: state.study.id, stream: true });
+    const response = await request();
     for await (const event of events(response)) {
-      if (event.type === "text") $("reasoning").textContent += event.text;
+      if (event.type === "study" && onStudy) await onStudy(event);
+      else if (event.type === "text") $("reasoning").textContent += event.text;
       else if (event.type === "result") showReport(event);
       else if (event.error) throw new Error(event.error.message);
     }
