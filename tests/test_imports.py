@@ -99,7 +99,7 @@ LAYERS = (
     ("engines",),  # messages and images in, text out
     ("chat",),  # the conversation: the one builder of turns
     ("models",),  # profiles, families, CxrModel
-    ("structured", "eval", "train", "export", "batch"),  # workflows
+    ("structured", "eval", "train", "export", "batch", "study"),  # workflows
     ("cli", "serve", "__main__"),  # front ends
 )
 

@@ -9,7 +9,7 @@ import os
 import sys
 
 from cxrlm import DISCLAIMER, __version__
-from cxrlm.cli import calibrate, data, gate, infer, label, mcp_server, models, serve, train
+from cxrlm.cli import calibrate, data, gate, infer, label, mcp_server, models, serve, study, train
 from cxrlm.cli import eval as evaluate
 from cxrlm.errors import CxrlmError, one_line
 
@@ -21,6 +21,7 @@ VERB_MODULES = (
     label,  # label
     train,  # train sft, train grpo, train tiny (tiny.py)
     serve,  # serve
+    study,  # study create, results, teaching-file
     mcp_server,  # mcp
     gate,  # gate check, gate fit
     calibrate,  # calibrate
