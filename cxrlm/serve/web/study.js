@@ -5,7 +5,8 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { key: null, me: null, case: null, pixels: null, boxes: [], hidden: new Set(), paused: false };
+const state = { key: null, me: null, case: null, pixels: null, imageIndex: 0, boxes: [], hidden: new Set(),
+  paused: false };
 
 function status(text) { $("status").textContent = text; }
 
@@ -87,18 +88,32 @@ async function openCase(position) {
   const payload = await getJson(`/v1/study/cases/${position}`);
   showNotices(payload);
   state.case = payload;
-  Object.assign(state, { boxes: [], hidden: new Set(), paused: false });
+  Object.assign(state, { boxes: [], hidden: new Set(), paused: false, imageIndex: 0 });
   $("read-form").reset();
   $("read-form").hidden = false; $("submit").disabled = false;
   $("reveal").hidden = true;
-  $("case-title").textContent = `Case ${position} of ${state.me.progress.total}`;
+  $("case-title").textContent = `Case ${position} of ${payload.total}`;
   $("questionnaire").hidden = !payload.ai;  // the AI questions only where AI was shown
-  await showImage(payload.image);
+  showViews(payload.images);
+  await showImage(payload.images[0]);
   showAi(payload.ai);
   $("reading").hidden = false; $("pause").hidden = false; $("paused-cover").hidden = true;
   const clock = await postJson(`/v1/study/cases/${position}/events`, { event: "view" });
   if (clock.paused) showPaused(true);  // left paused before a reload: it stays paused until resumed
   status("");
+}
+
+// A case with several images (PA and lateral): one button per image; boxes belong to the first.
+function showViews(urls) {
+  const views = $("views");
+  views.innerHTML = "";
+  if (urls.length < 2) return;
+  urls.forEach((url, i) => {
+    const button = document.createElement("button");
+    button.type = "button"; button.textContent = "Image " + (i + 1);
+    button.onclick = () => { state.imageIndex = i; showImage(url); };
+    views.append(button);
+  });
 }
 
 async function showImage(url) {
@@ -116,6 +131,7 @@ function draw() {
   if (!state.pixels) return;
   const ctx = $("canvas").getContext("2d");
   ctx.putImageData(state.pixels, 0, 0);
+  if (state.imageIndex) return;  // boxes are drawn on the first image only
   ctx.lineWidth = Math.max(2, state.pixels.width / 300);
   ctx.font = Math.max(12, state.pixels.width / 40) + "px sans-serif";
   state.boxes.forEach((box, i) => {
@@ -213,11 +229,11 @@ async function submitRead() {
 async function reveal() {
   const shown = await getJson(`/v1/study/cases/${state.case.position}/reveal`);
   $("read-form").hidden = true; $("pause").hidden = true;
-  showAi(shown.ai);
+  showAi(shown.model);
   const body = $("agreement").querySelector("tbody");
   body.innerHTML = "";
   const mark = (v) => (v === null || v === undefined ? "-" : v ? "present" : "absent");
-  shown.agreement.forEach((row) => {
+  shown.agreement.labels.forEach((row) => {
     const tr = document.createElement("tr");
     tr.dataset.label = row.label;
     [row.label, mark(row.resident), mark(row.model), mark(row.truth)].forEach((text, i) => {
@@ -229,14 +245,16 @@ async function reveal() {
     });
     body.append(tr);
   });
-  $("case-score").textContent = scoreText(shown.score.case);
-  $("running-score").textContent = scoreText(shown.score.running);
+  $("case-score").textContent = scoreText(shown.agreement);
+  $("running-score").textContent = scoreText(shown.score);
   $("reveal").hidden = false;
 }
 
-function scoreText(score) {
-  if (!score.total) return "no reference labels";
-  return `${score.correct} of ${score.total} labels agree with the reference (${(100 * score.correct / score.total).toFixed(1)}%)`;
+// "you 11/14 (78.6%), model 9/14 (64.3%)" of the labels that have a reference.
+function scoreText(counts) {
+  if (!counts.labels_scored) return "no reference labels to score against";
+  const part = (who, n) => `${who} ${n}/${counts.labels_scored} (${(100 * n / counts.labels_scored).toFixed(1)}%)`;
+  return part("you", counts.resident_correct) + ", " + part("model", counts.model_correct);
 }
 
 function finish() {
@@ -251,7 +269,7 @@ async function exportTeachingFile() {
     const response = await api("/v1/study/teaching-file");
     const link = document.createElement("a");
     link.href = URL.createObjectURL(await response.blob());
-    link.download = "cxrlm-teaching-file.json";
+    link.download = "cxrlm-teaching-file.zip";
     link.click();
   } catch (err) { status("export: " + err.message); }
 }
@@ -264,6 +282,8 @@ function wire() {
   $("resume").addEventListener("click", togglePause);
   $("next").addEventListener("click", () => nextCase().catch((err) => status("error: " + err.message)));
   $("export").addEventListener("click", exportTeachingFile);
+  // A hidden page (another tab, a locked screen) pauses the clock; the reader resumes by hand.
+  document.addEventListener("visibilitychange", () => { if (document.hidden && state.case && !state.paused) togglePause(); });
   fetch("/v1/disclaimer").then((r) => r.json()).then(showNotices);
   const saved = sessionStorage.getItem("cxrlm-reader-key");
   if (saved) signIn(saved);
