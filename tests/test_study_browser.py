@@ -215,7 +215,15 @@ def test_reader_study_in_the_browser(tiny_model, tmp_path, capsys):
     cxrlm(capsys, "study", "results", study_id[:8], "--out", str(out), "--db", db, "--data-dir", str(tmp_path),
           "--resamples", "200")
     html = (out / "report.html").read_text()
-    assert DISCLAIMER in html and "<svg" in html or "<img" in html
+    assert DISCLAIMER in html and all(f"<th>{c}</th>" in html for c in CONDITIONS)
+    figures = json.loads((out / "results.json").read_text())["conditions"]
+    for condition in CONDITIONS:  # the hand computation: mean time and micro sensitivity of the stored reads
+        mine = [r for r in rows if r["condition"] == condition]
+        assert figures[condition]["seconds_per_case"] == pytest.approx(
+            sum(r["active_seconds"] for r in mine) / len(mine), abs=1e-3)
+        tp = sum(r["findings"][n] and truth[r["case"]][n] == 1 for r in mine for n in CHEXPERT14)
+        positives = sum(truth[r["case"]][n] == 1 for r in mine for n in CHEXPERT14)
+        assert figures[condition]["micro_sensitivity"] == pytest.approx(tp / positives)
     with (out / "responses.csv").open() as handle:
         table = list(csv.DictReader(handle))
     assert len(table) == 18
