@@ -68,7 +68,8 @@ class Read(BaseModel):
 
 def install(app: FastAPI, store: Store, settings) -> None:
     """Mount the study routes and the /study page on `app`, with the server's one-line JSON errors."""
-    app.include_router(router(StudyStore(store.engine, store.data_dir), store, settings))
+    app.state.studies = StudyStore(store.engine, store.data_dir)  # one pool with the server's Store
+    app.include_router(router(app.state.studies, store, settings))
 
     @app.exception_handler(StudyError)
     async def study_error(_request, err: StudyError):
