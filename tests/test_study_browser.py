@@ -12,6 +12,7 @@ the reveal and the score against a hand computation. Skips cleanly without /usr/
 import csv
 import io
 import json
+import os
 import time
 import zipfile
 from collections import Counter
@@ -140,6 +141,9 @@ def read_all(page, url: str, key: str, total: int, pause_at: int | None = None) 
         else:
             assert ai_visible and page.locator("#ai-reasoning-box").is_visible()
             assert page.locator("#ai-labels li").count() == 14
+            assert page.evaluate("state.boxes.length") == len(case["ai"]["boxes"])  # drawn on the image
+        if condition != "reasoning":
+            assert page.locator("#box-toggles label").count() == 0
         if position == pause_at:
             page.click("#pause")
             page.wait_for_selector("#paused-cover", state="visible")
@@ -150,6 +154,8 @@ def read_all(page, url: str, key: str, total: int, pause_at: int | None = None) 
         fill_read(page, CHEXPERT14[position % 3:position % 3 + 2], condition != "manual")
         page.click("#submit")
     page.wait_for_selector("#finished", state="visible")
+    if shot := os.environ.get("CXRLM_SCREENSHOT"):  # keep one to look at
+        page.screenshot(path=shot, full_page=True)
     assert page.locator("#progress").text_content() == f"{total} of {total} cases read"
     assert not page.errors, page.errors
     return conditions
