@@ -88,7 +88,7 @@ def test_results_equal_the_hand_computation(tmp_path):
     read_all(store, clock, keys)
     rows = store.responses(study_id)
     assert len(rows) == 9 and {r["active_seconds"] for r in rows if r["condition"] == "manual"} == {60.0}
-    results = compute(rows, list(READER_CONDITIONS), seed=0, n_resamples=300)
+    results = compute(rows, list(READER_CONDITIONS), seed=0, n_resamples=300, cases=store.cases(study_id))
     manual, labels, reasoning = (results["conditions"][c] for c in READER_CONDITIONS)
     # manual calls Cardiomegaly on c1, c2, c3 (truth 1, 0, 1): tp 2, fp 1; Edema never (truth 0, 1, 1): fn 2, tn 1.
     # Fracture is called but never labelled: not scored.
@@ -118,7 +118,12 @@ def test_results_equal_the_hand_computation(tmp_path):
     assert seconds["p_value"] == pytest.approx(1 / (seconds["n_valid"] + 1))
     f1 = by[("manual", "labels", "micro_f1")]
     assert f1["ci_low"] <= f1["difference"] <= f1["ci_high"] and f1["ci_low"] < f1["ci_high"]
-    assert compute(rows, list(READER_CONDITIONS), seed=0, n_resamples=300) == results  # seeded
+    # The model alone calls Cardiomegaly (0.9) everywhere and Edema (0.2) nowhere: the manual figures again.
+    model = results["model_alone"]
+    assert (model["cases"], model["micro_sensitivity"], model["micro_specificity"]) == (3, 0.5, 0.5)
+    assert model["micro_f1"] == pytest.approx(4 / 7) and model["per_label"]["Cardiomegaly"]["fp"] == 1
+    again = compute(rows, list(READER_CONDITIONS), seed=0, n_resamples=300, cases=store.cases(study_id))
+    assert again == results  # seeded
     assert "two-way bootstrap over readers and cases" in results["method"]
 
 
@@ -126,7 +131,8 @@ def test_results_files(tmp_path):
     store, clock, study_id, keys = make_study(tmp_path)
     read_all(store, clock, keys)
     out = tmp_path / "out"
-    write_results(store.study(study_id), store.responses(study_id), out, n_resamples=200)
+    write_results(store.study(study_id), store.responses(study_id), out, n_resamples=200,
+                  cases=store.cases(study_id))
     with (out / "responses.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 9
@@ -135,7 +141,7 @@ def test_results_files(tmp_path):
     assert rows[0]["reference:Cardiomegaly"] in ("0", "1") and rows[0]["reference:Fracture"] == ""
     report = (out / "report.html").read_text()
     assert "Research and education use only" in report and "data:image/png;base64" in report
-    assert "Paired comparisons" in report
+    assert "Paired comparisons" in report and "The model alone (3 cases" in report
     assert json.loads((out / "results.json").read_text())["study"]["seed"] == 3
 
 
@@ -223,7 +229,8 @@ def test_teaching_reveal_after_submit_with_agreement_and_running_score(tmp_path)
     assert revealed["score"] == {"cases": 1, "labels_scored": 2, "resident_correct": resident_right,
                                  "model_correct": model_right, "resident_accuracy": resident_right / 2,
                                  "model_accuracy": model_right / 2}
-    assert revealed["model"]["reasoning"] == "heart is big"
+    assert revealed["model"]["reasoning"] == "heart is big" and revealed["n_images"] == 1
+    assert str(tmp_path) not in json.dumps(revealed)  # no server path goes to the browser
     store.mark_viewed(reader.id, 2)
     store.submit(reader.id, 2, {"findings": [], "confidence": 2})
     assert store.reveal(reader.id, 2)["score"]["cases"] == 2

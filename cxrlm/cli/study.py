@@ -7,8 +7,10 @@ See docs/STUDY.md; the work is in cxrlm.study.
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
+from cxrlm.cli.gate import add_gate_option
 from cxrlm.cli.model_options import add_model_options
 
 
@@ -25,8 +27,11 @@ def register(subparsers) -> None:
     create.add_argument("--seed", type=int, default=0, help="seed of the case blocks and reading orders (recorded)")
     create.add_argument("--name", default=None, help="study name (default: the manifest's file name)")
     create.add_argument("--batch-size", type=int, default=8, metavar="N", help="cases sent to the model at once")
+    create.add_argument("--max-new-tokens", type=int, default=None, metavar="N",
+                        help="cap on tokens per report (default: the model profile's)")
     _add_store_options(create)
     add_model_options(create)
+    add_gate_option(create)
     create.set_defaults(run=run_create)
     results = verbs.add_parser("results", help="accuracy, time and ratings per condition, paired comparisons")
     results.add_argument("study", metavar="STUDY", help="study id (or its first 8 characters)")
@@ -70,16 +75,19 @@ def run_create(args) -> int:
     from cxrlm.errors import ConfigError
     from cxrlm.study.create import NEEDS_CLASSIFY, create, plan, precompute
 
-    if args.batch_size < 1:
-        raise ConfigError("--batch-size must be at least 1")
-    study_plan = plan(args.cases, args.conditions, args.readers, args.mode, args.seed)  # before the model loads
+    if args.batch_size < 1 or (args.max_new_tokens is not None and args.max_new_tokens < 1):
+        raise ConfigError("--batch-size and --max-new-tokens must be at least 1")
+    if args.name is not None and not 1 <= len(args.name) <= 200:
+        raise ConfigError("--name must be 1 to 200 characters")
+    study_plan = plan(args.cases, args.conditions, args.readers, args.mode, args.seed, args.gate)  # no model yet
     store = _store(args)
     model_info, outputs = {}, {}
     if NEEDS_CLASSIFY & set(study_plan.conditions):
         model = load_model_from_args(args)
         model_info = {"name": model.name, "profile": model.profile.name, "engine": args.engine,
                       "notice": model.profile.notice}
-        outputs = precompute(model, study_plan.cases, study_plan.conditions, args.batch_size, progress=True)
+        outputs = precompute(model, study_plan.cases, study_plan.conditions, args.batch_size, args.max_new_tokens,
+                             args.gate, progress=sys.stderr.isatty())
     study_id, keys = create(store, study_plan, outputs, name=args.name or Path(args.cases).name,
                             model_info=model_info)
     print(json.dumps({"study": study_id, "mode": study_plan.mode, "conditions": list(study_plan.conditions),
@@ -101,9 +109,10 @@ def run_results(args) -> int:
     store = _store(args)
     study = store.find_study(args.study)
     rows = store.responses(study.id)
-    results = write_results(study, rows, args.out, args.seed, args.resamples)
+    results = write_results(study, rows, args.out, args.seed, args.resamples, store.cases(study.id))
     short = {c: {k: v for k, v in figures.items() if k != "per_label"} for c, figures in results["conditions"].items()}
     print(json.dumps({"study": study.id, "responses": len(rows), "conditions": short,
+                      "model_alone": {k: v for k, v in (results["model_alone"] or {}).items() if k != "per_label"},
                       "method": results["method"], "out": str(args.out), "notice": DISCLAIMER}, indent=2))
     return 0
 

@@ -30,13 +30,15 @@ The store API the viewer uses (cxrlm.study.store; every method is synchronous, S
         #  quality, usefulness, time_saved, safety: 1-5 (required for labels/reasoning, refused for manual,
         #  optional for teaching)}
     store.reveal(reader_id, position) -> dict       # teaching only, after submit:
-        # {position, notice, images, response, model (as ai for reasoning), truth, agreement: {labels: [{label,
+        # {position, notice, n_images, response, model (as ai for reasoning), truth, agreement: {labels: [{label,
         #  resident, model, truth, resident_vs_truth, model_vs_truth, resident_vs_model}], labels_scored,
         #  resident_correct, model_correct, resident_model_agree}, score: {cases, labels_scored, resident_correct,
         #  model_correct, resident_accuracy, model_accuracy}}
-    store.teaching_entries(reader_id) -> list[dict] # every submitted case as reveal gives it, without score
+    store.teaching_entries(reader_id) -> list[dict] # every submitted case as reveal gives it, with images
+        # (server paths of the PNGs, for the teaching-file export) instead of n_images, without score
     store.responses(study_id) -> list[dict]         # flat rows for results and CSV
-    store.assignment_table(study_id), store.study(study_id), store.studies(), store.readers(study_id)
+    store.assignment_table(study_id), store.cases(study_id), store.study(study_id), store.studies(),
+    store.readers(study_id), store.find_study(id_prefix)
 
 Errors: InputError for a bad response or an unknown position (HTTP 400/404), StudyConflict (an InputError) for a
 case out of order, a second submit, or an early reveal (HTTP 409). A case opens only when the earlier ones are

@@ -34,18 +34,19 @@ class Plan:
     pngs: dict[str, list[bytes]]  # case id -> the decoded images as PNG (no DICOM tag survives)
 
 
-def plan(manifest: str, conditions: str, n_readers: int, mode: str, seed: int) -> Plan:
+def plan(manifest: str, conditions: str, n_readers: int, mode: str, seed: int, gate: str = "on") -> Plan:
+    """Everything but the model: a bad manifest, design or image (the input gate included) is refused here."""
     chosen = parse_conditions(conditions, mode)
     cases = read_manifest(manifest)
     warnings = check_design(n_readers, len(cases), chosen)
     design = make_design(n_readers, [c.case_id for c in cases], chosen, seed)
     if mode == "teaching" and cases[0].reference is None:
         warnings.append("the manifest has no reference labels: the reveal compares resident and model only")
-    return Plan(cases, mode, chosen, seed, design, warnings, {c.case_id: _pngs(c) for c in cases})
+    return Plan(cases, mode, chosen, seed, design, warnings, {c.case_id: _pngs(c, gate) for c in cases})
 
 
-def _pngs(case: Case) -> list[bytes]:
-    study = _load(case)
+def _pngs(case: Case, gate: str) -> list[bytes]:
+    study = _load(case, gate)
     out = []
     for image in study.images:
         buffer = io.BytesIO()
@@ -54,17 +55,23 @@ def _pngs(case: Case) -> list[bytes]:
     return out
 
 
-def _load(case: Case):
+def _load(case: Case, gate: str, model=None):
+    """The case's study, through the input gate (and the model's view check), as every surface reads images."""
+    from cxrlm.gate import check_study, check_views
     from cxrlm.io import load_study
 
     try:
-        return load_study(case.images)
+        study = load_study(case.images)
+        check_study(study, gate)
+        if model is not None:
+            check_views(study, model.profile.views, model.name, gate)
     except InputError as err:
         raise InputError(f"case {case.case_id}: {err}") from None
+    return study
 
 
 def precompute(model, cases: list[Case], conditions: tuple[str, ...], chunk_size: int = 8,
-               progress: bool = False) -> dict[str, dict | None]:
+               max_new_tokens: int | None = None, gate: str = "on", progress: bool = False) -> dict[str, dict | None]:
     """case id -> model output (as stored: see model_output), or None for every case when no condition shows one."""
     if not NEEDS_CLASSIFY & set(conditions):
         return {c.case_id: None for c in cases}
@@ -75,8 +82,9 @@ def precompute(model, cases: list[Case], conditions: tuple[str, ...], chunk_size
     with tqdm(total=len(cases), unit="case", file=sys.stderr, disable=not progress, desc="model") as bar:
         for start in range(0, len(cases), chunk_size):
             chunk = cases[start : start + chunk_size]
-            studies = [_load(c) for c in chunk]
-            reports = model.predict_batch(studies, "report") if wants_report else [None] * len(chunk)
+            studies = [_load(c, gate, model) for c in chunk]
+            reports = (model.predict_batch(studies, "report", max_new_tokens=max_new_tokens) if wants_report
+                       else [None] * len(chunk))
             for case, study, report in zip(chunk, studies, reports):
                 out[case.case_id] = model_output(model.classify(study, CHEXPERT14), report)
                 bar.update(1)

@@ -28,6 +28,7 @@ from cxrlm.metrics.bootstrap import resample_indices
 from cxrlm.metrics.labels import column_counts, label_matrix
 from cxrlm.pathologies import CHEXPERT14
 from cxrlm.study.store import AI_QUESTIONS
+from cxrlm.study.teaching import model_calls
 
 N_RESAMPLES = 2000
 METHOD = ("Paired two-way bootstrap over readers and cases: each of {n} resamples draws readers and cases with "
@@ -61,19 +62,33 @@ def rates(counts: np.ndarray) -> dict:
         return {"sensitivity": tp / (tp + fn), "specificity": tn / (tn + fp), "f1": 2 * tp / (2 * tp + fp + fn)}
 
 
-def condition_summary(rows: list[dict]) -> dict:
-    """The figures of one condition's responses."""
-    arrays = response_arrays(rows)
-    counts = per_response_counts(arrays).sum(axis=0)  # (4, 14)
+def accuracy(rows: list[dict]) -> dict:
+    """Per-label, micro and macro sensitivity, specificity and F1 of rows' findings against their reference."""
+    counts = per_response_counts(response_arrays(rows)).sum(axis=0)  # (4, 14)
     per_label = rates(counts)
     micro = rates(counts.sum(axis=1))
-    out = {
-        "responses": len(rows), "readers": len({r["reader"] for r in rows}), "cases": len({r["case"] for r in rows}),
+    return {
         "per_label": {name: {**{k: _num(v[j]) for k, v in per_label.items()}, "tp": int(counts[0, j]),
                              "fp": int(counts[1, j]), "fn": int(counts[2, j]), "tn": int(counts[3, j])}
                       for j, name in enumerate(CHEXPERT14)},
         **{f"micro_{k}": _num(v) for k, v in micro.items()},
         **{f"macro_{k}": _nanmean(v) for k, v in per_label.items()},
+    }
+
+
+def model_alone(cases: list[dict]) -> dict | None:
+    """The model's own accuracy on the cases (its calls at cxrlm.batch.PRESENT_AT), the readers' yardstick."""
+    rows = [{"findings": model_calls(c["model_output"]["probabilities"]), "reference": c["reference"],
+             "active_seconds": 0.0, "confidence": 0} for c in cases if c["model_output"]]
+    return {"cases": len(rows), **accuracy(rows)} if rows else None
+
+
+def condition_summary(rows: list[dict]) -> dict:
+    """The figures of one condition's responses."""
+    arrays = response_arrays(rows)
+    out = {
+        "responses": len(rows), "readers": len({r["reader"] for r in rows}), "cases": len({r["case"] for r in rows}),
+        **accuracy(rows),
         "seconds_per_case": _num(np.mean(arrays["seconds"])) if rows else None,
         "median_seconds_per_case": _num(np.median(arrays["seconds"])) if rows else None,
         "confidence": _num(np.mean(arrays["confidence"])) if rows else None,
@@ -138,11 +153,14 @@ def _interval(diffs: np.ndarray, delta: float) -> dict:
     return {"ci_low": float(low), "ci_high": float(high), "p_value": float(p), "n_valid": int(len(finite))}
 
 
-def compute(rows: list[dict], conditions: list[str], seed: int = 0, n_resamples: int = N_RESAMPLES) -> dict:
+def compute(rows: list[dict], conditions: list[str], seed: int = 0, n_resamples: int = N_RESAMPLES,
+            cases: list[dict] = ()) -> dict:
+    """Every figure; `cases` (StudyStore.cases) adds the model's own accuracy."""
     return {
         "notice": DISCLAIMER,
         "labelled": any(r["reference"] for r in rows),
         "conditions": {c: condition_summary([r for r in rows if r["condition"] == c]) for c in conditions},
+        "model_alone": model_alone(list(cases)),
         "per_reader": {reader: {c: condition_summary([r for r in rows if r["reader"] == reader
                                                       and r["condition"] == c])["micro_f1"] for c in conditions}
                        for reader in sorted({r["reader"] for r in rows})},
@@ -168,12 +186,13 @@ def write_csv(rows: list[dict], path: Path) -> None:
                             + [_cell(reference.get(n)) for n in CHEXPERT14])
 
 
-def write_results(study, rows: list[dict], out_dir: Path, seed: int = 0, n_resamples: int = N_RESAMPLES) -> dict:
+def write_results(study, rows: list[dict], out_dir: Path, seed: int = 0, n_resamples: int = N_RESAMPLES,
+                  cases: list[dict] = ()) -> dict:
     """results.json, responses.csv and report.html in out_dir; returns the results."""
     out_dir.mkdir(parents=True, exist_ok=True)
     results = {"study": {"id": study.id, "name": study.name, "mode": study.mode, "conditions": study.conditions,
                          "seed": study.seed, "model": study.model, "design_warnings": study.design_warnings},
-               **compute(rows, list(study.conditions), seed, n_resamples)}
+               **compute(rows, list(study.conditions), seed, n_resamples, cases)}
     (out_dir / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
     write_csv(rows, out_dir / "responses.csv")
     (out_dir / "report.html").write_text(render_html(results), encoding="utf-8")
@@ -203,6 +222,11 @@ def render_html(results: dict) -> str:
              f" &middot; model {e(str((study['model'] or {}).get('name', '-')))}</small></p>",
              "<h2>Per condition</h2>", _html_table(["figure", *names], summary),
              "<h2>Per label (sensitivity / specificity / F1)</h2>", _html_table(["label", *names], per_label)]
+    model = results["model_alone"]
+    if model:
+        parts.append(f"<p>The model alone ({model['cases']} cases, its calls at probability 0.5): micro sensitivity "
+                     f"{fmt(model['micro_sensitivity'])}, specificity {fmt(model['micro_specificity'])}, F1 "
+                     f"{fmt(model['micro_f1'])}; macro F1 {fmt(model['macro_f1'])}.</p>")
     if comparisons:
         parts += ["<h2>Paired comparisons</h2>", f"<p><small>{e(results['method'])}</small></p>",
                   _html_table(["difference", "metric", "value", "95% CI", "p"], comparisons)]

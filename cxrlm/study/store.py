@@ -8,7 +8,7 @@ sign in with their own key, stored salted and hashed like the server's API keys.
 A reader works through their assignments in order (`position` 1..C): a case opens only when every earlier one is
 submitted. Time per case is active time: view/resume events open an interval, pause/submit close it, and the
 response keeps the sum. A case left open without a pause (a closed tab) keeps counting until the next pause or
-submit, so the viewer sends a pause when its page is hidden.
+submit: a viewer may send a pause when its page is hidden.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from pathlib import Path
 
 from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint, create_engine, select
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from cxrlm import DISCLAIMER
@@ -157,8 +158,9 @@ class StudyStore:
     """`db` is a database URL or an Engine (the server passes its own, so both share one pool)."""
 
     def __init__(self, db: str | Engine, data_dir: str | Path, clock: Callable[[], datetime] = utcnow):
-        self.engine = db if isinstance(db, Engine) else _engine(db)
         self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)  # before SQLite opens its default file there
+        self.engine = db if isinstance(db, Engine) else _engine(db)
         self.clock = clock  # tests pass a fake clock to check times
         StudyBase.metadata.create_all(self.engine)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
@@ -297,11 +299,14 @@ class StudyStore:
             raise StudyConflict(f"case {position} was never viewed: open it before submitting")
         values = validate_response(response, assignment.condition)
         now = self.clock()
-        with self._session() as db, db.begin():
-            db.add(StudyEvent(assignment_id=assignment.id, kind="submit", at=now))
-            events = self._events(db, [assignment.id])[assignment.id] + [("submit", now)]
-            db.add(StudyResponse(assignment_id=assignment.id, first_view_at=events[0][1], submitted_at=now,
-                                 active_seconds=active_seconds(events), **values))
+        try:
+            with self._session() as db, db.begin():
+                events = self._events(db, [assignment.id])[assignment.id] + [("submit", now)]
+                db.add(StudyEvent(assignment_id=assignment.id, kind="submit", at=now))
+                db.add(StudyResponse(assignment_id=assignment.id, first_view_at=events[0][1], submitted_at=now,
+                                     active_seconds=active_seconds(events), **values))
+        except IntegrityError:  # two submits at once: the response is the assignment's key, so one wins
+            raise StudyConflict(f"case {position} is already submitted: a response cannot be changed") from None
         return self.progress(reader_id)
 
     def reveal(self, reader_id: str, position: int) -> dict:
@@ -316,7 +321,9 @@ class StudyStore:
             db.add(StudyEvent(assignment_id=assignment.id, kind="reveal", at=self.clock()))
         entries = self.teaching_entries(reader_id)
         entry = next(e for e in entries if e["position"] == position)
-        return entry | {"score": teaching.running_score([e["agreement"] for e in entries])}
+        # the image paths are the server's: the viewer shows case_image's PNGs
+        return {k: v for k, v in entry.items() if k != "images"} | {
+            "n_images": len(entry["images"]), "score": teaching.running_score([e["agreement"] for e in entries])}
 
     def teaching_entries(self, reader_id: str) -> list[dict]:
         """Every submitted case of a reader with its images, response, model output, truth and agreement."""
@@ -352,6 +359,12 @@ class StudyStore:
             return [{"reader": reader, "case": case_id, "condition": a.condition, "position": a.position,
                      **_response_dict(r), "reference": reference}
                     for reader, case_id, reference, a, r in db.execute(query)]
+
+    def cases(self, study_id: str) -> list[dict]:
+        """Every case of a study: case (manifest id), reference, model_output (as stored)."""
+        with self._session() as db:
+            rows = db.scalars(select(StudyCase).where(StudyCase.study_id == study_id).order_by(StudyCase.id))
+            return [{"case": r.case_id, "reference": r.reference, "model_output": r.model_output} for r in rows]
 
     def assignment_table(self, study_id: str) -> list[dict]:
         """The whole design: reader (pseudonym), case (manifest id), condition, position."""
