@@ -38,7 +38,6 @@ MAX_POSITION = 2_000  # cxrlm.study.manifest.MAX_CASES: no reader has more cases
 Likert = Annotated[int, Field(ge=1, le=5)]
 Position = Annotated[int, PathParam(ge=1, le=MAX_POSITION, description="1-based place in the reading order")]
 ImageIndex = Annotated[int, PathParam(ge=0, lt=MAX_IMAGES, description="which image of the case (0: the first)")]
-HIDDEN_FROM_READERS = ("images",)  # server paths in the store's reveal: the page fetches images by URL instead
 
 
 class StudyError(Exception):
@@ -195,8 +194,7 @@ def router(studies: StudyStore, store: Store, settings) -> APIRouter:
         """Teaching, after the read: the model's reasoning, labels and boxes, the reference labels, per-label
         agreement (resident, model, truth) and the running score over every case read so far."""
         await case_at(reader, position)
-        shown = await _call(studies.reveal, reader.id, position)
-        return body(reader, {k: v for k, v in shown.items() if k not in HIDDEN_FROM_READERS})
+        return body(reader, await _call(studies.reveal, reader.id, position))
 
     @api.get("/v1/study/teaching-file", response_class=Response,
              responses={200: {"content": {"application/zip": {}}, "description": "one HTML page per case read"}})
