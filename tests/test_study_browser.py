@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import os
+import re
 import time
 import zipfile
 from collections import Counter
@@ -34,7 +35,7 @@ from cxrlm.serve.storage import Store  # noqa: E402
 CONDITIONS = ("manual", "labels", "reasoning")
 PAUSE_S = 1.5
 # Words only AI content carries: a manual page's responses must contain none of them.
-AI_MARKERS = ('"probability"', '"reasoning"', '"impression": "', '"boxes"', '"report_labels"')
+AI_MARKERS = ('"probability"', '"reasoning"', '"boxes"', '"report_labels"', '"image_size"', '"model_notice":"')
 LAUNCH = {"executable_path": str(CHROMIUM), "args": ["--no-sandbox", "--disable-gpu",
                                                      "--disable-background-networking"]}
 
@@ -144,6 +145,8 @@ def read_all(page, url: str, key: str, total: int, pause_at: int | None = None) 
             assert page.evaluate("state.boxes.length") == len(case["ai"]["boxes"])  # drawn on the image
         if condition != "reasoning":
             assert page.locator("#box-toggles label").count() == 0
+        if condition != "manual":  # the model's own notice comes with its output (cxrlm-tiny: a demonstration)
+            assert page.locator("#ai-notice").text_content().startswith("Model notice: demonstration model")
         if position == pause_at:
             page.click("#pause")
             page.wait_for_selector("#paused-cover", state="visible")
@@ -177,11 +180,16 @@ def test_reader_study_in_the_browser(tiny_model, tmp_path, capsys):
                 seen[reader] = (conditions, page.seen)
                 # Manual cases: no response the page got while on them (payload, events, submit) carries AI content.
                 manual = [p for p, c in conditions.items() if c == "manual"]
+                payloads = 0
                 for address, text in page.seen:
                     assert '"disclaimer"' in text, address
-                    if any(f"/cases/{p}" in address for p in manual):
+                    found = re.search(r"/v1/study/cases/(\d+)", address)
+                    if found and int(found.group(1)) in manual:
                         assert not any(marker in text for marker in AI_MARKERS), (address, text[:300])
-                assert any(f"/cases/{manual[0]}" in address for address, _ in page.seen)
+                        if address.endswith(found.group(0)):  # the case payload itself
+                            assert json.loads(text)["ai"] is None
+                            payloads += 1
+                assert payloads == len(manual) == 2
             # Without a key, or with a wrong one: a one-line 401, no content.
             page = browser_page(browser)
             page.goto(url + "/study")
@@ -204,6 +212,8 @@ def test_reader_study_in_the_browser(tiny_model, tmp_path, capsys):
         assert Counter(r["condition"] for r in rows if r["reader"] == reader) == {c: 2 for c in CONDITIONS}
     for case in truth:
         assert sorted(r["condition"] for r in rows if r["case"] == case) == sorted(CONDITIONS)
+        # What two readers alone give: every case under two different conditions (never the same one twice).
+        assert len({r["condition"] for r in rows if r["case"] == case and r["reader"] in ("R01", "R02")}) == 2
     # The conditions each page showed are the stored design's.
     for reader, (conditions, _) in seen.items():
         name = f"R{reader + 1:02d}"

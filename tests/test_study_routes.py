@@ -91,7 +91,7 @@ def test_sign_in_and_what_each_condition_shows(served):
         assert saved.json()["active_s"] == 30.0 and saved.json()["progress"]["done"] == position
         assert "already submitted" in error(http.post(f"/v1/study/cases/{position}/read", json={
             "findings": [], "confidence": 4, **ratings}), 409)
-    assert http.get("/v1/study/next").json() == {"disclaimer": DISCLAIMER, "model_notice": None, "done": True,
+    assert http.get("/v1/study/next").json() == {"disclaimer": DISCLAIMER, "done": True,
                                                  "position": None, "progress": {"done": 3, "total": 3, "next": None}}
     submits = [e for e in store.audit_events() if e.endpoint == "/v1/study/read" and e.event == "completed"]
     assert [e.output for e in submits] == [{"condition": c, "active_s": 30.0} for c in

@@ -113,13 +113,10 @@ def router(studies: StudyStore, store: Store, settings) -> APIRouter:
             raise StudyError(404, f"no case {position}: your cases run 1 to {progress['total']}", code="not_found")
         return await _call(studies.case_payload, reader.id, position)
 
-    notices: dict[str, str | None] = {}  # study id -> its model's notice (a study's model never changes)
-
     def body(reader, payload: dict) -> dict:
-        """Every answer carries the research-use disclaimer and the study model's own notice."""
-        if reader.study_id not in notices:
-            notices[reader.study_id] = (studies.study(reader.study_id).model or {}).get("notice")
-        return {"disclaimer": DISCLAIMER, "model_notice": notices[reader.study_id], **payload}
+        """Every answer carries the research-use disclaimer. The model's own notice travels only inside the AI
+        output (`ai`, the reveal's `model`): a manual case's reader learns nothing about the model, not even that."""
+        return {"disclaimer": DISCLAIMER, **payload}
 
     @api.get("/study", include_in_schema=False)
     async def page():

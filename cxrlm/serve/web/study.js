@@ -25,12 +25,9 @@ async function api(path, options = {}) {
 const getJson = async (path) => (await api(path)).json();
 const postJson = async (path, body) => (await api(path, { method: "POST", body: JSON.stringify(body) })).json();
 
+// The banner's research-use disclaimer; the model's own notice is shown with its output only (showAi).
 function showNotices(body) {
   if (body.disclaimer) $("disclaimer").textContent = body.disclaimer;
-  if (body.model_notice !== undefined) {
-    $("model-notice").textContent = body.model_notice ? "Model notice: " + body.model_notice : "";
-    $("model-notice").hidden = !body.model_notice;
-  }
 }
 
 // Sign-in and progress ---------------------------------------------------------------------------------------
@@ -146,6 +143,8 @@ function showAi(ai) {
   $("ai").hidden = !ai;
   ["ai-labels", "ai-reasoning", "ai-findings", "ai-impression"].forEach((id) => { $(id).textContent = ""; });
   setBoxes(ai && ai.boxes ? ai.boxes : []);
+  $("ai-notice").textContent = ai && ai.model_notice ? "Model notice: " + ai.model_notice : "";
+  $("ai-notice").hidden = !(ai && ai.model_notice);
   if (!ai) return;
   (ai.labels || []).forEach((label) => {
     const item = document.createElement("li");
