@@ -132,6 +132,8 @@ def read_all(page, url: str, key: str, total: int, pause_at: int | None = None) 
     for position in range(1, total + 1):
         case = open_case(page, position, total)
         condition = conditions[position] = case["condition"]
+        assert page.locator("#condition").text_content() == {"manual": "Read without AI", "labels": "AI labels shown",
+                                                             "reasoning": "AI reasoning, report and boxes shown"}[condition]
         ai_visible = page.locator("#ai").is_visible()
         if condition == "manual":
             assert not ai_visible and page.locator("#ai-labels li").count() == 0

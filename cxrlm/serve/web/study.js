@@ -8,6 +8,10 @@ const $ = (id) => document.getElementById(id);
 const state = { key: null, me: null, case: null, pixels: null, imageIndex: 0, boxes: [], hidden: new Set(),
   paused: false };
 
+// Said on every case: conditions change from case to case (interleaved order, docs/STUDY.md).
+const CONDITIONS = { manual: "Read without AI", labels: "AI labels shown", reasoning: "AI reasoning, report and boxes shown",
+  teaching: "Read first: the model's read and the reference follow your submit" };
+
 function status(text) { $("status").textContent = text; }
 
 async function api(path, options = {}) {
@@ -90,6 +94,7 @@ async function openCase(position) {
   $("read-form").hidden = false; $("submit").disabled = false;
   $("reveal").hidden = true;
   $("case-title").textContent = `Case ${position} of ${payload.total}`;
+  $("condition").textContent = CONDITIONS[payload.condition] || payload.condition;
   $("questionnaire").hidden = !payload.ai;  // the AI questions only where AI was shown
   showViews(payload.images);
   await showImage(payload.images[0]);
