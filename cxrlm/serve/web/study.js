@@ -99,6 +99,7 @@ async function openCase(position) {
   showViews(payload.images);
   await showImage(payload.images[0]);
   showAi(payload.ai);
+  $("ai-title").textContent = "AI assistance";
   $("reading").hidden = false; $("pause").hidden = false; $("paused-cover").hidden = true;
   const clock = await postJson(`/v1/study/cases/${position}/events`, { event: "view" });
   if (clock.paused) showPaused(true);  // left paused before a reload: it stays paused until resumed
@@ -217,6 +218,7 @@ async function reveal() {
   const shown = await getJson(`/v1/study/cases/${state.case.position}/reveal`);
   $("read-form").hidden = true; $("pause").hidden = true;
   showAi(shown.model);
+  $("ai-title").textContent = "The model's read";
   const body = $("agreement").querySelector("tbody");
   body.innerHTML = "";
   const mark = (v) => (v === null || v === undefined ? "-" : v ? "present" : "absent");
