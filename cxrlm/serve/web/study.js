@@ -120,13 +120,7 @@ function showViews(urls) {
 }
 
 async function showImage(url) {
-  const blob = await (await api(url)).blob();
-  const bitmap = await createImageBitmap(blob);
-  const canvas = $("canvas");
-  canvas.width = bitmap.width; canvas.height = bitmap.height;
-  const ctx = canvas.getContext("2d");
-  ctx.drawImage(bitmap, 0, 0);
-  state.pixels = ctx.getImageData(0, 0, bitmap.width, bitmap.height);
+  state.pixels = await paintImage($("canvas"), await (await api(url)).blob());
   draw();
 }
 

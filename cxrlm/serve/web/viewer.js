@@ -66,12 +66,7 @@ async function upload(file) {
 
 async function showImage() {
   const blob = await (await fetch(state.study.image, { headers: headers(false) })).blob();
-  const bitmap = await createImageBitmap(blob);
-  const canvas = $("canvas");
-  canvas.width = bitmap.width; canvas.height = bitmap.height;
-  const ctx = canvas.getContext("2d");
-  ctx.drawImage(bitmap, 0, 0);
-  state.pixels = ctx.getImageData(0, 0, bitmap.width, bitmap.height);
+  state.pixels = await paintImage($("canvas"), blob);
   draw();
 }
 

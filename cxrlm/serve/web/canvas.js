@@ -1,5 +1,14 @@
-// Boxes over a radiograph on a canvas, with a show/hide toggle per finding: shared by the viewer and /study.
+// The radiograph on a canvas, its boxes, and a show/hide toggle per finding: shared by the viewer and /study.
 "use strict";
+
+// Draw an image (a PNG blob) at its own size; returns its pixels, from which the page redraws.
+async function paintImage(canvas, blob) {
+  const bitmap = await createImageBitmap(blob);
+  canvas.width = bitmap.width; canvas.height = bitmap.height;
+  const ctx = canvas.getContext("2d");
+  ctx.drawImage(bitmap, 0, 0);
+  return ctx.getImageData(0, 0, bitmap.width, bitmap.height);
+}
 
 // Each box in its own colour, labelled, in image pixels; findings in `hidden` are left out.
 function drawBoxes(ctx, boxes, hidden, width) {
