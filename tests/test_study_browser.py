@@ -125,7 +125,7 @@ def fill_read(page, findings: list[str], ai_shown: bool, confidence: int = 4) ->
             page.check(f'input[name="{name}"][value="{value}"]')
 
 
-def read_all(page, url: str, key: str, total: int, pause_at: int | None = None) -> dict:
+def read_all(page, url: str, key: str, total: int, pause_at: int | None = None, hide_at: int | None = None) -> dict:
     """One reader reads every case in the browser; returns {position: condition} and checks each page's content."""
     sign_in(page, url, key)
     conditions = {}
@@ -156,6 +156,15 @@ def read_all(page, url: str, key: str, total: int, pause_at: int | None = None) 
             time.sleep(PAUSE_S)
             page.click("#resume")
             page.wait_for_selector("#paused-cover", state="hidden")
+        if position == hide_at:  # the page goes hidden (another tab): the clock stops until the reader resumes
+            page.evaluate("Object.defineProperty(document, 'hidden', {value: true, configurable: true});"
+                          "document.dispatchEvent(new Event('visibilitychange'))")
+            page.wait_for_selector("#paused-cover", state="visible")
+            page.evaluate("Object.defineProperty(document, 'hidden', {value: false, configurable: true})")
+            assert page.evaluate("fetch('/v1/study/me', {headers: {Authorization: 'Bearer ' + state.key}})"
+                                 f".then(r => r.json()).then(me => me.assignments[{position - 1}].status)") == "paused"
+            page.click("#resume")
+            page.wait_for_selector("#paused-cover", state="hidden")
         fill_read(page, CHEXPERT14[position % 3:position % 3 + 2], condition != "manual")
         page.click("#submit")
     page.wait_for_selector("#finished", state="visible")
@@ -178,7 +187,8 @@ def test_reader_study_in_the_browser(tiny_model, tmp_path, capsys):
         try:
             for reader, key in enumerate(keys):
                 page = browser_page(browser)
-                conditions = read_all(page, url, key, 6, pause_at=3 if reader == 1 else None)
+                conditions = read_all(page, url, key, 6, pause_at=3 if reader == 1 else None,
+                                      hide_at=2 if reader == 2 else None)
                 seen[reader] = (conditions, page.seen)
                 # Manual cases: no response the page got while on them (payload, events, submit) carries AI content.
                 manual = [p for p, c in conditions.items() if c == "manual"]
