@@ -37,6 +37,7 @@ from cxrlm.serve import openai_format as oa
 from cxrlm.serve.exports import FORMATS, ExportUnavailable, export
 from cxrlm.serve.security import LOCAL_KEY_ID, RateLimiter, bearer_token, retry_after_header
 from cxrlm.serve.storage import Store, new_id
+from cxrlm.serve.study_routes import install as install_study_routes
 from cxrlm.serve.worker import Cancelled, Job, ModelWorker, QueueFull, Slot
 from cxrlm.types import Study, Task, XrayImage
 
@@ -307,6 +308,7 @@ def create_app(model, store: Store, settings: ServeSettings | None = None, worke
     async def disclaimer():
         return {"disclaimer": DISCLAIMER, "model": model.name, "model_notice": model.profile.notice}
 
+    install_study_routes(app, store, settings)  # /v1/study/... and the /study page (reader studies, teaching)
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
     return app
 

@@ -71,12 +71,7 @@ async function openStudy(study) {
 
 async function showImage() {
   const blob = await (await fetch(state.study.image, { headers: headers(false) })).blob();
-  const bitmap = await createImageBitmap(blob);
-  const canvas = $("canvas");
-  canvas.width = bitmap.width; canvas.height = bitmap.height;
-  const ctx = canvas.getContext("2d");
-  ctx.drawImage(bitmap, 0, 0);
-  state.pixels = ctx.getImageData(0, 0, bitmap.width, bitmap.height);
+  state.pixels = await paintImage($("canvas"), blob);
   draw();
 }
 
@@ -99,29 +94,12 @@ function draw() {
   ctx.putImageData(windowed(), 0, 0);
   // The server's overlay is the display image with the map over it, at the image's size (not windowed).
   if ($("heatmap").checked && state.heatmap) ctx.drawImage(state.heatmap, 0, 0);
-  ctx.lineWidth = Math.max(2, state.pixels.width / 300);
-  ctx.font = Math.max(12, state.pixels.width / 40) + "px sans-serif";
-  state.boxes.forEach((box, i) => {
-    if (state.hidden.has(box.label)) return;
-    const [x1, y1, x2, y2] = box.xyxy;
-    ctx.strokeStyle = ctx.fillStyle = `hsl(${(i * 67) % 360} 90% 60%)`;
-    ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
-    ctx.fillText(box.label || "region", x1 + 3, Math.max(y1 - 4, 12));
-  });
+  drawBoxes(ctx, state.boxes, state.hidden, state.pixels.width);
 }
 
 function setBoxes(boxes) {
   state.boxes = state.boxes.concat(boxes);
-  const toggles = $("box-toggles");
-  toggles.innerHTML = "";
-  [...new Set(state.boxes.map((b) => b.label))].forEach((label) => {
-    const item = document.createElement("label");
-    const box = document.createElement("input");
-    box.type = "checkbox"; box.checked = !state.hidden.has(label);
-    box.onchange = () => { box.checked ? state.hidden.delete(label) : state.hidden.add(label); draw(); };
-    item.append(box, " " + (label || "region"));
-    toggles.append(item);
-  });
+  boxToggles($("box-toggles"), state.boxes, state.hidden, draw);
   draw();
 }
 
