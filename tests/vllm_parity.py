@@ -1,0 +1,39 @@
+"""Run inside vLLM's environment (tests/test_engine_vllm.py): one family's tiny checkpoint, hf against vllm.
+
+    python tests/vllm_parity.py FAMILY OUT_DIR IMAGE.png
+
+Builds the family's tiny random checkpoint in OUT_DIR, loads it with the hf engine and then with the vllm engine
+in this one process (same transformers, same image processor), and prints one JSON line per engine: the greedy
+report text, classify's yes-probabilities for two questions, and the engine's mean_numbers capability.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+from cxrlm.models import load_model
+from cxrlm.models.families import FAMILIES
+
+QUESTIONS = ("Is there pneumonia? Answer yes or no.", "Is there cardiomegaly? Answer yes or no.")
+NEW_TOKENS = 12
+
+
+def main(family: str, out_dir: str, image_path: str) -> None:
+    folder = FAMILIES[family].build_tiny(Path(out_dir) / f"tiny-{family}")
+    # A small pixel budget keeps the vision towers fast on 2 cores (cxrlm.json is the documented way to set it).
+    (folder / "cxrlm.json").write_text(json.dumps({"min_pixels": 64 * 64, "max_pixels": 128 * 128}))
+    image = Image.open(image_path).convert("RGB")
+    for engine in ("hf", "vllm"):
+        model = load_model(folder, device="cpu", engine=engine)
+        turn = lambda text: [model.adapter.user_turn(text, 1)]  # noqa: E731
+        text = model.engine.generate(turn("Write a radiology report for this chest X-ray."), [image], NEW_TOKENS).text
+        yes = model.engine.yes_probability([turn(q) for q in QUESTIONS], [[image], [image]])
+        print(json.dumps({"engine": engine, "text": text, "yes": yes,
+                          "mean_numbers": model.engine.capabilities.mean_numbers}), flush=True)
+        model.engine.close()
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
