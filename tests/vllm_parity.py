@@ -25,8 +25,23 @@ NEW_TOKENS = 12
 VLLM_TEXT = {"num_attention_heads": 2, "initializer_range": 0.3}
 
 
+def hub_layout(folder: Path) -> None:
+    """LLaVA-OneVision's weights under the names its published checkpoints use (RadVLM's, llava-hf's):
+    transformers 5 saves the SigLIP tower as `vision_tower.embeddings...`, which vLLM 0.32's loader does not map
+    ("no module or parameter named 'vision_tower.embeddings'"); published folders say `vision_tower.vision_model.`."""
+    from safetensors.torch import load_file, save_file
+
+    path = folder / "model.safetensors"
+    weights = load_file(path)
+    renamed = {f"vision_tower.vision_model.{k.removeprefix('vision_tower.')}" if k.startswith("vision_tower.")
+               and not k.startswith("vision_tower.vision_model.") else k: v for k, v in weights.items()}
+    save_file(renamed, path, metadata={"format": "pt"})
+
+
 def main(family: str, out_dir: str, image_path: str) -> None:
     folder = FAMILIES[family].build_tiny(Path(out_dir) / f"tiny-{family}", text=VLLM_TEXT)
+    if family == "llava_onevision":
+        hub_layout(folder)
     # A small pixel budget keeps the vision towers fast on 2 cores (cxrlm.json is the documented way to set it).
     (folder / "cxrlm.json").write_text(json.dumps({"min_pixels": 64 * 64, "max_pixels": 128 * 128}))
     image = Image.open(image_path).convert("RGB")

@@ -21,7 +21,7 @@ from cxrlm.errors import ModelLoadError
 
 INSTALL = ("engine 'vllm' needs vLLM: `pip install 'cxrlm[vllm]'` on a CUDA machine, or the CPU build in its own "
            "virtual environment (docs/ENGINES.md, 'vLLM on the CPU')")
-TOP_LOGPROBS = 20  # the most log-probabilities one request may ask for (10 digits, 4 spellings of yes/no)
+MAX_LOGPROBS = 20  # the most log-probabilities one request may ask for (10 digits, 4 spellings of yes/no)
 
 
 def import_vllm():
@@ -52,7 +52,7 @@ class VllmEngine:
         self.request_ids = itertools.count()
         self.llm = LLM(model=str(model_dir), dtype=dtype, max_model_len=max_len, seed=0,
                        limit_mm_per_prompt={"image": max_images, "video": 0},
-                       mm_processor_kwargs=processor_args or None, max_logprobs=TOP_LOGPROBS,
+                       mm_processor_kwargs=processor_args or None, max_logprobs=MAX_LOGPROBS,
                        enforce_eager=True)  # no graph capture: the CPU build has none, and it costs start-up time
 
     def _prompts(self, conversations: list[list[dict]], images: list[list]) -> list[dict]:

@@ -109,7 +109,7 @@ GEMMA3_TEMPLATE = (
 
 
 def _gemma3_tokenizer(corpus: Iterable[str]):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     bpe = Tokenizer(models.BPE())
@@ -118,13 +118,17 @@ def _gemma3_tokenizer(corpus: Iterable[str]):
     trainer = trainers.BpeTrainer(vocab_size=1024, special_tokens=list(GEMMA3_SPECIAL), show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     bpe.train_from_iterator(list(corpus), trainer=trainer)
-    return PreTrainedTokenizerFast(
+    tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=bpe, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
         additional_special_tokens=list(GEMMA3_SPECIAL[3:]),
         extra_special_tokens={"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>",
                               "image_token": "<image_soft_token>"},
         chat_template=GEMMA3_TEMPLATE, model_max_length=8192,
     )
+    # Runs of 1-4 newlines are single tokens in Gemma's vocabulary, and vLLM's Gemma 3 processor looks them up by
+    # name when it places image tokens (a byte-level vocabulary has no "\n": KeyError).
+    tokenizer.add_tokens([AddedToken("\n" * n, normalized=False) for n in (4, 3, 2, 1)])
+    return tokenizer
 
 
 def build_gemma3(out_dir: str | Path, corpus: Iterable[str] = FAMILY_CORPUS, seed: int = 0,
