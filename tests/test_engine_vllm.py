@@ -81,10 +81,14 @@ def test_every_family_gives_hf_engines_answers(family, image, tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     rows = {row["engine"]: row for row in map(json.loads, run.stdout.splitlines()[-2:])}
     hf, vllm = rows["hf"], rows["vllm"]
-    if family != "gemma3":  # random Gemma 3 writes newlines whatever its weights (embeddings scaled by sqrt(width))
+    if family != "gemma3":  # random Gemma 3 wrote only newlines at every weight scale tried (0.02 to 3)
         assert len(set(hf["text"])) > 3  # a varied answer, so that agreeing on it means something
     assert vllm["text"] == hf["text"]
-    assert vllm["yes"] == pytest.approx(hf["yes"], abs=2e-3)
+    if family == "gemma3":  # vLLM 0.32's CPU attention has no bidirectional image span: hf computed the same way
+        assert vllm["yes"] == pytest.approx(hf["yes_causal"], abs=2e-3)
+        assert vllm["yes"] != pytest.approx(hf["yes"], abs=2e-3)  # a GPU build (mm_prefix support) would match
+    else:
+        assert vllm["yes"] == pytest.approx(hf["yes"], abs=2e-3)
     assert vllm["mean_numbers"] == hf["mean_numbers"]  # expected-value boxes wherever hf has them
 
 

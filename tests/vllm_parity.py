@@ -4,7 +4,8 @@
 
 Builds the family's tiny random checkpoint in OUT_DIR, loads it with the hf engine and then with the vllm engine
 in this one process (same transformers, same image processor), and prints one JSON line per engine: the greedy
-report text, classify's yes-probabilities for two questions, and the engine's mean_numbers capability.
+report text, classify's yes-probabilities for two questions, and the engine's mean_numbers capability (for Gemma 3,
+hf's also with causal attention over the image, which is what vLLM's CPU build computes).
 """
 
 import json
@@ -26,9 +27,9 @@ VLLM_TEXT = {"num_attention_heads": 2, "initializer_range": 0.3}
 
 
 def hub_layout(folder: Path) -> None:
-    """LLaVA-OneVision's weights under the names its published checkpoints use (RadVLM's, llava-hf's):
-    transformers 5 saves the SigLIP tower as `vision_tower.embeddings...`, which vLLM 0.32's loader does not map
-    ("no module or parameter named 'vision_tower.embeddings'"); published folders say `vision_tower.vision_model.`."""
+    """A SigLIP tower's weights under the names published checkpoints use (RadVLM's, MedGemma's):
+    transformers 5 saves it as `vision_tower.embeddings...`, which vLLM 0.32's loader does not map ("no module or
+    parameter named 'vision_tower.embeddings'"); published folders say `vision_tower.vision_model.embeddings...`."""
     from safetensors.torch import load_file, save_file
 
     path = folder / "model.safetensors"
@@ -38,9 +39,26 @@ def hub_layout(folder: Path) -> None:
     save_file(renamed, path, metadata={"format": "pt"})
 
 
+def causal_yes(model, conversations, images) -> list[float]:
+    """hf's yes-probabilities with image tokens attending causally, as vLLM's CPU attention does: Gemma 3 lets
+    them see each other (token_type_ids), and vLLM 0.32's CPU attention backend lacks that ("mm_prefix")."""
+    import torch
+
+    engine, tokenizer = model.engine, model.engine.processor.tokenizer
+    yes = sorted({tokenizer.encode(w, add_special_tokens=False)[0] for w in ("yes", "Yes")})
+    no = sorted({tokenizer.encode(w, add_special_tokens=False)[0] for w in ("no", "No")})
+    shares = []
+    for conversation, imgs in zip(conversations, images):
+        inputs = {k: v for k, v in engine._inputs([conversation], [imgs]).items() if k != "token_type_ids"}
+        with torch.inference_mode():
+            probs = torch.softmax(engine.model(**inputs).logits[0, -1].float(), -1)
+        shares.append(float(probs[yes].sum() / (probs[yes].sum() + probs[no].sum())))
+    return shares
+
+
 def main(family: str, out_dir: str, image_path: str) -> None:
     folder = FAMILIES[family].build_tiny(Path(out_dir) / f"tiny-{family}", text=VLLM_TEXT)
-    if family == "llava_onevision":
+    if family in ("llava_onevision", "gemma3"):  # the SigLIP-tower families
         hub_layout(folder)
     # A small pixel budget keeps the vision towers fast on 2 cores (cxrlm.json is the documented way to set it).
     (folder / "cxrlm.json").write_text(json.dumps({"min_pixels": 64 * 64, "max_pixels": 128 * 128}))
@@ -49,9 +67,12 @@ def main(family: str, out_dir: str, image_path: str) -> None:
         model = load_model(folder, device="cpu", engine=engine)
         turn = lambda text: [model.adapter.user_turn(text, 1)]  # noqa: E731
         text = model.engine.generate(turn("Write a radiology report for this chest X-ray."), [image], NEW_TOKENS).text
-        yes = model.engine.yes_probability([turn(q) for q in QUESTIONS], [[image], [image]])
-        print(json.dumps({"engine": engine, "text": text, "yes": yes,
-                          "mean_numbers": model.engine.capabilities.mean_numbers}), flush=True)
+        conversations, images = [turn(q) for q in QUESTIONS], [[image], [image]]
+        row = {"engine": engine, "text": text, "yes": model.engine.yes_probability(conversations, images),
+               "mean_numbers": model.engine.capabilities.mean_numbers}
+        if engine == "hf" and family == "gemma3":
+            row["yes_causal"] = causal_yes(model, conversations, images)
+        print(json.dumps(row), flush=True)
         model.engine.close()
 
 
