@@ -67,20 +67,23 @@ class VllmEngine:
             return self.llm.generate(prompts, params, use_tqdm=False)
 
     def _stream(self, prompt: dict, params, on_text: Callable[[str], None] | None):
-        """One request stepped through vLLM's engine; `on_text` gets each new piece of its text. Its last output."""
+        """One request stepped through vLLM's engine (the lock keeps it the only one there); `on_text` gets each new
+        piece of its text. Its last output."""
         with self.lock:
             engine = self.llm.llm_engine
             request_id = f"cxrlm-{next(self.request_ids)}"
             engine.add_request(request_id, prompt, params)
             sent, last = "", None
-            while engine.has_unfinished_requests():
-                for out in engine.step():
-                    if out.request_id != request_id:
-                        continue
-                    last, text = out, out.outputs[0].text
-                    if on_text is not None and len(text) > len(sent) and text.startswith(sent):
-                        on_text(text[len(sent):])
-                        sent = text
+            try:
+                while engine.has_unfinished_requests():
+                    for out in engine.step():
+                        last, text = out, out.outputs[0].text
+                        if on_text is not None and len(text) > len(sent) and text.startswith(sent):
+                            on_text(text[len(sent):])
+                            sent = text
+            except BaseException:  # on_text gave up (a client went away): the request must not linger in vLLM
+                engine.abort_request([request_id])
+                raise
         return last.outputs[0]
 
     def generate(self, messages: list[dict], images: list, max_new_tokens: int,
