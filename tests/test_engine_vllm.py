@@ -111,7 +111,7 @@ def test_ground_boxes_are_the_hf_engines_expected_values(image):
     rows = {row["engine"]: row for row in map(json.loads, run.stdout.splitlines()[-2:])}
     hf, vllm = rows["hf"], rows["vllm"]
     assert hf["boxes"] and all(box[4] is not None for box in hf["boxes"])  # scored: expected values, not greedy
-    assert vllm["boxes"] == pytest.approx(hf["boxes"], abs=1e-3)
+    assert vllm["boxes"] == [pytest.approx(box, abs=1e-3) for box in hf["boxes"]]
     assert vllm["streamed"] == vllm["raw"] and vllm["pieces"] > 1  # streamed as it was written
 
 
