@@ -1,38 +1,29 @@
 """--engine vllm against the hf engine on the shipped cxrlm-tiny, with real vLLM (the CPU build here).
 
 vLLM pins its own torch and transformers, so it lives in its own virtual environment (docs/ENGINES.md): these tests
-run it through $CXRLM_VLLM_PYTHON (that environment's python, with cxrlm installed), else this interpreter, and
-skip with the reason where neither imports vllm. The hf side runs in this interpreter, the reference.
+run it through that environment's python (tests/vllm_env.py: $CXRLM_VLLM_PYTHON, else .venv-vllm) and skip with the
+reason where it cannot import vllm. cxrlm-tiny's hf side runs in this interpreter, the reference; the per-family
+parity runs both engines in vLLM's environment (tests/vllm_parity.py), so both see the same image processor.
 """
 
-import os
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from vllm_env import ENV, MISSING, VLLM_PYTHON, needs_vllm
 
 from cxrlm.models import DEFAULT_MODEL_DIR
 
-VLLM_PYTHON = os.environ.get("CXRLM_VLLM_PYTHON", sys.executable)
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-
-
-def vllm_missing() -> str | None:
-    """Why vLLM cannot run here, or None."""
-    probe = subprocess.run([VLLM_PYTHON, "-c", "import vllm, cxrlm"], capture_output=True, text=True, env=ENV, check=False)
-    if probe.returncode:
-        lines = probe.stderr.strip().splitlines() or ["no output"]
-        return f"vLLM not importable by {VLLM_PYTHON} (set CXRLM_VLLM_PYTHON; docs/ENGINES.md): {lines[-1]}"
-    return None
-
-
-MISSING = vllm_missing()
-needs_vllm = pytest.mark.skipif(MISSING is not None, reason=str(MISSING))
+PARITY = Path(__file__).with_name("vllm_parity.py")
+# Families vLLM implements, by cxrlm.models.families name (REMOTE_CODE's checkpoints are not among them).
+VLLM_FAMILIES = ("qwen2_5_vl", "qwen3_vl", "llava_onevision", "gemma3")
 
 
 def cxrlm(python: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([python, "-m", "cxrlm", *args], capture_output=True, text=True, env=ENV, timeout=900, check=False)
+    return subprocess.run([python, "-m", "cxrlm", *args], capture_output=True, text=True, env=ENV, timeout=900,
+                          check=False)
 
 
 def answer(stdout: str) -> str:
@@ -79,6 +70,49 @@ def test_yes_probabilities_match_hf(image):
     assert len(rows["vllm"]) == 2
     assert all(abs(p - 0.5) > 0.05 for p in rows["hf"])  # a real view on both labels, not the no-view fallback
     assert rows["vllm"] == pytest.approx(rows["hf"], abs=2e-3)
+
+
+@needs_vllm
+@pytest.mark.parametrize("family", VLLM_FAMILIES)
+def test_every_family_gives_hf_engines_answers(family, image, tmp_path):
+    """A tiny random checkpoint of each family vLLM implements: greedy text equal, yes-probabilities close."""
+    run = subprocess.run([VLLM_PYTHON, str(PARITY), family, str(tmp_path), str(image)], capture_output=True, text=True,
+                         env=ENV, timeout=900, check=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = {row["engine"]: row for row in map(json.loads, run.stdout.splitlines()[-2:])}
+    hf, vllm = rows["hf"], rows["vllm"]
+    if family != "gemma3":  # random Gemma 3 wrote only newlines at every weight scale tried (0.02 to 3)
+        assert len(set(hf["text"])) > 3  # a varied answer, so that agreeing on it means something
+    assert vllm["text"] == hf["text"]
+    if family == "gemma3":  # vLLM 0.32's CPU attention has no bidirectional image span: hf computed the same way
+        assert vllm["yes"] == pytest.approx(hf["yes_causal"], abs=2e-3)
+        assert vllm["yes"] != pytest.approx(hf["yes"], abs=2e-3)  # a GPU build (mm_prefix support) would match
+    else:
+        assert vllm["yes"] == pytest.approx(hf["yes"], abs=2e-3)
+    assert vllm["mean_numbers"] == hf["mean_numbers"]  # expected-value boxes wherever hf has them
+
+
+@needs_vllm
+def test_ground_boxes_are_the_hf_engines_expected_values(image):
+    """Grounding on cxrlm-tiny: expected-value boxes (with their scores) from vLLM's digit log-probabilities."""
+    script = (
+        "import json, sys; from cxrlm.io.image import load_image; from cxrlm.models import load_model\n"
+        "img = load_image(sys.argv[1])\n"
+        "for engine in ('hf', 'vllm'):\n"
+        "    m = load_model(sys.argv[2], device='cpu', engine=engine)\n"
+        "    pieces = []\n"
+        "    out = m.predict(img, 'ground', phrase='right lung', on_text=pieces.append)\n"
+        "    print(json.dumps({'engine': engine, 'boxes': [[*b.xyxy, b.score] for b in out.boxes],\n"
+        "                      'raw': out.raw_text, 'streamed': ''.join(pieces), 'pieces': len(pieces)}))\n"
+    )
+    run = subprocess.run([VLLM_PYTHON, "-c", script, str(image), str(DEFAULT_MODEL_DIR)], capture_output=True,
+                         text=True, env=ENV, timeout=900, check=False)
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = {row["engine"]: row for row in map(json.loads, run.stdout.splitlines()[-2:])}
+    hf, vllm = rows["hf"], rows["vllm"]
+    assert hf["boxes"] and all(box[4] is not None for box in hf["boxes"])  # scored: expected values, not greedy
+    assert vllm["boxes"] == [pytest.approx(box, abs=1e-3) for box in hf["boxes"]]
+    assert vllm["streamed"] == vllm["raw"] and vllm["pieces"] > 1  # streamed as it was written
 
 
 @pytest.mark.skipif(MISSING is None, reason="vLLM is installed here")

@@ -2,22 +2,26 @@
 
 Prompts are the checkpoint's own chat template (the family's processor); images go to vLLM as `multi_modal_data`,
 resized under the profile's pixel budget by the same processor arguments the hf engine uses. It implements
-cxrlm.engines.base.Engine. vLLM decides the whole answer before returning, so `on_text` gets it in one piece.
-No expected-value numbers (vLLM returns only the top log-probabilities) and no heatmaps (no gradients).
+cxrlm.engines.base.Engine. Answers stream: each request is stepped through vLLM's engine and `on_text` gets the
+text as it grows. Classify's yes/no and grounding's digit beliefs (expected-value boxes, cxrlm.engines.numbers) read
+the log-probabilities of exactly those tokens (vLLM's `logprob_token_ids`), however unlikely, as hf's softmax does.
+No heatmaps (no gradients).
 """
 
+import itertools
 import os
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from cxrlm.engines.base import EngineCapabilities, Generation
+from cxrlm.engines import numbers
+from cxrlm.engines.base import EngineCapabilities, Generation, TextStream
 from cxrlm.errors import ModelLoadError
 
 INSTALL = ("engine 'vllm' needs vLLM: `pip install 'cxrlm[vllm]'` on a CUDA machine, or the CPU build in its own "
            "virtual environment (docs/ENGINES.md, 'vLLM on the CPU')")
-TOP_LOGPROBS = 20  # yes_probability reads "yes"/"no" among the first answer token's 20 likeliest
+MAX_LOGPROBS = 20  # the most log-probabilities one request may ask for (10 digits, 4 spellings of yes/no)
 
 
 def import_vllm():
@@ -42,11 +46,13 @@ class VllmEngine:
         LLM, self.SamplingParams = import_vllm()
         self.processor = processor
         self.frame = frame  # (width, height) -> the model's input size, for families whose boxes are in pixels
-        self.capabilities = EngineCapabilities(concurrent=False, mean_numbers=False, heatmaps=False)
+        self.digits = numbers.digit_tokens(processor.tokenizer)  # None: several digits per token, greedy boxes
+        self.capabilities = EngineCapabilities(concurrent=False, mean_numbers=self.digits is not None, heatmaps=False)
         self.lock = threading.Lock()  # the offline LLM takes one caller at a time
+        self.request_ids = itertools.count()
         self.llm = LLM(model=str(model_dir), dtype=dtype, max_model_len=max_len, seed=0,
                        limit_mm_per_prompt={"image": max_images, "video": 0},
-                       mm_processor_kwargs=processor_args or None, max_logprobs=TOP_LOGPROBS,
+                       mm_processor_kwargs=processor_args or None, max_logprobs=MAX_LOGPROBS,
                        enforce_eager=True)  # no graph capture: the CPU build has none, and it costs start-up time
 
     def _prompts(self, conversations: list[list[dict]], images: list[list]) -> list[dict]:
@@ -60,38 +66,117 @@ class VllmEngine:
         with self.lock:
             return self.llm.generate(prompts, params, use_tqdm=False)
 
+    def _stream(self, prompt: dict, params, on_text: Callable[[str], None] | None):
+        """One request stepped through vLLM's engine (the lock keeps it the only one there); `on_text` gets each new
+        piece of its text. Its last output."""
+        with self.lock:
+            engine = self.llm.llm_engine
+            request_id = f"cxrlm-{next(self.request_ids)}"
+            engine.add_request(request_id, prompt, params)
+            sent, last = "", None
+            try:
+                while engine.has_unfinished_requests():
+                    for out in engine.step():
+                        last, text = out, out.outputs[0].text
+                        if on_text is not None and len(text) > len(sent) and text.startswith(sent):
+                            on_text(text[len(sent):])
+                            sent = text
+            except BaseException:  # on_text gave up (a client went away): the request must not linger in vLLM
+                engine.abort_request([request_id])
+                raise
+        return last.outputs[0]
+
     def generate(self, messages: list[dict], images: list, max_new_tokens: int,
                  on_text: Callable[[str], None] | None = None, temperature: float = 0.0) -> Generation:
         start = time.perf_counter()
-        prompts = self._prompts([messages], [images])
+        prompt = self._prompts([messages], [images])[0]
         prepared = time.perf_counter()
-        params = self.SamplingParams(temperature=temperature, max_tokens=max_new_tokens, seed=0 if temperature else None)
-        out = self._run(prompts, params)[0].outputs[0]
-        if on_text is not None and out.text:
-            on_text(out.text)
-        size = self.frame(*images[0].size) if self.frame and images else None
+        params = self.SamplingParams(temperature=temperature, max_tokens=max_new_tokens,
+                                     seed=0 if temperature else None)
+        out = self._stream(prompt, params, on_text)
         return Generation(text=out.text, new_tokens=len(out.token_ids), preprocess_s=prepared - start,
-                          generate_s=time.perf_counter() - prepared, input_size=size)
+                          generate_s=time.perf_counter() - prepared, input_size=self._input_size(images))
 
-    def generate_mean_numbers(self, messages, images, max_new_tokens, on_text=None) -> Generation:
-        raise NotImplementedError("the vllm engine has no expected-value numbers: check "
-                                  "engine.capabilities.mean_numbers before calling generate_mean_numbers")
+    def _input_size(self, images: list):
+        return self.frame(*images[0].size) if self.frame and images else None
+
+    def generate_mean_numbers(self, messages: list[dict], images: list, max_new_tokens: int,
+                              on_text: Callable[[str], None] | None = None) -> Generation:
+        """Greedy, except that each whole number is the expected value of the model's belief (as hf's): greedy runs
+        stop at a digit, and the belief is read from the digits' log-probabilities, one batch of one-token requests
+        per digit place (vLLM's prefix cache holds the shared prompt, so each costs a few tokens)."""
+        if self.digits is None:
+            raise NotImplementedError("this tokenizer writes several digits per token: check "
+                                      "engine.capabilities.mean_numbers before calling generate_mean_numbers")
+        tokenizer = self.processor.tokenizer
+        start = time.perf_counter()
+        prompt = self._prompts([messages], [images])[0]
+        # Token prompts, so that a continuation is exactly the tokens chosen; vLLM expands the image placeholder.
+        head = tokenizer.encode(prompt.pop("prompt"), add_special_tokens=False)
+        at = lambda tokens: {**prompt, "prompt_token_ids": head + tokens}  # noqa: E731
+        prepared = time.perf_counter()
+        stream, new, beliefs = TextStream(tokenizer, on_text), [], []
+        while len(new) < max_new_tokens:
+            params = self.SamplingParams(temperature=0.0, max_tokens=max_new_tokens - len(new),
+                                         stop_token_ids=list(self.digits), logprob_token_ids=list(self.digits))
+            out = self._run([at(new)], params)[0].outputs[0]
+            tokens = list(out.token_ids)
+            if out.stop_reason not in self.digits:  # no number before the end
+                new += tokens
+                for t in tokens:
+                    stream.push(t)
+                break
+            written = tokens[:-1]
+            for t in written:
+                stream.push(t)
+            first = self._dense(out.logprobs[-1])
+
+            def branch(prefixes, base=new + written):
+                one = self.SamplingParams(temperature=0.0, max_tokens=1, logprob_token_ids=list(self.digits))
+                runs = self._run([at(base + p) for p in prefixes], one)
+                return self._dense_rows([r.outputs[0].logprobs[0] for r in runs])
+
+            chosen, belief = numbers.mean_number(branch, first, self.digits)
+            chosen = chosen[: max_new_tokens - len(new) - len(written)]
+            start_at = len(tokenizer.decode(new + written, skip_special_tokens=True))
+            new += written + chosen
+            beliefs.append(numbers.NumberBelief(start_at, len(tokenizer.decode(new, skip_special_tokens=True)), belief))
+            for t in chosen:
+                stream.push(t)
+        stream.finish()
+        return Generation(text=tokenizer.decode(new, skip_special_tokens=True), new_tokens=len(new),
+                          preprocess_s=prepared - start, generate_s=time.perf_counter() - prepared,
+                          input_size=self._input_size(images), numbers=beliefs)
+
+    def _dense(self, top: dict):
+        """A position's log-probabilities ({token id: Logprob}, the digits') as a vocabulary-sized row, -inf
+        elsewhere: what cxrlm.engines.numbers reads."""
+        return self._dense_rows([top])[0]
+
+    def _dense_rows(self, tops: list[dict]):
+        import torch
+
+        rows = torch.full((len(tops), len(self.processor.tokenizer)), float("-inf"))
+        for row, top in zip(rows, tops):
+            for token, logprob in top.items():
+                if token < row.numel():
+                    row[token] = logprob.logprob
+        return rows
 
     def yes_probability(self, conversations: list[list[dict]], images: list[list]) -> list[float]:
-        """P(yes) / (P(yes) + P(no)) from the first answer token's top log-probabilities; 0.5 where neither
-        word is among them (the model holds no view between the two)."""
+        """P(yes) / (P(yes) + P(no)) from the first answer token's log-probabilities of those words."""
         import math
 
         tokenizer = self.processor.tokenizer
         yes = {tokenizer.encode(w, add_special_tokens=False)[0] for w in ("yes", "Yes")}
         no = {tokenizer.encode(w, add_special_tokens=False)[0] for w in ("no", "No")}
-        params = self.SamplingParams(temperature=0.0, max_tokens=1, logprobs=TOP_LOGPROBS)
+        params = self.SamplingParams(temperature=0.0, max_tokens=1, logprob_token_ids=sorted(yes | no))
         results = []
         for request in self._run(self._prompts(conversations, images), params):
-            top = request.outputs[0].logprobs[0]  # token id -> Logprob of the first generated position
-            p_yes = sum(math.exp(top[t].logprob) for t in yes if t in top)
-            p_no = sum(math.exp(top[t].logprob) for t in no if t in top)
-            results.append(p_yes / (p_yes + p_no) if p_yes + p_no > 0 else 0.5)
+            scored = request.outputs[0].logprobs[0]  # token id -> Logprob at the first generated position
+            p_yes = sum(math.exp(scored[t].logprob) for t in yes)
+            p_no = sum(math.exp(scored[t].logprob) for t in no)
+            results.append(p_yes / max(p_yes + p_no, 1e-12))
         return results
 
     def saliency(self, messages, images, answer=None, method="gradient"):

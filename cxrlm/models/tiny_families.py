@@ -41,8 +41,10 @@ LLAVA_ONEVISION_TEMPLATE = (
 )
 
 
-def build_llava_onevision(out_dir: str | Path, corpus: Iterable[str] = FAMILY_CORPUS, seed: int = 0) -> Path:
-    """A random LLaVA-OneVision folder (RadVLM's layout): 32 px SigLIP tiles, up to a 2x2 anyres grid."""
+def build_llava_onevision(out_dir: str | Path, corpus: Iterable[str] = FAMILY_CORPUS, seed: int = 0,
+                          text: dict | None = None) -> Path:
+    """A random LLaVA-OneVision folder (RadVLM's layout): 32 px SigLIP tiles, up to a 2x2 anyres grid. `text`
+    overrides the language model's TINY_TEXT settings."""
     from transformers import (
         LlavaOnevisionConfig,
         LlavaOnevisionForConditionalGeneration,
@@ -66,7 +68,8 @@ def build_llava_onevision(out_dir: str | Path, corpus: Iterable[str] = FAMILY_CO
     )
     ids = tokenizer.convert_tokens_to_ids
     config = LlavaOnevisionConfig(
-        text_config=dict(TINY_TEXT, model_type="qwen2", vocab_size=len(tokenizer), max_position_embeddings=4096,
+        text_config=dict(TINY_TEXT, **(text or {}), model_type="qwen2", vocab_size=len(tokenizer),
+                         max_position_embeddings=4096,
                          eos_token_id=ids("<|im_end|>"), pad_token_id=ids("<|endoftext|>")),
         vision_config={"model_type": "siglip_vision_model", "image_size": tile, "patch_size": patch,
                        "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2},
@@ -106,7 +109,7 @@ GEMMA3_TEMPLATE = (
 
 
 def _gemma3_tokenizer(corpus: Iterable[str]):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     bpe = Tokenizer(models.BPE())
@@ -115,17 +118,23 @@ def _gemma3_tokenizer(corpus: Iterable[str]):
     trainer = trainers.BpeTrainer(vocab_size=1024, special_tokens=list(GEMMA3_SPECIAL), show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     bpe.train_from_iterator(list(corpus), trainer=trainer)
-    return PreTrainedTokenizerFast(
+    tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=bpe, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
         additional_special_tokens=list(GEMMA3_SPECIAL[3:]),
         extra_special_tokens={"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>",
                               "image_token": "<image_soft_token>"},
         chat_template=GEMMA3_TEMPLATE, model_max_length=8192,
     )
+    # Runs of 1-4 newlines are single tokens in Gemma's vocabulary, and vLLM's Gemma 3 processor looks them up by
+    # name when it places image tokens (a byte-level vocabulary has no "\n": KeyError).
+    tokenizer.add_tokens([AddedToken("\n" * n, normalized=False) for n in (4, 3, 2, 1)])
+    return tokenizer
 
 
-def build_gemma3(out_dir: str | Path, corpus: Iterable[str] = FAMILY_CORPUS, seed: int = 0) -> Path:
-    """A random Gemma 3 folder (MedGemma's layout): 32 px SigLIP input pooled to 4 image tokens."""
+def build_gemma3(out_dir: str | Path, corpus: Iterable[str] = FAMILY_CORPUS, seed: int = 0,
+                 text: dict | None = None) -> Path:
+    """A random Gemma 3 folder (MedGemma's layout): 32 px SigLIP input pooled to 4 image tokens. `text` overrides
+    the language model's TINY_TEXT settings."""
     from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3ImageProcessor, Gemma3Processor
 
     tokenizer = _gemma3_tokenizer(corpus)
@@ -135,8 +144,10 @@ def build_gemma3(out_dir: str | Path, corpus: Iterable[str] = FAMILY_CORPUS, see
         tokenizer=tokenizer, chat_template=GEMMA3_TEMPLATE, image_seq_length=image_tokens,
     )
     ids = tokenizer.convert_tokens_to_ids
+    text = {**TINY_TEXT, **(text or {})}
     config = Gemma3Config(
-        text_config=dict(TINY_TEXT, head_dim=16, vocab_size=len(tokenizer), max_position_embeddings=4096,
+        text_config=dict(text, head_dim=text["hidden_size"] // text["num_attention_heads"], vocab_size=len(tokenizer),
+                         max_position_embeddings=4096,
                          sliding_window=64, layer_types=["sliding_attention", "full_attention"],
                          bos_token_id=ids("<bos>"), eos_token_id=ids("<eos>"), pad_token_id=ids("<pad>")),
         vision_config={"image_size": image_size, "patch_size": patch, "hidden_size": 32, "intermediate_size": 64,
@@ -166,8 +177,9 @@ QWEN3_VL_TEMPLATE = CHAT_TEMPLATE.replace(
 
 
 def build_qwen3_vl(out_dir: str | Path, corpus: Iterable[str] = FAMILY_CORPUS, seed: int = 0,
-                   max_pixels: int = 256 * 256) -> Path:
-    """A random Qwen3-VL folder: 16 px patches, 2x2 merge, so a 256x256 budget is at most 64 visual tokens."""
+                   max_pixels: int = 256 * 256, text: dict | None = None) -> Path:
+    """A random Qwen3-VL folder: 16 px patches, 2x2 merge, so a 256x256 budget is at most 64 visual tokens. `text`
+    overrides the language model's TINY_TEXT settings."""
     from transformers import (
         Qwen2VLImageProcessor,
         Qwen3VLConfig,
@@ -184,14 +196,15 @@ def build_qwen3_vl(out_dir: str | Path, corpus: Iterable[str] = FAMILY_CORPUS, s
         tokenizer=tokenizer, chat_template=QWEN3_VL_TEMPLATE,
     )
     ids = tokenizer.convert_tokens_to_ids
-    head_dim = TINY_TEXT["hidden_size"] // TINY_TEXT["num_attention_heads"]
+    text = {**TINY_TEXT, **(text or {})}
+    head_dim = text["hidden_size"] // text["num_attention_heads"]
     half = head_dim // 2  # interleaved M-RoPE: (temporal, height, width) sections of each head's rotary half
     config = Qwen3VLConfig(
-        text_config=dict(TINY_TEXT, head_dim=head_dim, vocab_size=len(tokenizer), max_position_embeddings=4096,
+        text_config=dict(text, head_dim=head_dim, vocab_size=len(tokenizer), max_position_embeddings=4096,
                          rope_parameters={"rope_type": "default", "rope_theta": 5e6, "mrope_interleaved": True,
                                           "mrope_section": [half - 2 * (half // 3), half // 3, half // 3]}),
         vision_config={"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "patch_size": 16,
-                       "spatial_merge_size": 2, "out_hidden_size": TINY_TEXT["hidden_size"],
+                       "spatial_merge_size": 2, "out_hidden_size": text["hidden_size"],
                        "num_position_embeddings": 256, "deepstack_visual_indexes": [0]},
         image_token_id=ids("<|image_pad|>"),
         video_token_id=ids("<|video_pad|>"),
