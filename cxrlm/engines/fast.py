@@ -12,15 +12,17 @@ compiled on the request path. On CPU the same code runs eagerly.
 Not here: batched prefill, paged attention, speculative decoding (each would be the next speed-up), and beam search.
 """
 
+import hashlib
 import logging
 import queue
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
-from cxrlm.engines.base import EngineCapabilities, TextStream, eos_ids, input_size
+from cxrlm.engines.base import EngineCapabilities, TextStream, eos_ids, input_size, per_token
 from cxrlm.engines.batching import FastGeneration, Handle, Request, make_generator, pick_tokens
-from cxrlm.engines.hf import HFEngine
+from cxrlm.engines.hf import HFEngine, as_attention_mask, output_logits, rope_delta
 from cxrlm.errors import CxrlmError
 
 log = logging.getLogger(__name__)
@@ -45,12 +47,22 @@ class SlotCache:
         self.positions = torch.zeros(slots, dtype=torch.long, device=device)
         self.max_len = max_len
         self.span = max_len  # a step attends over positions [0, span): the longest running sequence, rounded up
+        # Prefill of prompt endings: rows first_slot.. write their tokens from position `start` on, all alike.
+        # None: a decode step (one token per row, each at its own position).
+        self.first_slot = 0
+        self.start: int | None = None
 
     def update(self, key_states, value_states, layer_idx: int, *args, **kwargs):
-        rows = key_states.shape[0]
-        keys, values = self.keys[layer_idx][:rows, :, :self.span], self.values[layer_idx][:rows, :, :self.span]
-        keys[self.rows[:rows], :, self.positions[:rows]] = key_states[:, :, -1]
-        values[self.rows[:rows], :, self.positions[:rows]] = value_states[:, :, -1]
+        rows, first = key_states.shape[0], self.first_slot
+        keys = self.keys[layer_idx][first:first + rows, :, :self.span]
+        values = self.values[layer_idx][first:first + rows, :, :self.span]
+        if self.start is None:
+            keys[self.rows[:rows], :, self.positions[:rows]] = key_states[:, :, -1]
+            values[self.rows[:rows], :, self.positions[:rows]] = value_states[:, :, -1]
+        else:
+            end = self.start + key_states.shape[-2]
+            keys[:, :, self.start:end] = key_states
+            values[:, :, self.start:end] = value_states
         return keys, values
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
@@ -71,6 +83,28 @@ class SlotCache:
         for keys, values in zip(self.keys, self.values, strict=True):
             keys[target, :, :length] = keys[source, :, :length]
             values[target, :, :length] = values[source, :, :length]
+
+
+@dataclass
+class _Waiting:
+    """A submitted request, preprocessed, waiting for a slot. Requests with the same `key` share `cut` tokens of
+    prompt (everything up to and including the last image) and the images: one prefill of that prefix serves them."""
+
+    request: Request
+    handle: Handle
+    inputs: dict
+    submitted: float
+    preprocess_s: float
+    cut: int  # prompt tokens in the shared prefix; the rest (the ending) is prefilled per request, in a batch
+    key: bytes  # digest of the prefix's tokens and image tensors
+
+
+@dataclass
+class _Prefix:
+    """A prefilled prefix (image encoded, its tokens in the cache), kept for the next requests about that image."""
+
+    cache: object  # transformers DynamicCache, batch 1
+    rope_delta: int
 
 
 @dataclass
@@ -95,11 +129,13 @@ class FastEngine(HFEngine):
     """HFEngine's interface plus `submit(request) -> Handle` for many concurrent requests.
 
     max_batch: slots in the KV cache (running requests); max_len: positions per slot (prompt + new tokens);
-    cuda_graphs: capture the decode step per batch bucket (default: on CUDA only).
+    cuda_graphs: capture the decode step per batch bucket (default: on CUDA only); prefill_tokens: the most prompt
+    tokens prefilled between two decode steps (at least one request's), so arrivals slow decoding but never stop it;
+    prefixes: prefilled image prefixes kept for later requests about the same image.
     """
 
     def __init__(self, model, processor, device: str, max_batch: int | None = None, max_len: int | None = None,
-                 cuda_graphs: bool | None = None):
+                 cuda_graphs: bool | None = None, prefill_tokens: int | None = None, prefixes: int = 8):
         import torch
 
         super().__init__(model, processor, device)
@@ -110,6 +146,7 @@ class FastEngine(HFEngine):
         self.text_config = model.config.get_text_config()
         self.max_batch = max_batch or (64 if on_cuda else 8)
         self.max_len = max_len or min(self.text_config.max_position_embeddings, 4096 if on_cuda else 2048)
+        self.prefill_tokens = prefill_tokens or (8192 if on_cuda else 512)
         self.buckets = tuple(b for b in BUCKETS if b < self.max_batch) + (self.max_batch,)
         # Attention reads the cache up to a span, not all of max_len: powers of two from 256, then max_len.
         self.spans = tuple(2**k for k in range(8, 20) if 2**k < self.max_len) + (self.max_len,)
@@ -117,6 +154,7 @@ class FastEngine(HFEngine):
         self.lm_head = model.get_output_embeddings()
         self.eos = eos_ids(model.generation_config)
         self.repetition_penalty = float(getattr(model.generation_config, "repetition_penalty", None) or 1.0)
+        self.image_token = _image_token(model.config, processor)
         self.cache = SlotCache(self.text_config.num_hidden_layers, self.max_batch, self.text_config.num_key_value_heads,
                                self.max_len, _head_dim(self.text_config), model.dtype, device)
         self.input_ids = torch.zeros(self.max_batch, dtype=torch.long, device=device)
@@ -124,10 +162,13 @@ class FastEngine(HFEngine):
         self.seen = (torch.zeros(self.max_batch, self.lm_head.weight.shape[0], dtype=torch.bool, device=device)
                      if self.repetition_penalty != 1.0 else None)
         self.graphs = {}
-        self.lock = threading.Lock()  # one forward at a time: the scheduler's steps and yes_probability
+        self.prefixes: OrderedDict[bytes, _Prefix] = OrderedDict()  # least recently used first
+        self.max_prefixes = prefixes
+        self.lock = threading.Lock()  # one forward at a time: the scheduler's, classify's and ground's
         self.preprocess_lock = threading.Lock()  # HF fast tokenizers raise "Already borrowed" when shared by threads
         self.start_lock = threading.Lock()
         self.pending: queue.Queue = queue.Queue()
+        self.waiting: list[_Waiting] = []  # the scheduler's own: taken from `pending`, not yet prefilled
         self.running: list[_Running] = []
         self.thread = None
         self.closed = False
@@ -139,8 +180,8 @@ class FastEngine(HFEngine):
     def submit(self, request: Request) -> Handle:
         """Queue a request; it joins the running batch at the next token boundary. Thread-safe.
 
-        The chat template and image processing run here, in the caller's thread, so the scheduler only decodes;
-        a request that cannot fit the cache raises CxrlmError here.
+        The chat template and image processing run here, in the caller's thread, so the scheduler only runs the
+        model; a request that cannot fit the cache raises CxrlmError here.
         """
         if self.closed:
             raise RuntimeError("the engine is closed")
@@ -152,8 +193,9 @@ class FastEngine(HFEngine):
             raise CxrlmError(f"the prompt ({length} tokens) plus max_new_tokens ({request.max_new_tokens}) does not "
                              f"fit the fast engine's {self.max_len}-token cache: ask for fewer new tokens, or load "
                              "the engine with a larger max_len")
+        cut, key = _prefix_key(inputs, self.image_token)
         handle = Handle()
-        self.pending.put((request, handle, inputs, submitted, time.perf_counter() - submitted))
+        self.pending.put(_Waiting(request, handle, inputs, submitted, time.perf_counter() - submitted, cut, key))
         self._start()
         return handle
 
@@ -163,13 +205,14 @@ class FastEngine(HFEngine):
         request = Request(messages, list(images), max_new_tokens, temperature, on_text=on_text, **sampled)
         return self.submit(request).result()
 
-    def yes_probability(self, conversations, images) -> list[float]:
-        with self.preprocess_lock, self.lock:
-            return super().yes_probability(conversations, images)
+    # classify and ground run HFEngine's code in the caller's thread; they take the tokenizer and the model one
+    # step at a time (_preprocessing, _forward), so the scheduler's decode steps go on between their forwards.
 
-    def generate_mean_numbers(self, messages, images, max_new_tokens, on_text=None):
-        with self.preprocess_lock, self.lock:
-            return super().generate_mean_numbers(messages, images, max_new_tokens, on_text)
+    def _preprocessing(self):
+        return self.preprocess_lock
+
+    def _forward(self):
+        return self.lock
 
     def close(self) -> None:
         self.closed = True
@@ -197,39 +240,111 @@ class FastEngine(HFEngine):
         """Logits [rows, vocab] for the tokens in `input_ids[:rows]` at cache positions `cache.positions[:rows]`,
         attending over the first `span` positions of each row."""
         self.cache.span = span
-        positions = self.cache.positions[:rows]
+        positions = self.cache.positions[:rows, None]
         hidden = self.decoder(
             input_ids=self.input_ids[:rows, None],
-            position_ids=(positions + self.rope_deltas[:rows])[:, None],
+            position_ids=positions + self.rope_deltas[:rows, None],
             attention_mask=self._mask(positions, span),
             past_key_values=self.cache,
             use_cache=True,
         ).last_hidden_state
-        logits = self.lm_head(hidden[:, -1])
-        cap = getattr(self.text_config, "final_logit_softcapping", None)
-        return torch_tanh_cap(logits, cap) if cap else logits
+        return output_logits(self.model, hidden[:, -1])
 
     def _mask(self, positions, span: int):
-        """Each row sees its own cache up to its position (and, in sliding layers, only the last window)."""
+        """Query positions [rows, queries] -> each query sees its row's cache up to its own position (and, in
+        sliding layers, only the last window)."""
         import torch
 
-        keys = torch.arange(span, device=positions.device)[None, :]
-        full = keys <= positions[:, None]
-        masks = {"full_attention": self._as_attention_mask(full)}
+        keys = torch.arange(span, device=positions.device)[None, None, :]
+        full = keys <= positions[:, :, None]
+        masks = {"full_attention": as_attention_mask(full[:, None], self.decoder.config, self.model.dtype)}
         if "sliding_attention" in (getattr(self.text_config, "layer_types", None) or ()):
-            window = full & (keys > positions[:, None] - self.text_config.sliding_window)
-            masks["sliding_attention"] = self._as_attention_mask(window)
+            window = full & (keys > positions[:, :, None] - self.text_config.sliding_window)
+            masks["sliding_attention"] = as_attention_mask(window[:, None], self.decoder.config, self.model.dtype)
             return masks
         return masks["full_attention"]  # a 4D mask: every family's mask builder returns it as it is
 
-    def _as_attention_mask(self, allowed):
+    # --- prefill ---------------------------------------------------------------------------------------------
+
+    def _prefix(self, item: _Waiting) -> _Prefix:
+        """The prefilled prefix of `item` (images and prompt up to the last one): from the cache of recent ones,
+        or run through the whole model (vision encoder included) once."""
+        prefix = self.prefixes.get(item.key)
+        if prefix is not None:
+            self.prefixes.move_to_end(item.key)
+            return prefix
+        inputs = {k: v[:, :item.cut] if per_token(k, v, item.inputs["input_ids"]) else v
+                  for k, v in item.inputs.items()}
+        cache = self.model(**inputs, use_cache=True, logits_to_keep=1).past_key_values
+        prefix = _Prefix(cache, rope_delta(self.model))  # set by this prefill (Qwen-VL M-RoPE)
+        self.prefixes[item.key] = prefix
+        while len(self.prefixes) > self.max_prefixes:
+            self.prefixes.popitem(last=False)
+        return prefix
+
+    def _prefill_endings(self, first_slot: int, endings: list[list[int]], start: int, rope_delta: int):
+        """Logits [rows, vocab] after each ending, prefilled in one batch into slots first_slot.. from position
+        `start` on (their prefix is already there). Right-padded: causal attention never shows a real token the
+        padding after it, and the padding's keys lie past the row's length, where decoding overwrites them."""
         import torch
 
-        allowed = allowed[:, None, None, :]
-        if self.decoder.config._attn_implementation == "sdpa":
-            return allowed
-        return torch.zeros(allowed.shape, dtype=self.model.dtype, device=allowed.device).masked_fill(
-            ~allowed, torch.finfo(self.model.dtype).min)  # eager attention adds the mask to the scores
+        rows, width = len(endings), max(len(e) for e in endings)
+        ids = torch.tensor([e + [e[-1]] * (width - len(e)) for e in endings], device=self.device)
+        positions = (start + torch.arange(width, device=self.device))[None, :].expand(rows, -1)
+        span = next(s for s in self.spans if s >= start + width)
+        self.cache.first_slot, self.cache.start, self.cache.span = first_slot, start, span
+        try:
+            hidden = self.decoder(input_ids=ids, position_ids=positions + rope_delta,
+                                  attention_mask=self._mask(positions, span), past_key_values=self.cache,
+                                  use_cache=True).last_hidden_state
+        finally:
+            self.cache.first_slot, self.cache.start = 0, None
+        last = torch.tensor([len(e) - 1 for e in endings], device=self.device)
+        return output_logits(self.model, hidden[torch.arange(rows, device=self.device), last])
+
+    def _admit(self) -> None:
+        """Prefill the first waiting request and those sharing its prefix, within the free slots and the token
+        budget: the prefix once (or not at all, if recently prefilled), then all their endings in one batch."""
+        head = self.waiting[0]
+        free, budget = self.max_batch - len(self.running), self.prefill_tokens
+        group = []
+        for item in self.waiting:
+            ending = item.inputs["input_ids"].shape[1] - item.cut
+            if item.key != head.key or (group and ending > budget):
+                continue
+            group.append(item)
+            budget -= ending
+            if len(group) == free:
+                break
+        self.waiting = [item for item in self.waiting if item not in group]
+        group = [item for item in group if item.handle.set_running_or_notify_cancel()]
+        if not group:
+            return
+        admitted, first_slot = time.perf_counter(), len(self.running)
+        endings = [item.inputs["input_ids"][0, item.cut:].tolist() for item in group]
+        try:
+            with self.lock:
+                prefix = self._prefix(head) if head.cut else _Prefix(None, 0)
+                for slot in range(first_slot, first_slot + len(group)):
+                    if prefix.cache is not None:
+                        self.cache.load(slot, prefix.cache, head.cut)
+                logits = self._prefill_endings(first_slot, endings, head.cut, prefix.rope_delta)
+        except Exception as err:  # noqa: BLE001 - the requests' callers get it from their futures
+            for item in group:
+                item.handle.set_exception(err)
+            return
+        runs = []
+        for slot, item in enumerate(group, first_slot):
+            prompt = item.inputs["input_ids"][0]
+            if self.seen is not None:
+                self.seen[slot] = False
+                self.seen[slot, prompt] = True
+            runs.append(_Running(item.request, item.handle, TextStream(self.processor.tokenizer, item.request.on_text),
+                                 make_generator(item.request.seed, self.device), prompt.numel(), prefix.rope_delta,
+                                 -1, item.submitted, admitted, 0.0, item.preprocess_s,
+                                 input_size(item.inputs, self.processor)))
+        self.running += runs
+        self._advance(runs, logits, list(range(first_slot, first_slot + len(group))))
 
     # --- the scheduler ---------------------------------------------------------------------------------------
 
@@ -240,52 +355,33 @@ class FastEngine(HFEngine):
                 self.thread.start()
 
     def _loop(self) -> None:
+        """One prefill (a budget of prompt tokens) and one decode step per turn: arrivals never stop decoding,
+        and a step's cost does not grow with the number of requests waiting."""
         import torch
 
         with torch.inference_mode():
             while not self.closed:
-                self._admit(block=not self.running)
+                self._take(block=not self.running and not self.waiting)
+                if self.waiting and len(self.running) < self.max_batch:
+                    self._admit()
                 if self.running:
                     self._step()
         for run in self.running:
             run.handle.set_exception(RuntimeError("the engine was closed"))
+        for item in self.waiting:
+            item.handle.set_exception(RuntimeError("the engine was closed"))
 
-    def _admit(self, block: bool) -> None:
-        """Prefill waiting requests into free slots (waiting for one when nothing runs)."""
-        while len(self.running) < self.max_batch:
+    def _take(self, block: bool) -> None:
+        """Move submitted requests to the scheduler's waiting list (waiting for one when there is nothing to do)."""
+        while True:
             try:
                 item = self.pending.get(timeout=0.5) if block else self.pending.get_nowait()
             except queue.Empty:
                 return
             if item is None:
                 return
+            self.waiting.append(item)
             block = False
-            request, handle, inputs, submitted, preprocess_s = item
-            if not handle.set_running_or_notify_cancel():
-                continue
-            try:
-                self._prefill(request, handle, inputs, submitted, preprocess_s)
-            except Exception as err:  # noqa: BLE001 - the request's caller gets it from its future
-                handle.set_exception(err)
-
-    def _prefill(self, request: Request, handle: Handle, inputs, submitted: float, preprocess_s: float) -> None:
-        admitted = time.perf_counter()
-        prompt = inputs["input_ids"][0]
-        length = prompt.numel()
-        slot = len(self.running)
-        with self.lock:
-            out = self.model(**inputs, use_cache=True, logits_to_keep=1)
-            self.cache.load(slot, out.past_key_values, length)
-            deltas = getattr(self.model.model, "rope_deltas", None)  # set by this prefill (Qwen-VL M-RoPE)
-        if self.seen is not None:
-            self.seen[slot] = False
-            self.seen[slot, prompt] = True
-        run = _Running(request, handle, TextStream(self.processor.tokenizer, request.on_text),
-                       make_generator(request.seed, self.device), length,
-                       int(deltas.flatten()[0]) if deltas is not None else 0, -1, submitted, admitted, 0.0,
-                       preprocess_s, input_size(inputs, self.processor))
-        self.running.append(run)
-        self._advance([run], out.logits[:, -1], [slot])
 
     def _step(self) -> None:
         count = len(self.running)
@@ -375,12 +471,6 @@ def _capture(step, pool):
     return replay
 
 
-def torch_tanh_cap(logits, cap: float):
-    import torch
-
-    return torch.tanh(logits / cap) * cap
-
-
 def _tensor(values: list[int], like):
     import torch
 
@@ -389,3 +479,31 @@ def _tensor(values: list[int], like):
 
 def _head_dim(text_config) -> int:
     return getattr(text_config, "head_dim", None) or text_config.hidden_size // text_config.num_attention_heads
+
+
+def _image_token(config, processor) -> int | None:
+    """The placeholder id the processor expands into an image's tokens (Qwen: image_token_id; LLaVA, Gemma 3:
+    image_token_index)."""
+    for owner, name in ((config, "image_token_id"), (config, "image_token_index"), (processor, "image_token_id")):
+        if isinstance(getattr(owner, name, None), int):
+            return getattr(owner, name)
+    return None
+
+
+def _prefix_key(inputs, image_token: int | None) -> tuple[int, bytes]:
+    """(cut, key): the prompt up to and including its last image token is a prefix that requests about the same
+    image share (system prompt, image); the key digests its tokens and every image tensor (pixels, grids), so two
+    uploads of one picture share it too. Without images the cut is 0: nothing to share."""
+    import torch
+
+    ids = inputs["input_ids"][0]
+    where = (ids == image_token).nonzero() if image_token is not None else ids[:0]
+    cut = min(int(where[-1]) + 1, ids.numel() - 1) if where.numel() else 0
+    digest = hashlib.blake2b(ids[:cut].cpu().numpy().tobytes(), digest_size=16)
+    for name in sorted(inputs):
+        value = inputs[name]
+        if cut and hasattr(value, "shape") and not per_token(name, value, inputs["input_ids"]):
+            digest.update(name.encode() + str(tuple(value.shape)).encode())
+            digest.update(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return cut, digest.digest()
+
