@@ -75,12 +75,16 @@ def test_a_running_decode_keeps_producing_tokens_while_others_prefill(engines):
     model, _, fast = engines
     handle, ticks = _ticking(model, fast)
     finished: list[float] = []
+    budget, fast.prefill_tokens = fast.prefill_tokens, 1  # each image's prefill fills a turn
     with fast.lock:  # the scheduler waits at its next forward, so it sees all six at once when this ends
         arrivals = [fast.submit(Request(_messages(model, f"Case {i}."), [_image(10 + i)], 1)) for i in range(6)]
     for arrival in arrivals:
         arrival.add_done_callback(lambda _f: finished.append(time.perf_counter()))
-    for arrival in arrivals:
-        assert arrival.result(timeout=60).new_tokens == 1
+    try:
+        for arrival in arrivals:
+            assert arrival.result(timeout=60).new_tokens == 1
+    finally:
+        fast.prefill_tokens = budget
     handle.stop()
     handle.result(timeout=60)
     first, last = min(finished), max(finished)

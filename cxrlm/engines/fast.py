@@ -85,7 +85,7 @@ class SlotCache:
             values[target, :, :length] = values[source, :, :length]
 
 
-@dataclass
+@dataclass(eq=False)
 class _Waiting:
     """A submitted request, preprocessed, waiting for a slot. Requests with the same `key` share `cut` tokens of
     prompt (everything up to and including the last image) and the images: one prefill of that prefix serves them."""
@@ -303,23 +303,32 @@ class FastEngine(HFEngine):
         return output_logits(self.model, hidden[torch.arange(rows, device=self.device), last])
 
     def _admit(self) -> None:
-        """Prefill the first waiting request and those sharing its prefix, within the free slots and the token
-        budget: the prefix once (or not at all, if recently prefilled), then all their endings in one batch."""
-        head = self.waiting[0]
-        free, budget = self.max_batch - len(self.running), self.prefill_tokens
-        group = []
+        """Prefill waiting requests, oldest first, until the turn's budget of prompt tokens or the free slots run
+        out (the first always goes in, however long its prompt)."""
+        budget = self.prefill_tokens
+        while self.waiting and len(self.running) < self.max_batch:
+            head = self.waiting[0]
+            prefix_cost = head.cut if head.cut and head.key not in self.prefixes else 0
+            if budget < self.prefill_tokens and prefix_cost + _ending(head) > budget:
+                return
+            budget -= self._admit_group(head, budget - prefix_cost) + prefix_cost
+
+    def _admit_group(self, head: _Waiting, budget: int) -> int:
+        """Prefill `head` and the waiting requests that share its prefix (as many as `budget` tokens of endings
+        and the free slots allow): the prefix once (or not at all, if recently prefilled), then all their endings
+        in one batch. Returns the ending tokens prefilled."""
+        free, group = self.max_batch - len(self.running), []
         for item in self.waiting:
-            ending = item.inputs["input_ids"].shape[1] - item.cut
-            if item.key != head.key or (group and ending > budget):
-                continue
-            group.append(item)
-            budget -= ending
-            if len(group) == free:
-                break
-        self.waiting = [item for item in self.waiting if item not in group]
+            if item.key == head.key and (not group or _ending(item) <= budget):
+                group.append(item)
+                budget -= _ending(item)
+                if len(group) == free:
+                    break
+        taken = {id(item) for item in group}
+        self.waiting = [item for item in self.waiting if id(item) not in taken]
         group = [item for item in group if item.handle.set_running_or_notify_cancel()]
         if not group:
-            return
+            return 0
         admitted, first_slot = time.perf_counter(), len(self.running)
         endings = [item.inputs["input_ids"][0, item.cut:].tolist() for item in group]
         try:
@@ -332,7 +341,7 @@ class FastEngine(HFEngine):
         except Exception as err:  # noqa: BLE001 - the requests' callers get it from their futures
             for item in group:
                 item.handle.set_exception(err)
-            return
+            return sum(map(len, endings))
         runs = []
         for slot, item in enumerate(group, first_slot):
             prompt = item.inputs["input_ids"][0]
@@ -345,6 +354,7 @@ class FastEngine(HFEngine):
                                  input_size(item.inputs, self.processor)))
         self.running += runs
         self._advance(runs, logits, list(range(first_slot, first_slot + len(group))))
+        return sum(map(len, endings))
 
     # --- the scheduler ---------------------------------------------------------------------------------------
 
@@ -479,6 +489,11 @@ def _tensor(values: list[int], like):
 
 def _head_dim(text_config) -> int:
     return getattr(text_config, "head_dim", None) or text_config.hidden_size // text_config.num_attention_heads
+
+
+def _ending(item: _Waiting) -> int:
+    """Prompt tokens after the shared prefix: what a request costs to prefill when its prefix is ready."""
+    return item.inputs["input_ids"].shape[1] - item.cut
 
 
 def _image_token(config, processor) -> int | None:
