@@ -1,15 +1,17 @@
-"""The fast engine: one HF prefill per request, then batched decoding from a preallocated KV cache.
+"""The fast engine: shared-prefix batched prefill, then batched decoding from a preallocated KV cache.
 
-Each request is prefilled alone by the Hugging Face model (vision encoder + prompt, exactly as `hf` does), its keys
-and values are copied into a slot of a static cache ([slots, kv_heads, max_len, head_dim] per layer), and a
-scheduler thread decodes every running request together, one token per step: requests join and leave at token
+A prompt's prefix (up to its last image token) runs once through the Hugging Face model (vision encoder + prompt,
+exactly as `hf` does) and stays in a small LRU for later requests about the same image; its keys and values are
+copied into a slot of a static cache ([slots, kv_heads, max_len, head_dim] per layer) for each request, and the
+requests' endings are prefilled together into their slots. A scheduler thread alternates such a prefill turn
+(bounded by a token budget) with one decode step for every running request: requests join and leave at token
 boundaries (continuous batching). The decode step calls the family's own decoder (`language_model`) with a cache
 object that writes each row at its own position and a mask that shows each row only its own tokens, so every
 supported family (Qwen2.5-VL, Qwen3-VL, LLaVA-OneVision, Gemma 3) decodes with its own layers and M-RoPE offsets.
 On CUDA the decode step of each (batch bucket, attention span) is captured once as a CUDA graph at start-up; nothing is
 compiled on the request path. On CPU the same code runs eagerly.
 
-Not here: batched prefill, paged attention, speculative decoding (each would be the next speed-up), and beam search.
+Not here: paged attention, speculative decoding (each would be the next speed-up), and beam search.
 """
 
 import hashlib
