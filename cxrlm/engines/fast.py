@@ -109,6 +109,19 @@ class _Prefix:
     rope_delta: int
 
 
+class _Head:
+    """The first `length` positions of a prefill cache, as views: a whole prompt's cache serving as its prefix."""
+
+    def __init__(self, cache, length: int):
+        self.layers = [_Layer(layer.keys[..., :length, :], layer.values[..., :length, :]) for layer in cache.layers]
+
+
+@dataclass
+class _Layer:
+    keys: object
+    values: object
+
+
 @dataclass
 class _Running:
     """A request in a slot: its stream, sampler state and how many of its tokens the cache holds."""
@@ -278,11 +291,25 @@ class FastEngine(HFEngine):
         inputs = {k: v[:, :item.cut] if per_token(k, v, item.inputs["input_ids"]) else v
                   for k, v in item.inputs.items()}
         cache = self.model(**inputs, use_cache=True, logits_to_keep=1).past_key_values
-        prefix = _Prefix(cache, rope_delta(self.model))  # set by this prefill (Qwen-VL M-RoPE)
-        self.prefixes[item.key] = prefix
+        return self._remember(item.key, _Prefix(cache, rope_delta(self.model)))  # delta: set by this prefill
+
+    def _remember(self, key: bytes, prefix: _Prefix) -> _Prefix:
+        self.prefixes[key] = prefix
         while len(self.prefixes) > self.max_prefixes:
             self.prefixes.popitem(last=False)
         return prefix
+
+    def _prefill_whole(self, item: _Waiting, slot: int):
+        """A request whose prefix nobody else waits for and nobody prefilled: one forward over its whole prompt, as
+        hf does (two would cost more), into `slot`. Its first `cut` positions are kept as the prefix for later
+        requests about the image, unless a sliding-window layer has already dropped some of them."""
+        length = item.inputs["input_ids"].shape[1]
+        out = self.model(**item.inputs, use_cache=True, logits_to_keep=1)
+        prefix = _Prefix(_Head(out.past_key_values, item.cut), rope_delta(self.model))
+        self.cache.load(slot, out.past_key_values, length)
+        if item.cut and all(layer.keys.shape[-2] == length for layer in out.past_key_values.layers):
+            self._remember(item.key, prefix)
+        return prefix, out.logits[:, -1]
 
     def _prefill_endings(self, first_slot: int, endings: list[list[int]], start: int, rope_delta: int):
         """Logits [rows, vocab] after each ending, prefilled in one batch into slots first_slot.. from position
@@ -335,11 +362,14 @@ class FastEngine(HFEngine):
         endings = [item.inputs["input_ids"][0, item.cut:].tolist() for item in group]
         try:
             with self.lock:
-                prefix = self._prefix(head) if head.cut else _Prefix(None, 0)
-                for slot in range(first_slot, first_slot + len(group)):
-                    if prefix.cache is not None:
-                        self.cache.load(slot, prefix.cache, head.cut)
-                logits = self._prefill_endings(first_slot, endings, head.cut, prefix.rope_delta)
+                if len(group) == 1 and head.key not in self.prefixes:
+                    prefix, logits = self._prefill_whole(head, first_slot)
+                else:
+                    prefix = self._prefix(head) if head.cut else _Prefix(None, 0)
+                    for slot in range(first_slot, first_slot + len(group)):
+                        if prefix.cache is not None:
+                            self.cache.load(slot, prefix.cache, head.cut)
+                    logits = self._prefill_endings(first_slot, endings, head.cut, prefix.rope_delta)
         except Exception as err:  # noqa: BLE001 - the requests' callers get it from their futures
             for item in group:
                 item.handle.set_exception(err)
