@@ -208,7 +208,7 @@ class FastEngine(HFEngine):
             raise CxrlmError(f"the prompt ({length} tokens) plus max_new_tokens ({request.max_new_tokens}) does not "
                              f"fit the fast engine's {self.max_len}-token cache: ask for fewer new tokens, or load "
                              "the engine with a larger max_len")
-        cut, key = _prefix_key(inputs, self.image_token)
+        cut, key = _prefix_key(inputs, self.image_token, request.images)
         handle = Handle()
         self.pending.put(_Waiting(request, handle, inputs, submitted, time.perf_counter() - submitted, cut, key))
         self._start()
@@ -537,20 +537,16 @@ def _image_token(config, processor) -> int | None:
     return None
 
 
-def _prefix_key(inputs, image_token: int | None) -> tuple[int, bytes]:
+def _prefix_key(inputs, image_token: int | None, images: list) -> tuple[int, bytes]:
     """(cut, key): the prompt up to and including its last image token is a prefix that requests about the same
-    image share (system prompt, image); the key digests its tokens and every image tensor (pixels, grids), so two
-    uploads of one picture share it too. Without images the cut is 0: nothing to share."""
-    import torch
-
+    image share (system prompt, image); the key digests its tokens and the images' pixels (what the processor
+    made its tensors from; a sixth of their bytes), so two uploads of one picture share it too. Without images the
+    cut is 0: nothing to share."""
     ids = inputs["input_ids"][0]
     where = (ids == image_token).nonzero() if image_token is not None else ids[:0]
     cut = min(int(where[-1]) + 1, ids.numel() - 1) if where.numel() else 0
     digest = hashlib.blake2b(ids[:cut].cpu().numpy().tobytes(), digest_size=16)
-    for name in sorted(inputs):
-        value = inputs[name]
-        if cut and hasattr(value, "shape") and not per_token(name, value, inputs["input_ids"]):
-            digest.update(name.encode() + str(tuple(value.shape)).encode())
-            digest.update(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    for image in images if cut else ():
+        digest.update(f"{image.mode} {image.size}".encode())
+        digest.update(image.tobytes())
     return cut, digest.digest()
-
