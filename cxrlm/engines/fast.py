@@ -110,10 +110,12 @@ class _Prefix:
 
 
 class _Head:
-    """The first `length` positions of a prefill cache, as views: a whole prompt's cache serving as its prefix."""
+    """The first `length` positions of one row of a prefill cache, as views (a whole prompt's cache serving as its
+    prefix, or one row of a batch)."""
 
-    def __init__(self, cache, length: int):
-        self.layers = [_Layer(layer.keys[..., :length, :], layer.values[..., :length, :]) for layer in cache.layers]
+    def __init__(self, cache, length: int, row: int = 0):
+        self.layers = [_Layer(layer.keys[row:row + 1, :, :length], layer.values[row:row + 1, :, :length])
+                       for layer in cache.layers]
 
 
 @dataclass
@@ -170,6 +172,7 @@ class FastEngine(HFEngine):
         self.eos = eos_ids(model.generation_config)
         self.repetition_penalty = float(getattr(model.generation_config, "repetition_penalty", None) or 1.0)
         self.image_token = _image_token(model.config, processor)
+        self.pad_id = processor.tokenizer.pad_token_id or 0
         self.cache = SlotCache(self.text_config.num_hidden_layers, self.max_batch, self.text_config.num_key_value_heads,
                                self.max_len, _head_dim(self.text_config), model.dtype, device)
         self.input_ids = torch.zeros(self.max_batch, dtype=torch.long, device=device)
@@ -299,17 +302,35 @@ class FastEngine(HFEngine):
             self.prefixes.popitem(last=False)
         return prefix
 
-    def _prefill_whole(self, item: _Waiting, slot: int):
-        """A request whose prefix nobody else waits for and nobody prefilled: one forward over its whole prompt, as
-        hf does (two would cost more), into `slot`. Its first `cut` positions are kept as the prefix for later
-        requests about the image, unless a sliding-window layer has already dropped some of them."""
-        length = item.inputs["input_ids"].shape[1]
-        out = self.model(**item.inputs, use_cache=True, logits_to_keep=1)
-        prefix = _Prefix(_Head(out.past_key_values, item.cut), rope_delta(self.model))
-        self.cache.load(slot, out.past_key_values, length)
-        if item.cut and all(layer.keys.shape[-2] == length for layer in out.past_key_values.layers):
-            self._remember(item.key, prefix)
-        return prefix, out.logits[:, -1]
+    def _prefill_whole(self, items: list[_Waiting], first_slot: int):
+        """Requests that share their prefix with nobody waiting and whose prefix is not cached: one forward over
+        all their whole prompts, right-padded, as hf batches them, into slots first_slot.. Each one's first `cut`
+        positions are kept as the prefix for later requests about its image. One forward per request where their
+        image tensors do not stack, or where a sliding-window layer would drop a short row's last tokens.
+        Returns (prefixes, logits [rows, vocab])."""
+        import torch
+
+        lengths = [item.inputs["input_ids"].shape[1] for item in items]
+        inputs = items[0].inputs if len(items) == 1 else _collate([item.inputs for item in items], self.pad_id)
+        window = getattr(self.text_config, "sliding_window", None) or 0
+        if inputs is None or (len(items) > 1 and "sliding_attention" in (getattr(self.text_config, "layer_types", None) or ())
+                              and max(lengths) >= window):
+            parts = [self._prefill_whole([item], first_slot + n) for n, item in enumerate(items)]
+            return [p for prefixes, _ in parts for p in prefixes], torch.cat([logits for _, logits in parts])
+        last = torch.tensor([n - 1 for n in lengths], device=self.device)
+        kept = torch.unique(last)  # the output layer only where some prompt ends
+        out = self.model(**inputs, use_cache=True, logits_to_keep=kept)
+        cache, width = out.past_key_values, inputs["input_ids"].shape[1]
+        deltas = getattr(self.model.model, "rope_deltas", None)  # Qwen-VL M-RoPE: one per row
+        whole = all(layer.keys.shape[-2] == width for layer in cache.layers)  # no sliding layer dropped any
+        prefixes = []
+        for row, item in enumerate(items):
+            self.cache.load(first_slot + row, _Head(cache, lengths[row], row), lengths[row])
+            prefix = _Prefix(_Head(cache, item.cut, row), int(deltas[row].flatten()[0]) if deltas is not None else 0)
+            if item.cut and whole:
+                self._remember(item.key, prefix)
+            prefixes.append(prefix)
+        return prefixes, out.logits[torch.arange(len(items), device=self.device), torch.searchsorted(kept, last)]
 
     def _prefill_endings(self, first_slot: int, endings: list[list[int]], start: int, rope_delta: int):
         """Logits [rows, vocab] after each ending, prefilled in one batch into slots first_slot.. from position
@@ -333,14 +354,40 @@ class FastEngine(HFEngine):
 
     def _admit(self) -> None:
         """Prefill waiting requests, oldest first, until the turn's budget of prompt tokens or the free slots run
-        out (the first always goes in, however long its prompt)."""
-        budget = self.prefill_tokens
-        while self.waiting and len(self.running) < self.max_batch:
+        out (the first always goes in, however long its prompt). Requests about an image nobody else asks about
+        are prefilled whole, all in one batch; those that share a prefix, as a group (_admit_group)."""
+        budget, alone = self.prefill_tokens, []
+        while self.waiting and len(self.running) + len(alone) < self.max_batch:
             head = self.waiting[0]
-            prefix_cost = head.cut if head.cut and head.key not in self.prefixes else 0
+            unseen = head.key not in self.prefixes
+            if unseen and not any(item.key == head.key for item in self.waiting[1:]):
+                cost = head.inputs["input_ids"].shape[1]
+                if budget < self.prefill_tokens and cost > budget:
+                    break
+                alone.append(self.waiting.pop(0))
+                budget -= cost
+                continue
+            prefix_cost = head.cut if head.cut and unseen else 0
             if budget < self.prefill_tokens and prefix_cost + _ending(head) > budget:
-                return
+                break
+            self._admit_alone(alone)
+            alone = []
             budget -= self._admit_group(head, budget - prefix_cost) + prefix_cost
+        self._admit_alone(alone)
+
+    def _admit_alone(self, items: list[_Waiting]) -> None:
+        items = [item for item in items if item.handle.set_running_or_notify_cancel()]
+        if not items:
+            return
+        admitted, first_slot = time.perf_counter(), len(self.running)
+        try:
+            with self.lock:
+                prefixes, logits = self._prefill_whole(items, first_slot)
+        except Exception as err:  # noqa: BLE001 - the requests' callers get it from their futures
+            for item in items:
+                item.handle.set_exception(err)
+            return
+        self._join(items, [p.rope_delta for p in prefixes], logits, first_slot, admitted)
 
     def _admit_group(self, head: _Waiting, budget: int) -> int:
         """Prefill `head` and the waiting requests that share its prefix (as many as `budget` tokens of endings
@@ -362,31 +409,31 @@ class FastEngine(HFEngine):
         endings = [item.inputs["input_ids"][0, item.cut:].tolist() for item in group]
         try:
             with self.lock:
-                if len(group) == 1 and head.key not in self.prefixes:
-                    prefix, logits = self._prefill_whole(head, first_slot)
-                else:
-                    prefix = self._prefix(head) if head.cut else _Prefix(None, 0)
-                    for slot in range(first_slot, first_slot + len(group)):
-                        if prefix.cache is not None:
-                            self.cache.load(slot, prefix.cache, head.cut)
-                    logits = self._prefill_endings(first_slot, endings, head.cut, prefix.rope_delta)
+                prefix = self._prefix(head) if head.cut else _Prefix(None, 0)
+                for slot in range(first_slot, first_slot + len(group)):
+                    if prefix.cache is not None:
+                        self.cache.load(slot, prefix.cache, head.cut)
+                logits = self._prefill_endings(first_slot, endings, head.cut, prefix.rope_delta)
         except Exception as err:  # noqa: BLE001 - the requests' callers get it from their futures
             for item in group:
                 item.handle.set_exception(err)
             return sum(map(len, endings))
+        self._join(group, [prefix.rope_delta] * len(group), logits, first_slot, admitted)
+        return sum(map(len, endings))
+
+    def _join(self, items: list[_Waiting], rope_deltas: list[int], logits, first_slot: int, admitted: float):
+        """Prefilled requests, now in slots first_slot..: they join the running batch with their first token."""
         runs = []
-        for slot, item in enumerate(group, first_slot):
+        for slot, item, delta in zip(range(first_slot, first_slot + len(items)), items, rope_deltas, strict=True):
             prompt = item.inputs["input_ids"][0]
             if self.seen is not None:
                 self.seen[slot] = False
                 self.seen[slot, prompt] = True
             runs.append(_Running(item.request, item.handle, TextStream(self.processor.tokenizer, item.request.on_text),
-                                 make_generator(item.request.seed, self.device), prompt.numel(), prefix.rope_delta,
-                                 -1, item.submitted, admitted, 0.0, item.preprocess_s,
-                                 input_size(item.inputs, self.processor)))
+                                 make_generator(item.request.seed, self.device), prompt.numel(), delta, -1,
+                                 item.submitted, admitted, 0.0, item.preprocess_s, input_size(item.inputs, self.processor)))
         self.running += runs
-        self._advance(runs, logits, list(range(first_slot, first_slot + len(group))))
-        return sum(map(len, endings))
+        self._advance(runs, logits, list(range(first_slot, first_slot + len(items))))
 
     # --- the scheduler ---------------------------------------------------------------------------------------
 
@@ -521,6 +568,28 @@ def _tensor(values: list[int], like):
 
 def _head_dim(text_config) -> int:
     return getattr(text_config, "head_dim", None) or text_config.hidden_size // text_config.num_attention_heads
+
+
+def _collate(inputs: list[dict], pad_id: int):
+    """One right-padded batch of several single-prompt processor outputs: per-token fields padded (the mask with
+    zeros), image tensors stacked along their first axis. None where they do not stack (LLaVA-OneVision crops of
+    different counts) or carry anything but tensors."""
+    import torch
+
+    width = max(x["input_ids"].shape[1] for x in inputs)
+    batch = {}
+    for key, first in inputs[0].items():
+        values = [x.get(key) for x in inputs]
+        if not all(torch.is_tensor(v) for v in values):
+            return None
+        if per_token(key, first, inputs[0]["input_ids"]):
+            fill = pad_id if key == "input_ids" else 0
+            batch[key] = torch.cat([torch.nn.functional.pad(v, (0, width - v.shape[1]), value=fill) for v in values])
+        elif any(v.shape[1:] != first.shape[1:] for v in values):
+            return None
+        else:
+            batch[key] = torch.cat(values)
+    return batch
 
 
 def _ending(item: _Waiting) -> int:
