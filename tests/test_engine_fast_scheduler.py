@@ -149,7 +149,8 @@ def test_classify_lets_decoding_run_between_its_forwards(engines):
     fast.model.forward = slow_forward
     try:
         start = time.perf_counter()
-        CxrModel(model.name, model.profile, fast).classify(Study(images=[XrayImage(np.asarray(_image(3).convert("L")))]))
+        study = Study(images=[XrayImage(np.asarray(_image(3).convert("L")))])
+        CxrModel(model.name, model.profile, fast).classify(study)
         end = time.perf_counter()
     finally:
         del fast.model.forward

@@ -113,9 +113,11 @@ class _Head:
     """The first `length` positions of one row of a prefill cache, as views (a whole prompt's cache serving as its
     prefix, or one row of a batch)."""
 
-    def __init__(self, cache, length: int, row: int = 0):
-        self.layers = [_Layer(layer.keys[row:row + 1, :, :length], layer.values[row:row + 1, :, :length])
-                       for layer in cache.layers]
+    def __init__(self, cache, length: int, row: int = 0, copy: bool = False):
+        def part(tensor):
+            return tensor[row:row + 1, :, :length].clone() if copy else tensor[row:row + 1, :, :length]
+
+        self.layers = [_Layer(part(layer.keys), part(layer.values)) for layer in cache.layers]
 
 
 @dataclass
@@ -173,6 +175,7 @@ class FastEngine(HFEngine):
         self.repetition_penalty = float(getattr(model.generation_config, "repetition_penalty", None) or 1.0)
         self.image_token = _image_token(model.config, processor)
         self.pad_id = processor.tokenizer.pad_token_id or 0
+        self.sliding = "sliding_attention" in (getattr(self.text_config, "layer_types", None) or ())  # Gemma 3
         self.cache = SlotCache(self.text_config.num_hidden_layers, self.max_batch, self.text_config.num_key_value_heads,
                                self.max_len, _head_dim(self.text_config), model.dtype, device)
         self.input_ids = torch.zeros(self.max_batch, dtype=torch.long, device=device)
@@ -276,7 +279,7 @@ class FastEngine(HFEngine):
         keys = torch.arange(span, device=positions.device)[None, None, :]
         full = keys <= positions[:, :, None]
         masks = {"full_attention": as_attention_mask(full[:, None], self.decoder.config, self.model.dtype)}
-        if "sliding_attention" in (getattr(self.text_config, "layer_types", None) or ()):
+        if self.sliding:
             window = full & (keys > positions[:, :, None] - self.text_config.sliding_window)
             masks["sliding_attention"] = as_attention_mask(window[:, None], self.decoder.config, self.model.dtype)
             return masks
@@ -312,9 +315,7 @@ class FastEngine(HFEngine):
 
         lengths = [item.inputs["input_ids"].shape[1] for item in items]
         inputs = items[0].inputs if len(items) == 1 else _collate([item.inputs for item in items], self.pad_id)
-        window = getattr(self.text_config, "sliding_window", None) or 0
-        if inputs is None or (len(items) > 1 and "sliding_attention" in (getattr(self.text_config, "layer_types", None) or ())
-                              and max(lengths) >= window):
+        if inputs is None or (len(items) > 1 and self.sliding and max(lengths) >= self.text_config.sliding_window):
             parts = [self._prefill_whole([item], first_slot + n) for n, item in enumerate(items)]
             return [p for prefixes, _ in parts for p in prefixes], torch.cat([logits for _, logits in parts])
         last = torch.tensor([n - 1 for n in lengths], device=self.device)
@@ -326,8 +327,10 @@ class FastEngine(HFEngine):
         prefixes = []
         for row, item in enumerate(items):
             self.cache.load(first_slot + row, _Head(cache, lengths[row], row), lengths[row])
-            prefix = _Prefix(_Head(cache, item.cut, row), int(deltas[row].flatten()[0]) if deltas is not None else 0)
-            if item.cut and whole:
+            kept_prefix = bool(item.cut and whole)  # its own copy: a view would keep the whole batch's cache alive
+            prefix = _Prefix(_Head(cache, item.cut, row, kept_prefix),
+                             int(deltas[row].flatten()[0]) if deltas is not None else 0)
+            if kept_prefix:
                 self._remember(item.key, prefix)
             prefixes.append(prefix)
         return prefixes, out.logits[torch.arange(len(items), device=self.device), torch.searchsorted(kept, last)]
@@ -429,9 +432,10 @@ class FastEngine(HFEngine):
             if self.seen is not None:
                 self.seen[slot] = False
                 self.seen[slot, prompt] = True
-            runs.append(_Running(item.request, item.handle, TextStream(self.processor.tokenizer, item.request.on_text),
-                                 make_generator(item.request.seed, self.device), prompt.numel(), delta, -1,
-                                 item.submitted, admitted, 0.0, item.preprocess_s, input_size(item.inputs, self.processor)))
+            stream = TextStream(self.processor.tokenizer, item.request.on_text)
+            runs.append(_Running(item.request, item.handle, stream, make_generator(item.request.seed, self.device),
+                                 prompt.numel(), delta, -1, item.submitted, admitted, 0.0, item.preprocess_s,
+                                 input_size(item.inputs, self.processor)))
         self.running += runs
         self._advance(runs, logits, list(range(first_slot, first_slot + len(items))))
 
