@@ -620,6 +620,6 @@ def _prefix_key(inputs, image_token: int | None, images: list) -> tuple[int, byt
     cut = min(int(where[-1]) + 1, ids.numel() - 1) if where.numel() else 0
     digest = hashlib.blake2b(ids[:cut].cpu().numpy().tobytes(), digest_size=16)
     for image in images if cut else ():
-        digest.update(f"{image.mode} {image.size}".encode())
+        digest.update(f"{getattr(image, 'mode', '')} {getattr(image, 'size', '')} {getattr(image, 'shape', '')}".encode())
         digest.update(image.tobytes())
     return cut, digest.digest()
