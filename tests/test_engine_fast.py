@@ -248,3 +248,29 @@ def test_load_model_picks_the_engine(tiny_checkpoint):
         load_model(tiny_checkpoint, engine="sglang")  # not an engine of cxrlm's (vllm is, since issue 36)
     with pytest.raises(ModelLoadError, match="apply to the fast or remote engine only"):
         load_model(tiny_checkpoint, device="cpu", max_batch=2)
+
+
+def test_requests_about_different_images_arriving_together_are_prefilled_in_one_batch(engines, monkeypatch):
+    """Three unseen images at once: one right-padded forward over the three whole prompts, each answer still hf's
+    token for token."""
+    model, hf, fast = engines
+    jobs = [(_messages(model, PROMPTS[i] + " lobe" * i), _image(30 + i, (96 + 32 * i, 80)), 10) for i in range(3)]
+    expected = [_reference(hf, messages, image, n) for messages, image, n in jobs]
+    forwards = []
+    forward = fast.model.forward
+    monkeypatch.setattr(fast.model, "forward", lambda *a, **k: forwards.append(k["input_ids"].shape[0])
+                        or forward(*a, **k))
+    monkeypatch.setattr(fast, "prefill_tokens", 4096)  # room for all three prompts in one turn
+    forwards.clear()
+    held = []
+    fast.pending.put = held.append  # preprocessed, but kept from the scheduler until all three are
+    try:
+        handles = [fast.submit(Request(messages, [image], n)) for messages, image, n in jobs]
+    finally:
+        del fast.pending.put
+    with fast.pending.mutex:  # all three reach the scheduler at once
+        fast.pending.queue.extend(held)
+        fast.pending.not_empty.notify()
+    assert [h.result(timeout=60).token_ids for h in handles] == expected
+    # LLaVA-OneVision cuts these three images into different numbers of crops, which do not stack.
+    assert forwards == ([1, 1, 1] if fast.model.config.model_type == "llava_onevision" else [3])

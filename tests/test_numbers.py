@@ -4,7 +4,7 @@ import pytest
 import torch
 from scripted_engine import ScriptedEngine
 
-from cxrlm.engines.hf import _branch_logprobs
+from cxrlm.engines.hf import _branch_logprobs, rope_delta
 from cxrlm.engines.numbers import digit_tokens, mean_number, number_distribution
 from cxrlm.models.base import CxrModel
 from cxrlm.models.families import QWEN2_5_VL
@@ -83,7 +83,7 @@ def test_branches_see_what_a_full_forward_sees(tiny_model, xray):
     prefixes = [[5, 7], [9, 2], [3, 3]]
     with torch.inference_mode():
         cache = engine.model(**inputs, use_cache=True).past_key_values
-        branched = _branch_logprobs(engine.model, cache, prefixes, "cpu", chunk=2)
+        branched = _branch_logprobs(engine.model, cache, prefixes, "cpu", rope_delta(engine.model))
         assert cache.get_seq_length() == inputs["input_ids"].shape[1]  # the real continuation is untouched
         for prefix, row in zip(prefixes, branched):
             full = dict(inputs, input_ids=torch.cat([inputs["input_ids"], torch.tensor([prefix])], 1),

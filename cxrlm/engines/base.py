@@ -123,3 +123,10 @@ def input_size(inputs, processor) -> tuple[int, int] | None:
     patch = processor.image_processor.patch_size
     _, rows, cols = (int(v) for v in grid[0])
     return cols * patch, rows * patch
+
+
+def per_token(key: str, value, input_ids) -> bool:
+    """A processor field with one entry per prompt token (mask, token types), not pixels or grids."""
+    import torch
+
+    return key != "pixel_values" and torch.is_tensor(value) and value.shape == input_ids.shape

@@ -1,26 +1,30 @@
-"""The fast engine: one HF prefill per request, then batched decoding from a preallocated KV cache.
+"""The fast engine: shared-prefix batched prefill, then batched decoding from a preallocated KV cache.
 
-Each request is prefilled alone by the Hugging Face model (vision encoder + prompt, exactly as `hf` does), its keys
-and values are copied into a slot of a static cache ([slots, kv_heads, max_len, head_dim] per layer), and a
-scheduler thread decodes every running request together, one token per step: requests join and leave at token
+A prompt's prefix (up to its last image token) runs once through the Hugging Face model (vision encoder + prompt,
+exactly as `hf` does) and stays in a small LRU for later requests about the same image; its keys and values are
+copied into a slot of a static cache ([slots, kv_heads, max_len, head_dim] per layer) for each request, and the
+requests' endings are prefilled together into their slots. A scheduler thread alternates such a prefill turn
+(bounded by a token budget) with one decode step for every running request: requests join and leave at token
 boundaries (continuous batching). The decode step calls the family's own decoder (`language_model`) with a cache
 object that writes each row at its own position and a mask that shows each row only its own tokens, so every
 supported family (Qwen2.5-VL, Qwen3-VL, LLaVA-OneVision, Gemma 3) decodes with its own layers and M-RoPE offsets.
 On CUDA the decode step of each (batch bucket, attention span) is captured once as a CUDA graph at start-up; nothing is
 compiled on the request path. On CPU the same code runs eagerly.
 
-Not here: batched prefill, paged attention, speculative decoding (each would be the next speed-up), and beam search.
+Not here: paged attention, speculative decoding (each would be the next speed-up), and beam search.
 """
 
+import hashlib
 import logging
 import queue
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
-from cxrlm.engines.base import EngineCapabilities, TextStream, eos_ids, input_size
+from cxrlm.engines.base import EngineCapabilities, TextStream, eos_ids, input_size, per_token
 from cxrlm.engines.batching import FastGeneration, Handle, Request, make_generator, pick_tokens
-from cxrlm.engines.hf import HFEngine
+from cxrlm.engines.hf import HFEngine, as_attention_mask, output_logits, rope_delta
 from cxrlm.errors import CxrlmError
 
 log = logging.getLogger(__name__)
@@ -45,12 +49,22 @@ class SlotCache:
         self.positions = torch.zeros(slots, dtype=torch.long, device=device)
         self.max_len = max_len
         self.span = max_len  # a step attends over positions [0, span): the longest running sequence, rounded up
+        # Prefill of prompt endings: rows first_slot.. write their tokens from position `start` on, all alike.
+        # None: a decode step (one token per row, each at its own position).
+        self.first_slot = 0
+        self.start: int | None = None
 
     def update(self, key_states, value_states, layer_idx: int, *args, **kwargs):
-        rows = key_states.shape[0]
-        keys, values = self.keys[layer_idx][:rows, :, :self.span], self.values[layer_idx][:rows, :, :self.span]
-        keys[self.rows[:rows], :, self.positions[:rows]] = key_states[:, :, -1]
-        values[self.rows[:rows], :, self.positions[:rows]] = value_states[:, :, -1]
+        rows, first = key_states.shape[0], self.first_slot
+        keys = self.keys[layer_idx][first:first + rows, :, :self.span]
+        values = self.values[layer_idx][first:first + rows, :, :self.span]
+        if self.start is None:
+            keys[self.rows[:rows], :, self.positions[:rows]] = key_states[:, :, -1]
+            values[self.rows[:rows], :, self.positions[:rows]] = value_states[:, :, -1]
+        else:
+            end = self.start + key_states.shape[-2]
+            keys[:, :, self.start:end] = key_states
+            values[:, :, self.start:end] = value_states
         return keys, values
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
@@ -71,6 +85,45 @@ class SlotCache:
         for keys, values in zip(self.keys, self.values, strict=True):
             keys[target, :, :length] = keys[source, :, :length]
             values[target, :, :length] = values[source, :, :length]
+
+
+@dataclass(eq=False)
+class _Waiting:
+    """A submitted request, preprocessed, waiting for a slot. Requests with the same `key` share `cut` tokens of
+    prompt (everything up to and including the last image) and the images: one prefill of that prefix serves them."""
+
+    request: Request
+    handle: Handle
+    inputs: dict
+    submitted: float
+    preprocess_s: float
+    cut: int  # prompt tokens in the shared prefix; the rest (the ending) is prefilled per request, in a batch
+    key: bytes  # digest of the prefix's tokens and image tensors
+
+
+@dataclass
+class _Prefix:
+    """A prefilled prefix (image encoded, its tokens in the cache), kept for the next requests about that image."""
+
+    cache: object  # transformers DynamicCache, batch 1
+    rope_delta: int
+
+
+class _Head:
+    """The first `length` positions of one row of a prefill cache, as views (a whole prompt's cache serving as its
+    prefix, or one row of a batch)."""
+
+    def __init__(self, cache, length: int, row: int = 0, copy: bool = False):
+        def part(tensor):
+            return tensor[row:row + 1, :, :length].clone() if copy else tensor[row:row + 1, :, :length]
+
+        self.layers = [_Layer(part(layer.keys), part(layer.values)) for layer in cache.layers]
+
+
+@dataclass
+class _Layer:
+    keys: object
+    values: object
 
 
 @dataclass
@@ -95,11 +148,13 @@ class FastEngine(HFEngine):
     """HFEngine's interface plus `submit(request) -> Handle` for many concurrent requests.
 
     max_batch: slots in the KV cache (running requests); max_len: positions per slot (prompt + new tokens);
-    cuda_graphs: capture the decode step per batch bucket (default: on CUDA only).
+    cuda_graphs: capture the decode step per batch bucket (default: on CUDA only); prefill_tokens: the most prompt
+    tokens prefilled between two decode steps (at least one request's), so arrivals slow decoding but never stop it;
+    prefixes: prefilled image prefixes kept for later requests about the same image.
     """
 
     def __init__(self, model, processor, device: str, max_batch: int | None = None, max_len: int | None = None,
-                 cuda_graphs: bool | None = None):
+                 cuda_graphs: bool | None = None, prefill_tokens: int | None = None, prefixes: int = 8):
         import torch
 
         super().__init__(model, processor, device)
@@ -110,6 +165,7 @@ class FastEngine(HFEngine):
         self.text_config = model.config.get_text_config()
         self.max_batch = max_batch or (64 if on_cuda else 8)
         self.max_len = max_len or min(self.text_config.max_position_embeddings, 4096 if on_cuda else 2048)
+        self.prefill_tokens = prefill_tokens or (8192 if on_cuda else 512)
         self.buckets = tuple(b for b in BUCKETS if b < self.max_batch) + (self.max_batch,)
         # Attention reads the cache up to a span, not all of max_len: powers of two from 256, then max_len.
         self.spans = tuple(2**k for k in range(8, 20) if 2**k < self.max_len) + (self.max_len,)
@@ -117,6 +173,9 @@ class FastEngine(HFEngine):
         self.lm_head = model.get_output_embeddings()
         self.eos = eos_ids(model.generation_config)
         self.repetition_penalty = float(getattr(model.generation_config, "repetition_penalty", None) or 1.0)
+        self.image_token = _image_token(model.config, processor)
+        self.pad_id = processor.tokenizer.pad_token_id or 0
+        self.sliding = "sliding_attention" in (getattr(self.text_config, "layer_types", None) or ())  # Gemma 3
         self.cache = SlotCache(self.text_config.num_hidden_layers, self.max_batch, self.text_config.num_key_value_heads,
                                self.max_len, _head_dim(self.text_config), model.dtype, device)
         self.input_ids = torch.zeros(self.max_batch, dtype=torch.long, device=device)
@@ -124,10 +183,13 @@ class FastEngine(HFEngine):
         self.seen = (torch.zeros(self.max_batch, self.lm_head.weight.shape[0], dtype=torch.bool, device=device)
                      if self.repetition_penalty != 1.0 else None)
         self.graphs = {}
-        self.lock = threading.Lock()  # one forward at a time: the scheduler's steps and yes_probability
+        self.prefixes: OrderedDict[bytes, _Prefix] = OrderedDict()  # least recently used first
+        self.max_prefixes = prefixes
+        self.lock = threading.Lock()  # one forward at a time: the scheduler's, classify's and ground's
         self.preprocess_lock = threading.Lock()  # HF fast tokenizers raise "Already borrowed" when shared by threads
         self.start_lock = threading.Lock()
         self.pending: queue.Queue = queue.Queue()
+        self.waiting: list[_Waiting] = []  # the scheduler's own: taken from `pending`, not yet prefilled
         self.running: list[_Running] = []
         self.thread = None
         self.closed = False
@@ -139,8 +201,8 @@ class FastEngine(HFEngine):
     def submit(self, request: Request) -> Handle:
         """Queue a request; it joins the running batch at the next token boundary. Thread-safe.
 
-        The chat template and image processing run here, in the caller's thread, so the scheduler only decodes;
-        a request that cannot fit the cache raises CxrlmError here.
+        The chat template and image processing run here, in the caller's thread, so the scheduler only runs the
+        model; a request that cannot fit the cache raises CxrlmError here.
         """
         if self.closed:
             raise RuntimeError("the engine is closed")
@@ -152,8 +214,9 @@ class FastEngine(HFEngine):
             raise CxrlmError(f"the prompt ({length} tokens) plus max_new_tokens ({request.max_new_tokens}) does not "
                              f"fit the fast engine's {self.max_len}-token cache: ask for fewer new tokens, or load "
                              "the engine with a larger max_len")
+        cut, key = _prefix_key(inputs, self.image_token, request.images)
         handle = Handle()
-        self.pending.put((request, handle, inputs, submitted, time.perf_counter() - submitted))
+        self.pending.put(_Waiting(request, handle, inputs, submitted, time.perf_counter() - submitted, cut, key))
         self._start()
         return handle
 
@@ -163,13 +226,14 @@ class FastEngine(HFEngine):
         request = Request(messages, list(images), max_new_tokens, temperature, on_text=on_text, **sampled)
         return self.submit(request).result()
 
-    def yes_probability(self, conversations, images) -> list[float]:
-        with self.preprocess_lock, self.lock:
-            return super().yes_probability(conversations, images)
+    # classify and ground run HFEngine's code in the caller's thread; they take the tokenizer and the model one
+    # step at a time (_preprocessing, _forward), so the scheduler's decode steps go on between their forwards.
 
-    def generate_mean_numbers(self, messages, images, max_new_tokens, on_text=None):
-        with self.preprocess_lock, self.lock:
-            return super().generate_mean_numbers(messages, images, max_new_tokens, on_text)
+    def _preprocessing(self):
+        return self.preprocess_lock
+
+    def _forward(self):
+        return self.lock
 
     def close(self) -> None:
         self.closed = True
@@ -197,39 +261,183 @@ class FastEngine(HFEngine):
         """Logits [rows, vocab] for the tokens in `input_ids[:rows]` at cache positions `cache.positions[:rows]`,
         attending over the first `span` positions of each row."""
         self.cache.span = span
-        positions = self.cache.positions[:rows]
+        positions = self.cache.positions[:rows, None]
         hidden = self.decoder(
             input_ids=self.input_ids[:rows, None],
-            position_ids=(positions + self.rope_deltas[:rows])[:, None],
+            position_ids=positions + self.rope_deltas[:rows, None],
             attention_mask=self._mask(positions, span),
             past_key_values=self.cache,
             use_cache=True,
         ).last_hidden_state
-        logits = self.lm_head(hidden[:, -1])
-        cap = getattr(self.text_config, "final_logit_softcapping", None)
-        return torch_tanh_cap(logits, cap) if cap else logits
+        return output_logits(self.model, hidden[:, -1])
 
     def _mask(self, positions, span: int):
-        """Each row sees its own cache up to its position (and, in sliding layers, only the last window)."""
+        """Query positions [rows, queries] -> each query sees its row's cache up to its own position (and, in
+        sliding layers, only the last window)."""
         import torch
 
-        keys = torch.arange(span, device=positions.device)[None, :]
-        full = keys <= positions[:, None]
-        masks = {"full_attention": self._as_attention_mask(full)}
-        if "sliding_attention" in (getattr(self.text_config, "layer_types", None) or ()):
-            window = full & (keys > positions[:, None] - self.text_config.sliding_window)
-            masks["sliding_attention"] = self._as_attention_mask(window)
+        keys = torch.arange(span, device=positions.device)[None, None, :]
+        full = keys <= positions[:, :, None]
+        masks = {"full_attention": as_attention_mask(full[:, None], self.decoder.config, self.model.dtype)}
+        if self.sliding:
+            window = full & (keys > positions[:, :, None] - self.text_config.sliding_window)
+            masks["sliding_attention"] = as_attention_mask(window[:, None], self.decoder.config, self.model.dtype)
             return masks
         return masks["full_attention"]  # a 4D mask: every family's mask builder returns it as it is
 
-    def _as_attention_mask(self, allowed):
+    # --- prefill ---------------------------------------------------------------------------------------------
+
+    def _prefix(self, item: _Waiting) -> _Prefix:
+        """The prefilled prefix of `item` (images and prompt up to the last one): from the cache of recent ones,
+        or run through the whole model (vision encoder included) once."""
+        prefix = self.prefixes.get(item.key)
+        if prefix is not None:
+            self.prefixes.move_to_end(item.key)
+            return prefix
+        inputs = {k: v[:, :item.cut] if per_token(k, v, item.inputs["input_ids"]) else v
+                  for k, v in item.inputs.items()}
+        cache = self.model(**inputs, use_cache=True, logits_to_keep=1).past_key_values
+        return self._remember(item.key, _Prefix(cache, rope_delta(self.model)))  # delta: set by this prefill
+
+    def _remember(self, key: bytes, prefix: _Prefix) -> _Prefix:
+        self.prefixes[key] = prefix
+        while len(self.prefixes) > self.max_prefixes:
+            self.prefixes.popitem(last=False)
+        return prefix
+
+    def _prefill_whole(self, items: list[_Waiting], first_slot: int):
+        """Requests that share their prefix with nobody waiting and whose prefix is not cached: one forward over
+        all their whole prompts, right-padded, as hf batches them, into slots first_slot.. Each one's first `cut`
+        positions are kept as the prefix for later requests about its image. One forward per request where their
+        image tensors do not stack, or where a sliding-window layer would drop a short row's last tokens.
+        Returns (prefixes, logits [rows, vocab])."""
         import torch
 
-        allowed = allowed[:, None, None, :]
-        if self.decoder.config._attn_implementation == "sdpa":
-            return allowed
-        return torch.zeros(allowed.shape, dtype=self.model.dtype, device=allowed.device).masked_fill(
-            ~allowed, torch.finfo(self.model.dtype).min)  # eager attention adds the mask to the scores
+        lengths = [item.inputs["input_ids"].shape[1] for item in items]
+        inputs = items[0].inputs if len(items) == 1 else _collate([item.inputs for item in items], self.pad_id)
+        if inputs is None or (len(items) > 1 and self.sliding and max(lengths) >= self.text_config.sliding_window):
+            parts = [self._prefill_whole([item], first_slot + n) for n, item in enumerate(items)]
+            return [p for prefixes, _ in parts for p in prefixes], torch.cat([logits for _, logits in parts])
+        last = torch.tensor([n - 1 for n in lengths], device=self.device)
+        kept = torch.unique(last)  # the output layer only where some prompt ends
+        out = self.model(**inputs, use_cache=True, logits_to_keep=kept)
+        cache, width = out.past_key_values, inputs["input_ids"].shape[1]
+        deltas = getattr(self.model.model, "rope_deltas", None)  # Qwen-VL M-RoPE: one per row
+        whole = all(layer.keys.shape[-2] == width for layer in cache.layers)  # no sliding layer dropped any
+        prefixes = []
+        for row, item in enumerate(items):
+            self.cache.load(first_slot + row, _Head(cache, lengths[row], row), lengths[row])
+            kept_prefix = bool(item.cut and whole)  # its own copy: a view would keep the whole batch's cache alive
+            prefix = _Prefix(_Head(cache, item.cut, row, kept_prefix),
+                             int(deltas[row].flatten()[0]) if deltas is not None else 0)
+            if kept_prefix:
+                self._remember(item.key, prefix)
+            prefixes.append(prefix)
+        return prefixes, out.logits[torch.arange(len(items), device=self.device), torch.searchsorted(kept, last)]
+
+    def _prefill_endings(self, first_slot: int, endings: list[list[int]], start: int, rope_delta: int):
+        """Logits [rows, vocab] after each ending, prefilled in one batch into slots first_slot.. from position
+        `start` on (their prefix is already there). Right-padded: causal attention never shows a real token the
+        padding after it, and the padding's keys lie past the row's length, where decoding overwrites them."""
+        import torch
+
+        rows, width = len(endings), max(len(e) for e in endings)
+        ids = torch.tensor([e + [e[-1]] * (width - len(e)) for e in endings], device=self.device)
+        positions = (start + torch.arange(width, device=self.device))[None, :].expand(rows, -1)
+        span = next(s for s in self.spans if s >= start + width)
+        self.cache.first_slot, self.cache.start, self.cache.span = first_slot, start, span
+        try:
+            hidden = self.decoder(input_ids=ids, position_ids=positions + rope_delta,
+                                  attention_mask=self._mask(positions, span), past_key_values=self.cache,
+                                  use_cache=True).last_hidden_state
+        finally:
+            self.cache.first_slot, self.cache.start = 0, None
+        last = torch.tensor([len(e) - 1 for e in endings], device=self.device)
+        return output_logits(self.model, hidden[torch.arange(rows, device=self.device), last])
+
+    def _admit(self) -> None:
+        """Prefill waiting requests, oldest first, until the turn's budget of prompt tokens or the free slots run
+        out (the first always goes in, however long its prompt). Requests about an image nobody else asks about
+        are prefilled whole, all in one batch; those that share a prefix, as a group (_admit_group)."""
+        budget, alone = self.prefill_tokens, []
+        while self.waiting and len(self.running) + len(alone) < self.max_batch:
+            head = self.waiting[0]
+            unseen = head.key not in self.prefixes
+            if unseen and not any(item.key == head.key for item in self.waiting[1:]):
+                cost = head.inputs["input_ids"].shape[1]
+                if budget < self.prefill_tokens and cost > budget:
+                    break
+                alone.append(self.waiting.pop(0))
+                budget -= cost
+                continue
+            prefix_cost = head.cut if head.cut and unseen else 0
+            if budget < self.prefill_tokens and prefix_cost + _ending(head) > budget:
+                break
+            self._admit_alone(alone)
+            alone = []
+            budget -= self._admit_group(head, budget - prefix_cost) + prefix_cost
+        self._admit_alone(alone)
+
+    def _admit_alone(self, items: list[_Waiting]) -> None:
+        items = [item for item in items if item.handle.set_running_or_notify_cancel()]
+        if not items:
+            return
+        admitted, first_slot = time.perf_counter(), len(self.running)
+        try:
+            with self.lock:
+                prefixes, logits = self._prefill_whole(items, first_slot)
+        except Exception as err:  # noqa: BLE001 - the requests' callers get it from their futures
+            for item in items:
+                item.handle.set_exception(err)
+            return
+        self._join(items, [p.rope_delta for p in prefixes], logits, first_slot, admitted)
+
+    def _admit_group(self, head: _Waiting, budget: int) -> int:
+        """Prefill `head` and the waiting requests that share its prefix (as many as `budget` tokens of endings
+        and the free slots allow): the prefix once (or not at all, if recently prefilled), then all their endings
+        in one batch. Returns the ending tokens prefilled."""
+        free, group = self.max_batch - len(self.running), []
+        for item in self.waiting:
+            if item.key == head.key and (not group or _ending(item) <= budget):
+                group.append(item)
+                budget -= _ending(item)
+                if len(group) == free:
+                    break
+        taken = {id(item) for item in group}
+        self.waiting = [item for item in self.waiting if id(item) not in taken]
+        group = [item for item in group if item.handle.set_running_or_notify_cancel()]
+        if not group:
+            return 0
+        admitted, first_slot = time.perf_counter(), len(self.running)
+        endings = [item.inputs["input_ids"][0, item.cut:].tolist() for item in group]
+        try:
+            with self.lock:
+                prefix = self._prefix(head) if head.cut else _Prefix(None, 0)
+                for slot in range(first_slot, first_slot + len(group)):
+                    if prefix.cache is not None:
+                        self.cache.load(slot, prefix.cache, head.cut)
+                logits = self._prefill_endings(first_slot, endings, head.cut, prefix.rope_delta)
+        except Exception as err:  # noqa: BLE001 - the requests' callers get it from their futures
+            for item in group:
+                item.handle.set_exception(err)
+            return sum(map(len, endings))
+        self._join(group, [prefix.rope_delta] * len(group), logits, first_slot, admitted)
+        return sum(map(len, endings))
+
+    def _join(self, items: list[_Waiting], rope_deltas: list[int], logits, first_slot: int, admitted: float):
+        """Prefilled requests, now in slots first_slot..: they join the running batch with their first token."""
+        runs = []
+        for slot, item, delta in zip(range(first_slot, first_slot + len(items)), items, rope_deltas, strict=True):
+            prompt = item.inputs["input_ids"][0]
+            if self.seen is not None:
+                self.seen[slot] = False
+                self.seen[slot, prompt] = True
+            stream = TextStream(self.processor.tokenizer, item.request.on_text)
+            runs.append(_Running(item.request, item.handle, stream, make_generator(item.request.seed, self.device),
+                                 prompt.numel(), delta, -1, item.submitted, admitted, 0.0, item.preprocess_s,
+                                 input_size(item.inputs, self.processor)))
+        self.running += runs
+        self._advance(runs, logits, list(range(first_slot, first_slot + len(items))))
 
     # --- the scheduler ---------------------------------------------------------------------------------------
 
@@ -240,52 +448,33 @@ class FastEngine(HFEngine):
                 self.thread.start()
 
     def _loop(self) -> None:
+        """One prefill (a budget of prompt tokens) and one decode step per turn: arrivals never stop decoding,
+        and a step's cost does not grow with the number of requests waiting."""
         import torch
 
         with torch.inference_mode():
             while not self.closed:
-                self._admit(block=not self.running)
+                self._take(block=not self.running and not self.waiting)
+                if self.waiting and len(self.running) < self.max_batch:
+                    self._admit()
                 if self.running:
                     self._step()
         for run in self.running:
             run.handle.set_exception(RuntimeError("the engine was closed"))
+        for item in self.waiting:
+            item.handle.set_exception(RuntimeError("the engine was closed"))
 
-    def _admit(self, block: bool) -> None:
-        """Prefill waiting requests into free slots (waiting for one when nothing runs)."""
-        while len(self.running) < self.max_batch:
+    def _take(self, block: bool) -> None:
+        """Move submitted requests to the scheduler's waiting list (waiting for one when there is nothing to do)."""
+        while True:
             try:
                 item = self.pending.get(timeout=0.5) if block else self.pending.get_nowait()
             except queue.Empty:
                 return
             if item is None:
                 return
+            self.waiting.append(item)
             block = False
-            request, handle, inputs, submitted, preprocess_s = item
-            if not handle.set_running_or_notify_cancel():
-                continue
-            try:
-                self._prefill(request, handle, inputs, submitted, preprocess_s)
-            except Exception as err:  # noqa: BLE001 - the request's caller gets it from its future
-                handle.set_exception(err)
-
-    def _prefill(self, request: Request, handle: Handle, inputs, submitted: float, preprocess_s: float) -> None:
-        admitted = time.perf_counter()
-        prompt = inputs["input_ids"][0]
-        length = prompt.numel()
-        slot = len(self.running)
-        with self.lock:
-            out = self.model(**inputs, use_cache=True, logits_to_keep=1)
-            self.cache.load(slot, out.past_key_values, length)
-            deltas = getattr(self.model.model, "rope_deltas", None)  # set by this prefill (Qwen-VL M-RoPE)
-        if self.seen is not None:
-            self.seen[slot] = False
-            self.seen[slot, prompt] = True
-        run = _Running(request, handle, TextStream(self.processor.tokenizer, request.on_text),
-                       make_generator(request.seed, self.device), length,
-                       int(deltas.flatten()[0]) if deltas is not None else 0, -1, submitted, admitted, 0.0,
-                       preprocess_s, input_size(inputs, self.processor))
-        self.running.append(run)
-        self._advance([run], out.logits[:, -1], [slot])
 
     def _step(self) -> None:
         count = len(self.running)
@@ -375,12 +564,6 @@ def _capture(step, pool):
     return replay
 
 
-def torch_tanh_cap(logits, cap: float):
-    import torch
-
-    return torch.tanh(logits / cap) * cap
-
-
 def _tensor(values: list[int], like):
     import torch
 
@@ -389,3 +572,54 @@ def _tensor(values: list[int], like):
 
 def _head_dim(text_config) -> int:
     return getattr(text_config, "head_dim", None) or text_config.hidden_size // text_config.num_attention_heads
+
+
+def _collate(inputs: list[dict], pad_id: int):
+    """One right-padded batch of several single-prompt processor outputs: per-token fields padded (the mask with
+    zeros), image tensors stacked along their first axis. None where they do not stack (LLaVA-OneVision crops of
+    different counts) or carry anything but tensors."""
+    import torch
+
+    width = max(x["input_ids"].shape[1] for x in inputs)
+    batch = {}
+    for key, first in inputs[0].items():
+        values = [x.get(key) for x in inputs]
+        if not all(torch.is_tensor(v) for v in values):
+            return None
+        if per_token(key, first, inputs[0]["input_ids"]):
+            fill = pad_id if key == "input_ids" else 0
+            batch[key] = torch.cat([torch.nn.functional.pad(v, (0, width - v.shape[1]), value=fill) for v in values])
+        elif any(v.shape[1:] != first.shape[1:] for v in values):
+            return None
+        else:
+            batch[key] = torch.cat(values)
+    return batch
+
+
+def _ending(item: _Waiting) -> int:
+    """Prompt tokens after the shared prefix: what a request costs to prefill when its prefix is ready."""
+    return item.inputs["input_ids"].shape[1] - item.cut
+
+
+def _image_token(config, processor) -> int | None:
+    """The placeholder id the processor expands into an image's tokens (Qwen: image_token_id; LLaVA, Gemma 3:
+    image_token_index)."""
+    for owner, name in ((config, "image_token_id"), (config, "image_token_index"), (processor, "image_token_id")):
+        if isinstance(getattr(owner, name, None), int):
+            return getattr(owner, name)
+    return None
+
+
+def _prefix_key(inputs, image_token: int | None, images: list) -> tuple[int, bytes]:
+    """(cut, key): the prompt up to and including its last image token is a prefix that requests about the same
+    image share (system prompt, image); the key digests its tokens and the images' pixels (what the processor
+    made its tensors from; a sixth of their bytes), so two uploads of one picture share it too. Without images the
+    cut is 0: nothing to share."""
+    ids = inputs["input_ids"][0]
+    where = (ids == image_token).nonzero() if image_token is not None else ids[:0]
+    cut = min(int(where[-1]) + 1, ids.numel() - 1) if where.numel() else 0
+    digest = hashlib.blake2b(ids[:cut].cpu().numpy().tobytes(), digest_size=16)
+    for image in images if cut else ():
+        digest.update(f"{getattr(image, 'mode', '')} {getattr(image, 'size', '')} {getattr(image, 'shape', '')}".encode())
+        digest.update(image.tobytes())
+    return cut, digest.digest()

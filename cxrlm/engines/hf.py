@@ -7,9 +7,10 @@ and PIL images, and returns text. It implements cxrlm.engines.base.Engine; so do
 import threading
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 
 from cxrlm.engines import numbers
-from cxrlm.engines.base import EngineCapabilities, Generation, TextStream, eos_ids, input_size
+from cxrlm.engines.base import EngineCapabilities, Generation, TextStream, eos_ids, input_size, per_token
 
 
 class HFEngine:
@@ -26,6 +27,14 @@ class HFEngine:
         self.capabilities = EngineCapabilities(concurrent=False, mean_numbers=self.digits is not None, heatmaps=True)
         self.counter = None  # count_tokens' own copy of the tokenizer, made on first use
         self.count_lock = threading.Lock()
+
+    # Where the tokenizer and the model are used: nothing to guard here (one caller at a time); the fast engine
+    # takes its locks for each use, so its scheduler runs between the forwards of a classify or ground call.
+    def _preprocessing(self):
+        return nullcontext()
+
+    def _forward(self):
+        return nullcontext()
 
     def _inputs(self, conversations: list[list[dict]], images: list[list]):
         texts = [
@@ -78,18 +87,23 @@ class HFEngine:
                                       "engine.capabilities.mean_numbers before calling generate_mean_numbers")
         tokenizer = self.processor.tokenizer
         start = time.perf_counter()
-        inputs = self._inputs([messages], [images])
+        with self._preprocessing():
+            inputs = self._inputs([messages], [images])
         prepared = time.perf_counter()
         stop = eos_ids(self.model.generation_config)
         stream = TextStream(tokenizer, on_text)
         new: list[int] = []
         beliefs: list[numbers.NumberBelief] = []
+        length = inputs["input_ids"].shape[1]
         with torch.inference_mode():
-            out = self.model(**inputs, use_cache=True)
+            with self._forward():
+                out = self.model(**inputs, use_cache=True, logits_to_keep=1)
+                delta = rope_delta(self.model)  # read now: another caller's prefill may overwrite the model's
             cache, logprobs = out.past_key_values, torch.log_softmax(out.logits[0, -1].float(), -1)
 
             def branch(prefixes):
-                return _branch_logprobs(self.model, cache, prefixes, self.device)
+                with self._forward():
+                    return _branch_logprobs(self.model, cache, prefixes, self.device, delta)
 
             while len(new) < max_new_tokens:
                 token = int(logprobs.argmax())
@@ -101,9 +115,12 @@ class HFEngine:
                     start_at = len(tokenizer.decode(new, skip_special_tokens=True))
                     end_at = len(tokenizer.decode(new + chosen, skip_special_tokens=True))
                     beliefs.append(numbers.NumberBelief(start_at, end_at, belief))
-                out = self.model(input_ids=torch.tensor([chosen], device=self.device), past_key_values=cache,
-                                 use_cache=True)
+                positions = torch.arange(length, length + len(chosen), device=self.device)[None] + delta
+                with self._forward():
+                    out = self.model(input_ids=torch.tensor([chosen], device=self.device), past_key_values=cache,
+                                     position_ids=positions, use_cache=True, logits_to_keep=1)
                 cache, logprobs = out.past_key_values, torch.log_softmax(out.logits[0, -1].float(), -1)
+                length += len(chosen)
                 new += chosen
                 for t in chosen:
                     stream.push(t)
@@ -128,9 +145,12 @@ class HFEngine:
         with torch.inference_mode():
             logits = self._shared_prefix_logits(conversations, images) if self.transformers_family else None
             if logits is None:
-                tokenizer.padding_side = "left"  # so the last position is every row's next token
+                with self._preprocessing():
+                    tokenizer.padding_side = "left"  # so the last position is every row's next token
+                    inputs = self._inputs(conversations, images)
                 last_only = {"logits_to_keep": 1} if self.transformers_family else {}
-                logits = self.model(**self._inputs(conversations, images), **last_only).logits[:, -1, :]
+                with self._forward():
+                    logits = self.model(**inputs, **last_only).logits[:, -1, :]
         probs = torch.softmax(logits.float(), dim=-1)
         p_yes, p_no = probs[:, yes].sum(-1), probs[:, no].sum(-1)
         return (p_yes / (p_yes + p_no).clamp_min(1e-12)).tolist()
@@ -140,29 +160,36 @@ class HFEngine:
         and prefilled once: the longest common token prefix (system prompt, images, the question's start) runs
         once, then every ending runs in one batch over that cache (expanded, not copied). None where there is no
         such prefix: one conversation, different images, or an image after the point where they differ."""
-        import torch
 
         first = images[0] if images else []
         if len(conversations) < 2 or any(len(i) != len(first) or any(a is not b for a, b in zip(i, first))
                                          for i in images[1:]):
             return None
         tokenizer = self.processor.tokenizer
-        texts = [self.processor.apply_chat_template(c, add_generation_prompt=True, tokenize=False)
-                 for c in conversations]
-        ids = [tokenizer.encode(t, add_special_tokens=False) for t in texts]  # image placeholders not expanded
+        with self._preprocessing():
+            texts = [self.processor.apply_chat_template(c, add_generation_prompt=True, tokenize=False)
+                     for c in conversations]
+            ids = [tokenizer.encode(t, add_special_tokens=False) for t in texts]  # image placeholders not expanded
         shared = min(min(len(i) for i in ids) - 1, _common_prefix(ids))
         endings = [i[shared:] for i in ids]
         placeholder = getattr(self.processor, "image_token_id", None)
         if any(placeholder in e for e in endings):  # MedGemma asks before the image: its tokens see the question
             return None
-        inputs = self._inputs([conversations[0]], [first])
+        with self._preprocessing():
+            inputs = self._inputs([conversations[0]], [first])
         full = inputs["input_ids"]
         cut = full.shape[1] - len(endings[0])
         # The processor expands image placeholders into many tokens: an image inside the endings would also change
         # the first conversation's tail, so this check holds for processors that name no placeholder id too.
         if cut <= 0 or full[0, cut:].tolist() != endings[0]:
             return None
-        prefix = {key: value[:, :cut] if _per_token(key, value, full) else value for key, value in inputs.items()}
+        prefix = {key: value[:, :cut] if per_token(key, value, full) else value for key, value in inputs.items()}
+        with self._forward():  # both forwards at once: the endings continue the prefix's M-RoPE rope_deltas
+            return self._score_endings(prefix, endings, full.device)
+
+    def _score_endings(self, prefix: dict, endings: list[list[int]], device):
+        import torch
+
         cache = self.model(**prefix, use_cache=True, logits_to_keep=1).past_key_values
         for layer in cache.layers:  # each layer concatenates new keys onto these views: no per-ending copy here
             layer.keys = layer.keys.expand(len(endings), -1, -1, -1)
@@ -170,8 +197,8 @@ class HFEngine:
         width = max(len(e) for e in endings)
         # Right-padded: causal attention never shows a real token the padding after it, and positions stay
         # contiguous from the prefix (M-RoPE families add the prefix's rope_deltas themselves).
-        batch = torch.tensor([e + [e[-1]] * (width - len(e)) for e in endings], device=full.device)
-        last = torch.tensor([len(e) - 1 for e in endings], device=full.device)
+        batch = torch.tensor([e + [e[-1]] * (width - len(e)) for e in endings], device=device)
+        last = torch.tensor([len(e) - 1 for e in endings], device=device)
         kept = torch.unique(last)  # the output layer runs only where some ending ends (a few positions, not all)
         logits = self.model(input_ids=batch, past_key_values=cache, use_cache=True, logits_to_keep=kept).logits
         return logits[torch.arange(len(endings)), torch.searchsorted(kept, last)]
@@ -222,21 +249,75 @@ class HFEngine:
         """Nothing to release: no threads, and the model is freed with the engine."""
 
 
-def _branch_logprobs(model, cache, prefixes: list[list[int]], device, chunk: int = 16):
-    """Next-token log-probabilities after each token list (all of one length), continuing a copy of `cache`, so
-    the real continuation is untouched. Chunks bound the memory of the copies (one per prefix)."""
-    import copy
-
+def _branch_logprobs(model, cache, prefixes: list[list[int]], device, delta: int = 0):
+    """Next-token log-probabilities after each token list (all of one length), continuing `cache` without changing
+    or copying it: every list goes into one batch-1 sequence after the cache, at the positions it would have (plus
+    the M-RoPE `delta`, rope_delta), each list's tokens seeing the cache and their own list's earlier tokens only
+    (a tree mask, as in speculative decoding). Before, each digit deep-copied the cache and repeated it 16 ways."""
     import torch
 
-    rows = []
-    for i in range(0, len(prefixes), chunk):
-        part = prefixes[i : i + chunk]
-        branch = copy.deepcopy(cache)
-        branch.batch_repeat_interleave(len(part))
-        logits = model(input_ids=torch.tensor(part, device=device), past_key_values=branch, use_cache=True).logits
-        rows.append(torch.log_softmax(logits[:, -1].float(), -1))
-    return torch.cat(rows)
+    config = model.config.get_text_config()
+    count, depth = len(prefixes), len(prefixes[0])
+    length = cache.get_seq_length()
+    step = torch.arange(depth, device=device).repeat(count)  # each token's place in its list
+    string = torch.arange(count, device=device).repeat_interleave(depth)
+    own = (string[:, None] == string[None, :]) & (step[None, :] <= step[:, None])  # [tokens, tokens]
+    masks = {}
+    for kind in set(getattr(config, "layer_types", None) or ["full_attention"]):
+        cached = min(length, config.sliding_window - 1) if kind == "sliding_attention" else length
+        seen = torch.ones(own.shape[0], cached, dtype=torch.bool, device=device)
+        if kind == "sliding_attention":  # cached key j sits at position length - cached + j
+            seen = torch.arange(cached, device=device)[None, :] > cached + step[:, None] - config.sliding_window
+        masks[kind] = as_attention_mask(torch.cat([seen, own], 1)[None, None], config, model.dtype)
+    decoder = getattr(model.model, "language_model", None) or model.get_decoder()
+    hidden = decoder(input_ids=torch.tensor(prefixes, device=device).reshape(1, -1),
+                     position_ids=(length + step + delta)[None], past_key_values=_ReadOnlyCache(cache),
+                     attention_mask=masks if len(masks) > 1 else next(iter(masks.values())),
+                     use_cache=True).last_hidden_state
+    last = hidden[0, depth - 1::depth]  # each list's last token
+    return torch.log_softmax(output_logits(model, last).float(), -1)
+
+
+class _ReadOnlyCache:
+    """What an attention layer calls on a cache, over a transformers DynamicCache that stays as it is: each layer
+    attends over its cached keys and values followed by the new ones, which are not kept."""
+
+    def __init__(self, cache):
+        self.cache = cache
+
+    def update(self, key_states, value_states, layer_idx: int, *args, **kwargs):
+        import torch
+
+        layer = self.cache.layers[layer_idx]
+        return torch.cat([layer.keys, key_states], -2), torch.cat([layer.values, value_states], -2)
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.cache.get_seq_length(layer_idx)
+
+
+def rope_delta(model) -> int:
+    """M-RoPE (Qwen-VL): after a prefill, the text position of cache index i is i + this; 0 for 1-D RoPE."""
+    deltas = getattr(model.model, "rope_deltas", None)
+    return int(deltas.flatten()[0]) if deltas is not None else 0
+
+
+def output_logits(model, hidden):
+    """The output layer over decoder states, with the final soft cap of the families that have one (Gemma 3)."""
+    import torch
+
+    logits = model.get_output_embeddings()(hidden)
+    cap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
+    return torch.tanh(logits / cap) * cap if cap else logits
+
+
+def as_attention_mask(allowed, config, dtype):
+    """A boolean [rows, 1, queries, keys] mask as the attention implementation takes it: as it is for SDPA, as
+    additive scores for eager attention."""
+    import torch
+
+    if config._attn_implementation == "sdpa":
+        return allowed
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
 
 
 def _append_tokens(inputs, token_ids: list[int]):
@@ -275,13 +356,6 @@ def _common_prefix(sequences: list[list[int]]) -> int:
         if any(s[n] != token for s in sequences):
             return n
     return len(shortest)
-
-
-def _per_token(key: str, value, input_ids) -> bool:
-    """A processor field with one entry per prompt token (mask, token types), not pixels or grids."""
-    import torch
-
-    return key != "pixel_values" and torch.is_tensor(value) and value.shape == input_ids.shape
 
 
 def _first_token_ids(tokenizer, words) -> list[int]:
