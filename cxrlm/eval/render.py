@@ -175,14 +175,14 @@ def render_html(metrics: dict, rows: Sequence[dict]) -> str:
         if task not in metrics["tasks"]:
             continue
         parts += [f"<h2>{task}</h2>", "<p><small>95% bootstrap intervals (percentile, over items).</small></p>"]
-        parts.append(_html_table(*metric_table(metrics, task)))
+        parts.append(html_table(*metric_table(metrics, task)))
         header, table_rows = comparison_table(metrics, task)
         if table_rows:
-            parts += ["<h3>Model vs baselines (paired bootstrap)</h3>", _html_table(header, table_rows)]
+            parts += ["<h3>Model vs baselines (paired bootstrap)</h3>", html_table(header, table_rows)]
         if task == Task.CLASSIFY:
             parts += ["<h3>Per label</h3>", f"<p><small>{e(CALIBRATION_LEGEND)}</small></p>"]
-            parts.append(_html_table(*per_label_table(metrics)))
-        parts += [_img(png, f"{task} plot") for png in plots.get(task, [])]
+            parts.append(html_table(*per_label_table(metrics)))
+        parts += [img_tag(png, f"{task} plot") for png in plots.get(task, [])]
     if plots.get("note"):
         parts.append(f"<p><small>{e(plots['note'])}</small></p>")
     parts.append(_samples_html(rows))
@@ -192,7 +192,7 @@ def render_html(metrics: dict, rows: Sequence[dict]) -> str:
     return "\n".join(parts)
 
 
-def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def html_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join(
         "<tr>" + "".join(f"<td{_cell_class(c)}>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows
@@ -206,7 +206,7 @@ def _cell_class(cell: str) -> str:
     return " class='no'" if cell.startswith("no:") else ""
 
 
-def _img(png: bytes, alt: str) -> str:
+def img_tag(png: bytes, alt: str) -> str:
     return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
 
 
@@ -239,7 +239,7 @@ def _roc_png(plt, rows: Sequence[dict]) -> bytes:
     ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=0.8)
     ax.set(xlabel="1 - specificity", ylabel="sensitivity", title="ROC curves (model)", xlim=(0, 1), ylim=(0, 1.01))
     ax.legend(fontsize=6, loc="lower right")
-    return _png(plt, fig)
+    return figure_png(plt, fig)
 
 
 def _bars_png(plt, metrics: dict) -> bytes:
@@ -261,7 +261,7 @@ def _bars_png(plt, metrics: dict) -> bytes:
         ax.invert_yaxis()
     axes[1].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    return _png(plt, fig)
+    return figure_png(plt, fig)
 
 
 def _reliability_png(plt, rows: Sequence[dict], metrics: dict) -> bytes:
@@ -296,10 +296,10 @@ def _reliability_png(plt, rows: Sequence[dict], metrics: dict) -> bytes:
     fig.suptitle(f"Reliability: fraction positive vs mean probability, {N_BINS} equal-width bins "
                  "(marker area: share of items)", fontsize=9)
     fig.tight_layout()
-    return _png(plt, fig)
+    return figure_png(plt, fig)
 
 
-def _png(plt, fig) -> bytes:
+def figure_png(plt, fig) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", bbox_inches="tight")
     plt.close(fig)
@@ -329,7 +329,7 @@ def _sample_card(item_id: str, rows: Sequence[dict]) -> str:
     picture = _draw_boxes(rows[0]["image"], [r for r in rows if r["task"] == Task.GROUND])
     parts = [f"<div class='card'><b>{e(item_id)}</b>"]
     if picture:
-        parts.append(_img(picture, item_id))
+        parts.append(img_tag(picture, item_id))
     for r in rows:
         if r["task"] == Task.REPORT:
             parts.append(f"<p><b>reference:</b> {e(r['reference']['text'])}</p>")

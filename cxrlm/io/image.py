@@ -84,7 +84,7 @@ def load_study(paths: list, *, view_positions=None) -> Study:
     if len(views) != len(paths):
         raise InputError(f"{len(views)} view positions given for {len(paths)} images: give one per image")
     images = [load_image(path, view_position=view) for path, view in zip(paths, views, strict=True)]
-    _drop_lateral_warning(images)
+    drop_lateral_warning(images)
     return Study(images=images)
 
 
@@ -97,10 +97,10 @@ def assign_views(images: list[XrayImage], views: list[str]) -> None:
     for image, view in zip(images, requested, strict=True):
         _resolve_view(image, view)
         image.warnings = list(dict.fromkeys(image.warnings))  # an upload may already carry the lateral warning
-    _drop_lateral_warning(images)
+    drop_lateral_warning(images)
 
 
-def _drop_lateral_warning(images: list[XrayImage]) -> None:
+def drop_lateral_warning(images: list[XrayImage]) -> None:
     if any(image.is_frontal for image in images):  # a frontal view is there: the lateral one is extra context
         for image in images:
             image.warnings = [w for w in image.warnings if w != LATERAL_WARNING]

@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from cxrlm.metrics.labels import _labelled
+from cxrlm.metrics.labels import labelled_pairs
 
 N_BINS = 10
 
@@ -25,7 +25,7 @@ def _bins(probability: np.ndarray, n_bins: int) -> np.ndarray:
 
 def reliability_bins(y_true, y_prob, n_bins: int = N_BINS) -> dict[str, np.ndarray]:
     """Per bin: item count, mean probability and fraction positive (NaN where the bin is empty)."""
-    positive, prob = _labelled(y_true, y_prob)
+    positive, prob = labelled_pairs(y_true, y_prob)
     index = _bins(prob, n_bins)
     count = np.bincount(index, minlength=n_bins).astype(float)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -47,7 +47,7 @@ def ece(y_true, y_prob, n_bins: int = N_BINS) -> float:
 
 def brier(y_true, y_prob) -> float:
     """Mean squared difference between probability and truth over the labelled items; NaN when there are none."""
-    positive, prob = _labelled(y_true, y_prob)
+    positive, prob = labelled_pairs(y_true, y_prob)
     return float(np.mean((prob - positive) ** 2)) if len(prob) else math.nan
 
 

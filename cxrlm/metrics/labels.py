@@ -42,7 +42,7 @@ def label_matrix(rows: Sequence[Mapping[str, object]], labels: Sequence[str]) ->
 # ---------------------------------------------------------------- one label
 
 
-def _labelled(y_true, y_score) -> tuple[np.ndarray, np.ndarray]:
+def labelled_pairs(y_true, y_score) -> tuple[np.ndarray, np.ndarray]:
     y_true, y_score = np.asarray(y_true, dtype=float), np.asarray(y_score, dtype=float)
     if y_true.shape != y_score.shape:
         raise ValueError(f"y_true has shape {y_true.shape} but y_score {y_score.shape}")
@@ -58,7 +58,7 @@ def _average_ranks(values: np.ndarray) -> np.ndarray:
 
 def auroc(y_true, y_score) -> float:
     """Area under the ROC curve: P(score of a random positive > a random negative), ties count half."""
-    positive, score = _labelled(y_true, y_score)
+    positive, score = labelled_pairs(y_true, y_score)
     n_pos = int(positive.sum())
     n_neg = len(positive) - n_pos
     if n_pos == 0 or n_neg == 0:
@@ -69,7 +69,7 @@ def auroc(y_true, y_score) -> float:
 
 def roc_curve(y_true, y_score) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(fpr, tpr, thresholds) at every distinct score, from (0, 0) at threshold +inf; empty when undefined."""
-    positive, score = _labelled(y_true, y_score)
+    positive, score = labelled_pairs(y_true, y_score)
     n_pos = int(positive.sum())
     n_neg = len(positive) - n_pos
     if n_pos == 0 or n_neg == 0:
@@ -96,7 +96,7 @@ def sensitivity_at_specificity(y_true, y_score, specificity: float = 0.9) -> flo
 
 def confusion_counts(y_true, y_pred) -> tuple[int, int, int, int]:
     """(tp, fp, fn, tn) over labelled items; y_pred is 0/1 (or bool)."""
-    positive, predicted = _labelled(y_true, y_pred)
+    positive, predicted = labelled_pairs(y_true, y_pred)
     predicted = predicted == 1
     tp = int((positive & predicted).sum())
     fp = int((~positive & predicted).sum())

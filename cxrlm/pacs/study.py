@@ -61,7 +61,7 @@ def radiographs(instances: list[Instance]) -> list[Instance]:
 
 def read_study(client: PacsClient, study: StudyInfo | str, *, max_pixels: int = 50_000_000) -> PacsStudy:
     """Retrieve and decode the study's chest radiographs (at most MAX_IMAGES), in memory."""
-    from cxrlm.io.image import _drop_lateral_warning, load_image_bytes
+    from cxrlm.io.image import drop_lateral_warning, load_image_bytes
 
     info = client.study(study) if isinstance(study, str) else study
     images = radiographs(client.instances(info))
@@ -77,7 +77,7 @@ def read_study(client: PacsClient, study: StudyInfo | str, *, max_pixels: int = 
         if not image.view_position and instance.view:
             image.view_position = instance.view if instance.view in ("PA", "AP", "LL", "RL") else None
         loaded.append(image)
-    _drop_lateral_warning(loaded)
+    drop_lateral_warning(loaded)
     return PacsStudy(info=info, study=Study(images=loaded), references=references)
 
 

@@ -237,7 +237,7 @@ def create_app(model, store: Store, settings: ServeSettings | None = None, worke
             limit = ctx.token_cap(body.max_completion_tokens or body.max_tokens)
             run = ctx.chat_job(parsed, study, study_ids, key, limit, body.session_id)
         if body.stream:
-            return _sse(_chat_stream(ctx, run, model.name))
+            return sse_response(_chat_stream(ctx, run, model.name))
         result_id, out, session_id = await ctx.wait(request, run)
         finish = "length" if (out.timings.new_tokens or 0) >= run.limit else "stop"
         extra = {"result_id": result_id, "session_id": session_id, "study_ids": study_ids, "output": out.to_dict()}
@@ -257,7 +257,7 @@ def create_app(model, store: Store, settings: ServeSettings | None = None, worke
             run = ctx.task_job(task, study, study_ids, key, ctx.token_cap(body.max_new_tokens), phrase, explain,
                                extra)
         if body.stream:
-            return _sse(_task_stream(run))
+            return sse_response(task_stream(run))
         result_id, out, _ = await ctx.wait(request, run)
         headers = {"Location": f"/v1/results/{result_id}", "X-Cxrlm-Result-Id": result_id}
         return JSONResponse({**out.to_dict(), **extra}, headers=headers)
@@ -607,36 +607,36 @@ async def _pieces(run: _Run):
             run.job.cancel()
 
 
-def _sse_line(data) -> str:
+def sse_line(data) -> str:
     return f"data: {data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)}\n\n"
 
 
 async def _chat_stream(ctx: _Context, run: _Run, model_name: str):
     completion_id = f"chatcmpl-{run.request_id}"
-    yield _sse_line(oa.chunk(completion_id, model_name, {"role": "assistant", "content": ""}))
+    yield sse_line(oa.chunk(completion_id, model_name, {"role": "assistant", "content": ""}))
     async for piece in _pieces(run):
-        yield _sse_line(oa.chunk(completion_id, model_name, {"content": piece}))
+        yield sse_line(oa.chunk(completion_id, model_name, {"content": piece}))
     try:
         result_id, out, session_id = run.future.result()
     except Exception as err:  # noqa: BLE001 - reported in-stream, as OpenAI does
-        yield _sse_line(_stream_error(err))
+        yield sse_line(_stream_error(err))
     else:
         finish = "length" if (out.timings.new_tokens or 0) >= run.limit else "stop"
         extra = {"result_id": result_id, "session_id": session_id, "output": out.to_dict()}
-        yield _sse_line(oa.chunk(completion_id, model_name, {}, finish, extra))
-    yield _sse_line("[DONE]")
+        yield sse_line(oa.chunk(completion_id, model_name, {}, finish, extra))
+    yield sse_line("[DONE]")
 
 
-async def _task_stream(run: _Run):
+async def task_stream(run: _Run):
     async for piece in _pieces(run):
-        yield _sse_line({"type": "text", "text": piece})
+        yield sse_line({"type": "text", "text": piece})
     try:
         result_id, out, _ = run.future.result()
     except Exception as err:  # noqa: BLE001
-        yield _sse_line({"type": "error", **_stream_error(err)})
+        yield sse_line({"type": "error", **_stream_error(err)})
     else:
-        yield _sse_line({"type": "result", "result_id": result_id, "output": out.to_dict()})
-    yield _sse_line("[DONE]")
+        yield sse_line({"type": "result", "result_id": result_id, "output": out.to_dict()})
+    yield sse_line("[DONE]")
 
 
 def _stream_error(err: Exception) -> dict:
@@ -646,7 +646,7 @@ def _stream_error(err: Exception) -> dict:
     return oa.error_body(f"generation failed: {type(err).__name__}: {err}", "server_error")
 
 
-def _sse(generator) -> StreamingResponse:
+def sse_response(generator) -> StreamingResponse:
     return StreamingResponse(generator, media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 
 from cxrlm import DISCLAIMER
 from cxrlm.errors import InputError
-from cxrlm.serve.app import MODEL_ERRORS, ApiError, _sse, _sse_line, _task_stream, errors
+from cxrlm.serve.app import MODEL_ERRORS, ApiError, sse_response, sse_line, task_stream, errors
 from cxrlm.types import Task
 
 MAX_WORKLIST = 200  # studies one worklist shows (the PACS client refuses a search past its own bound)
@@ -58,7 +58,7 @@ def add_pacs_routes(app, client) -> None:
             study, header = await asyncio.to_thread(_read, ctx, client, info, key, body.prior)
             run = ctx.task_job(Task.REPORT, study, header["study_ids"], key, ctx.token_cap(body.max_new_tokens))
         if body.stream:
-            return _sse(_with_header(header, _task_stream(run)))
+            return sse_response(_with_header(header, task_stream(run)))
         result_id, out, _ = await ctx.wait(request, run)
         return JSONResponse({**out.to_dict(), "pacs": header}, headers={"X-Cxrlm-Result-Id": result_id})
 
@@ -106,6 +106,6 @@ def _read(ctx, client, info, key: str, with_prior: bool):
 
 
 async def _with_header(header: dict, stream):
-    yield _sse_line(header)
+    yield sse_line(header)
     async for line in stream:
         yield line

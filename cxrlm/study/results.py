@@ -200,7 +200,7 @@ def write_results(study, rows: list[dict], out_dir: Path, seed: int = 0, n_resam
 
 
 def render_html(results: dict) -> str:
-    from cxrlm.eval.render import CSS, _html_table, _img, fmt
+    from cxrlm.eval.render import CSS, html_table, img_tag, fmt
 
     e = html.escape
     conditions = results["conditions"]
@@ -220,8 +220,8 @@ def render_html(results: dict) -> str:
              f"<h1>Reader study {e(study['name'])}</h1>",
              f"<p><small>id {e(study['id'])} &middot; mode {e(study['mode'])} &middot; design seed {study['seed']}"
              f" &middot; model {e(str((study['model'] or {}).get('name', '-')))}</small></p>",
-             "<h2>Per condition</h2>", _html_table(["figure", *names], summary),
-             "<h2>Per label (sensitivity / specificity / F1)</h2>", _html_table(["label", *names], per_label)]
+             "<h2>Per condition</h2>", html_table(["figure", *names], summary),
+             "<h2>Per label (sensitivity / specificity / F1)</h2>", html_table(["label", *names], per_label)]
     model = results["model_alone"]
     if model:
         parts.append(f"<p>The model alone ({model['cases']} cases, its calls at probability 0.5): micro sensitivity "
@@ -229,8 +229,8 @@ def render_html(results: dict) -> str:
                      f"{fmt(model['micro_f1'])}; macro F1 {fmt(model['macro_f1'])}.</p>")
     if comparisons:
         parts += ["<h2>Paired comparisons</h2>", f"<p><small>{e(results['method'])}</small></p>",
-                  _html_table(["difference", "metric", "value", "95% CI", "p"], comparisons)]
-    parts += [_img(png, "plot") for png in _plots(results)]
+                  html_table(["difference", "metric", "value", "95% CI", "p"], comparisons)]
+    parts += [img_tag(png, "plot") for png in _plots(results)]
     if not results["labelled"]:
         parts.append("<p>The cases have no reference labels: accuracy figures are left blank.</p>")
     parts.append("<p><small>Every response: responses.csv. All figures: results.json.</small></p></body></html>")
@@ -245,7 +245,7 @@ def _plots(results: dict) -> list[bytes]:
         import matplotlib.pyplot as plt
     except ImportError:
         return []
-    from cxrlm.eval.render import _png
+    from cxrlm.eval.render import figure_png
 
     conditions = results["conditions"]
     names = list(conditions)
@@ -265,7 +265,7 @@ def _plots(results: dict) -> list[bytes]:
     axes[2].legend(fontsize=7)
     axes[2].set_title("ratings (1-5)")
     fig.suptitle("Research use only. Not a medical device.", fontsize=8)
-    return [_png(plt, fig)]
+    return [figure_png(plt, fig)]
 
 
 def _fmt(fmt, value) -> str:
