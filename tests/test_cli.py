@@ -128,7 +128,10 @@ def test_frontal_lateral_and_prior_study_with_prompts_shown(tmp_path, png, tiny_
     first_prompt = captured.err.split("prompt> ")[1]
     assert first_prompt.count("<image>") == 3  # two current views, then the prior
     assert "Current study: 2 views" in first_prompt and "Prior report: Small left pleural effusion." in first_prompt
-    assert json.loads(captured.out)["task"] == "report"
+    output = json.loads(captured.out)
+    assert output["task"] == "report"
+    # the tiny checkpoint's profile has no `priors`: the answer says its comparison is unvalidated, once
+    assert sum("not trained to read a study against a prior" in w for w in output["warnings"]) == 1
 
 
 def test_single_image_prompt_is_exactly_the_dialect_and_mentions_no_prior(png, tiny_checkpoint, capsys):

@@ -118,6 +118,10 @@ class CxrModel:
             warnings=[w for img in study.images for w in img.warnings],
             model_notice=self.profile.notice,
         )
+        if (study.prior or study.prior_report) and not self.profile.priors:
+            out.warnings.append(f"{self.name} was not trained to read a study against a prior (its profile has no "
+                                "`priors`): the prior went in as extra images and words, and any comparison in "
+                                "its answer is unvalidated")
         if task == Task.REASON:
             if self.dialect.think_tags:
                 out.warnings += split.warnings
