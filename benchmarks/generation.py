@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -57,6 +58,7 @@ ARCHS = {
     },
     "tiny": {"text": {}, "vision": {}, "vocab_size": None, "max_pixels": 448 * 448},  # cxrlm.models.tiny's shapes
 }
+NOTES = []  # lines under the table, added by the engines' measurements
 CPU_ENGINES = ("hf", "hf-static", "fast", "fast-int8", "vllm", "llama.cpp")
 GPU_ENGINES = ("hf", "hf-static", "fast", "vllm")
 
@@ -230,15 +232,49 @@ def vllm_worker(args) -> None:
 # --- llama.cpp: the language model alone, batch 1 ---------------------------------------------------------------
 
 def llama_cpp_rows(model, prompt_tokens: int, args) -> dict[str, dict | str]:
-    """{"llama.cpp f32": row, "llama.cpp q8_0": row}, or their reason for not running."""
+    """{"llama.cpp f32": row, "llama.cpp q8_0": row} (benchmarks/gguf_llama.py), or the reason it cannot run. Peak
+    memory is left out: this process also holds the transformers model; the GGUF files' sizes go in the notes."""
+    import torch
+
+    reason = _llama_cpp_missing()
+    if reason:
+        return {"llama.cpp": reason}
+    if args.device != "cpu":
+        return {"llama.cpp": "CPU build only here"}
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import gguf_llama
+
+    rows = {}
+    with tempfile.TemporaryDirectory(prefix="cxrlm-gguf-") as folder:
+        f32, q8 = Path(folder) / "f32.gguf", Path(folder) / "q8_0.gguf"
+        gguf_llama.write_gguf(model, f32)
+        gguf_llama.quantize_q8_0(f32, q8)
+        for name, path in (("llama.cpp f32", f32), ("llama.cpp q8_0", q8)):
+            rows[name] = gguf_llama.measure(path, prompt_tokens, args.max_new_tokens, args.repeats,
+                                           torch.get_num_threads())
+            NOTES.append(f"{name}: the language model only, {prompt_tokens} prompt token ids, GGUF file "
+                         f"{path.stat().st_size / 2**30:.2f} GiB.")
+            print(f"  {name}: {rows[name]['tok/s @1']:.1f} tok/s", file=sys.stderr, flush=True)
+    return rows
+
+
+def _llama_cpp_missing() -> str | None:
+    """Why llama.cpp cannot run here, or None."""
     try:
         import gguf  # noqa: F401
-        import llama_cpp_py_sync  # noqa: F401
+        from llama_cpp_py_sync._cffi_bindings import get_lib
     except ImportError as err:
-        reason = (f"not installed ({err.name}): `pip install llama-cpp-py-sync gguf` (llama-cpp-python has no "
-                  "prebuilt CPU wheel on PyPI, only a source build)")
-        return {"llama.cpp f32": reason, "llama.cpp q8_0": reason}
-    return {"llama.cpp f32": "todo", "llama.cpp q8_0": "todo"}
+        return (f"not installed ({err.name}): `pip install llama-cpp-py-sync gguf` (PyPI's llama-cpp-python has no "
+                "prebuilt CPU wheel, only a source build of llama.cpp)")
+    try:
+        get_lib()
+    except (OSError, RuntimeError) as err:
+        needs = re.search(r"version `(GLIBC_[\d.]+)' not found", str(err))
+        if needs:
+            return (f"llama-cpp-py-sync's prebuilt libllama needs {needs[1]}, this machine has glibc "
+                    f"{platform.libc_ver()[1]} (PyPI's llama-cpp-python has only a source build)")
+        return f"libllama does not load: {str(err).splitlines()[0][:160]}"
+    return None
 
 
 # --- the run ---------------------------------------------------------------------------------------------------
@@ -296,7 +332,7 @@ def main() -> None:
             rows.update(llama_cpp_rows(model, prompt_tokens, args))
         elif name == "fast-int8":
             continue  # last: it quantizes the model in place
-        if isinstance(rows.get(name), dict) and "peak memory GiB" not in rows[name]:
+        if name in rows and isinstance(rows[name], dict) and "peak memory GiB" not in rows[name]:
             rows[name]["peak memory GiB"] = _peak_gib(args.device)
     if "fast-int8" in args.engines:
         print("fast-int8:", file=sys.stderr, flush=True)
@@ -327,8 +363,8 @@ def table(rows: dict[str, dict | str], args) -> str:
             value = rows[name].get(metric) if isinstance(rows[name], dict) else None
             cells.append("-" if value is None else f"{value:.2f}" if metric.endswith("floor") else f"{value:.1f}")
         lines.append(f"| {metric} | " + " | ".join(cells) + " |")
-    reasons = [f"- {name}: {row}" for name, row in rows.items() if isinstance(row, str)]
-    return "\n".join(lines + ([""] + reasons if reasons else []))
+    notes = [f"- {name}: {row}" for name, row in rows.items() if isinstance(row, str)] + [f"- {n}" for n in NOTES]
+    return "\n".join(lines + ([""] + notes if notes else []))
 
 
 def _report(args, rows, prompt_tokens, bandwidth, weights, dtype, torch, transformers) -> str:

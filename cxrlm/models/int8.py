@@ -6,7 +6,11 @@ channel (scale = the row's largest magnitude / 127) and packed for PyTorch's fbg
 (`quantized::linear_dynamic`, x86 with AVX2 or newer), which quantize each input to int8 on the fly and return
 fp32. The vision tower stays fp32: it runs once per image, is bound by compute, not bandwidth, and its activations
 suffer most from int8. No gradients pass through these layers, so heatmaps need the unquantized model.
+PyTorch has marked its quantized tensors deprecated in favour of torchao, whose CPU int8 path needs torch.compile;
+tests/test_int8.py fails the day these kernels go.
 """
+
+import warnings
 
 import torch
 from torch import nn
@@ -25,7 +29,9 @@ class Int8Linear(nn.Module):
         weight = linear.weight.detach().float()
         scales = (weight.abs().amax(dim=1) / 127).clamp(min=1e-12).double()  # a zero row keeps a usable scale
         zeros = torch.zeros(weight.shape[0], dtype=torch.long)
-        quantized = torch.quantize_per_channel(weight, scales, zeros, axis=0, dtype=torch.qint8)
+        with warnings.catch_warnings():  # PyTorch marks qint8 tensors deprecated (its issue 184982), not yet gone
+            warnings.simplefilter("ignore", UserWarning)
+            quantized = torch.quantize_per_channel(weight, scales, zeros, axis=0, dtype=torch.qint8)
         bias = None if linear.bias is None else linear.bias.detach().float()
         self.packed = torch.ops.quantized.linear_prepack(quantized, bias)
 
