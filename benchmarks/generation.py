@@ -247,6 +247,7 @@ def llama_cpp_rows(model, prompt_tokens: int, args) -> dict[str, dict | str]:
     rows = {}
     with tempfile.TemporaryDirectory(prefix="cxrlm-gguf-") as folder:
         f32, q8 = Path(folder) / "f32.gguf", Path(folder) / "q8_0.gguf"
+        gguf_llama.quiet()
         gguf_llama.write_gguf(model, f32)
         gguf_llama.quantize_q8_0(f32, q8)
         for name, path in (("llama.cpp f32", f32), ("llama.cpp q8_0", q8)):
@@ -277,7 +278,46 @@ def _llama_cpp_missing() -> str | None:
     return None
 
 
-# --- the run ---------------------------------------------------------------------------------------------------
+# --- the run -------------------------------------------------------------------------------------------------
+
+def measure_engines(model, processor, image, prompt_tokens: int, dtype, args) -> dict[str, dict | str]:
+    """{engine: row of figures, or the reason it did not run}, in the order asked, fast-int8 last (it quantizes
+    the model in place)."""
+    from cxrlm.engines.fast import FastEngine
+    from cxrlm.engines.hf import HFEngine
+    from cxrlm.errors import ModelLoadError
+    from cxrlm.models import int8
+
+    hf = HFEngine(model, processor, args.device)
+    rows = {}
+    for name in sorted(args.engines, key=lambda engine: engine == "fast-int8"):
+        print(f"{name}:", file=sys.stderr, flush=True)
+        if name == "fast-int8":
+            try:
+                int8.quantize(model, "int8", args.device, dtype)
+            except ModelLoadError as err:
+                rows[name] = str(err)
+                continue
+        _reset_peak(args.device)
+        if name in ("hf", "hf-static"):
+            row = measure(hf_runner(hf, image, static=name == "hf-static"), args)
+        elif name in ("fast", "fast-int8"):
+            fast = FastEngine(model, processor, args.device, max_batch=max(args.concurrency),
+                              max_len=prompt_tokens + args.max_new_tokens + 16)
+            row = measure(fast_runner(fast, image), args)
+            fast.close()
+        elif name == "vllm":
+            row = vllm_row(model, processor, image, args)
+        elif name == "llama.cpp":
+            rows.update(llama_cpp_rows(model, prompt_tokens, args))
+            continue
+        else:
+            row = f"unknown engine; choose from {', '.join(CPU_ENGINES)}"
+        if isinstance(row, dict):
+            row.setdefault("peak memory GiB", _peak_gib(args.device))
+        rows[name] = row
+    return rows
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -299,9 +339,8 @@ def main() -> None:
     import torch
     import transformers
 
-    from cxrlm.engines.fast import FastEngine
     from cxrlm.engines.hf import HFEngine
-    from cxrlm.models import int8, resolve_device, resolve_dtype
+    from cxrlm.models import resolve_device, resolve_dtype
 
     transformers.logging.set_verbosity_error()
     args.device = resolve_device(args.device)
@@ -315,32 +354,7 @@ def main() -> None:
     hf = HFEngine(model, processor, args.device)
     prompt_tokens = hf._inputs([conversation(0)], [[image]])["input_ids"].shape[1]
     bandwidth, weights = copy_bandwidth(args.device), weight_bytes(model)
-    max_len = prompt_tokens + args.max_new_tokens + 16
-    rows = {}
-    for name in args.engines:
-        print(f"{name}:", file=sys.stderr, flush=True)
-        _reset_peak(args.device)
-        if name in ("hf", "hf-static"):
-            rows[name] = measure(hf_runner(hf, image, static=name == "hf-static"), args)
-        elif name == "fast":
-            fast = FastEngine(model, processor, args.device, max_batch=max(args.concurrency), max_len=max_len)
-            rows[name] = measure(fast_runner(fast, image), args)
-            fast.close()
-        elif name == "vllm":
-            rows[name] = vllm_row(model, processor, image, args)
-        elif name == "llama.cpp":
-            rows.update(llama_cpp_rows(model, prompt_tokens, args))
-        elif name == "fast-int8":
-            continue  # last: it quantizes the model in place
-        if name in rows and isinstance(rows[name], dict) and "peak memory GiB" not in rows[name]:
-            rows[name]["peak memory GiB"] = _peak_gib(args.device)
-    if "fast-int8" in args.engines:
-        print("fast-int8:", file=sys.stderr, flush=True)
-        _reset_peak(args.device)
-        int8.quantize(model, "int8", args.device, dtype)
-        fast = FastEngine(model, processor, args.device, max_batch=max(args.concurrency), max_len=max_len)
-        rows["fast-int8"] = {**measure(fast_runner(fast, image), args), "peak memory GiB": _peak_gib(args.device)}
-        fast.close()
+    rows = measure_engines(model, processor, image, prompt_tokens, dtype, args)
     floor = bandwidth / weights
     for row in rows.values():
         if isinstance(row, dict):

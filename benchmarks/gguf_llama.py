@@ -8,10 +8,13 @@ same size (tokens are fed as ids; nothing is tokenized). q8_0 is llama.cpp's own
 """
 
 import statistics
+import sys
 import time
 from pathlib import Path
 
 LLAMA_FTYPE_MOSTLY_Q8_0 = 7  # llama.h's llama_ftype
+GGML_LOG_LEVEL_ERROR = 4  # ggml.h's ggml_log_level
+QUIET = []
 
 
 def write_gguf(model, path: Path) -> None:
@@ -35,7 +38,7 @@ def write_gguf(model, path: Path) -> None:
     writer.add_tokenizer_pre("qwen2")
     writer.add_token_list([f"<t{i}>" for i in range(vocab)])
     writer.add_token_types([gguf.TokenType.NORMAL] * vocab)
-    writer.add_token_merges([])
+    writer.add_token_merges(["<t0> <t1>"])  # llama.cpp's BPE vocabulary wants at least one merge
     writer.add_eos_token_id(vocab - 1)
     tensors = {"token_embd.weight": model.get_input_embeddings().weight, "output_norm.weight": decoder.norm.weight,
                "output.weight": model.get_output_embeddings().weight}
@@ -56,6 +59,19 @@ def write_gguf(model, path: Path) -> None:
     writer.close()
 
 
+def quiet() -> None:
+    """llama.cpp logs every tensor it loads to stderr: keep its errors only."""
+    from llama_cpp_py_sync._cffi_bindings import get_ffi, get_lib
+
+    @get_ffi().callback("void(enum ggml_log_level, const char *, void *)")
+    def log(level, text, data):
+        if level >= GGML_LOG_LEVEL_ERROR:
+            sys.stderr.write(get_ffi().string(text).decode(errors="replace"))
+
+    QUIET.append(log)  # the callback must outlive this call
+    get_lib().llama_log_set(log, get_ffi().NULL)
+
+
 def quantize_q8_0(source: Path, target: Path) -> None:
     from llama_cpp_py_sync._cffi_bindings import get_lib
 
@@ -73,10 +89,14 @@ def measure(path: Path, prompt_tokens: int, new_tokens: int, repeats: int, threa
     ffi, lib = get_ffi(), get_lib()
     lib.llama_backend_init()
     model = lib.llama_model_load_from_file(str(path).encode(), lib.llama_model_default_params())
+    if model == ffi.NULL:
+        raise RuntimeError(f"llama.cpp could not load {path}")
     params = lib.llama_context_default_params()
     params.n_ctx, params.n_batch = prompt_tokens + new_tokens + 16, max(prompt_tokens, 1)
     params.n_threads = params.n_threads_batch = threads
     context = lib.llama_init_from_model(model, params)
+    if context == ffi.NULL:
+        raise RuntimeError("llama.cpp could not make a context")
     vocab = lib.llama_vocab_n_tokens(lib.llama_model_get_vocab(model))
     try:
         def run(tokens: int) -> tuple[float, float]:
