@@ -127,20 +127,37 @@ def weight_bytes(model) -> int:
 
 # --- engines in this process -----------------------------------------------------------------------------------
 
+class FirstToken:
+    """A `generate` streamer that notes when the first new token arrives (its first call is the prompt)."""
+
+    def __init__(self):
+        self.calls, self.at = 0, None
+
+    def put(self, value) -> None:
+        self.calls += 1
+        if self.calls == 2:
+            self.at = time.perf_counter()
+
+    def end(self) -> None:
+        pass
+
+
 def hf_runner(engine, image, static: bool):
-    """run(batch, new_tokens) -> (seconds for one padded batch through generate, None: no per-request TTFT)."""
+    """run(batch, new_tokens) -> (seconds for one padded batch through generate, TTFT at batch 1 else None:
+    transformers streams only one sequence)."""
     import torch
 
     engine.processor.tokenizer.padding_side = "left"
     cache = {"cache_implementation": "static"} if static else {}
 
     def run(batch: int, new_tokens: int):
+        first = FirstToken() if batch == 1 else None
         start = time.perf_counter()
         inputs = engine._inputs([conversation(i) for i in range(batch)], [[image]] * batch)
         with torch.inference_mode():
-            engine.model.generate(**inputs, max_new_tokens=new_tokens, do_sample=False, **cache)
+            engine.model.generate(**inputs, max_new_tokens=new_tokens, do_sample=False, streamer=first, **cache)
         _sync(engine.device)
-        return time.perf_counter() - start, None
+        return time.perf_counter() - start, first and first.at - start
 
     return run
 
@@ -172,9 +189,10 @@ def measure(run, args) -> dict:
         if runs[0][1] is not None:
             row[f"TTFT ms @{batch}"] = 1000 * statistics.median(t for _, t in runs)
         print(f"  batch {batch}: {row[f'tok/s @{batch}']:.1f} tok/s", file=sys.stderr, flush=True)
-    if "TTFT ms @1" not in row:  # hf: a one-token generate is prefill plus the first token
+    if "TTFT ms @1" not in row:  # vllm: a one-token request is prefill plus the first token
         row["TTFT ms @1"] = 1000 * statistics.median(run(1, 1)[0] for _ in range(args.repeats))
-    row["decode tok/s @1"] = (new - 1) / (one - row["TTFT ms @1"] / 1000)
+    decode_s = one - row["TTFT ms @1"] / 1000
+    row["decode tok/s @1"] = (new - 1) / decode_s if decode_s > 0 else None  # None: noise larger than the work
     return row
 
 
@@ -357,7 +375,7 @@ def main() -> None:
     rows = measure_engines(model, processor, image, prompt_tokens, dtype, args)
     floor = bandwidth / weights
     for row in rows.values():
-        if isinstance(row, dict):
+        if isinstance(row, dict) and row["decode tok/s @1"]:
             row["decode @1 / floor"] = row["decode tok/s @1"] / floor
     report = _report(args, rows, prompt_tokens, bandwidth, weights, dtype, torch, transformers)
     print(report)
