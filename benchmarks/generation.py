@@ -5,7 +5,9 @@
     python benchmarks/generation.py --arch tiny --max-new-tokens 8 --concurrency 1,4 --no-append   # a smoke run
 
 Builds the model in memory from the published config values (random weights: speed only, never answers) and one
-X-ray-sized image, and measures each engine in turn: tokens/s with 1/4/16/64 concurrent requests, time to the first
+image (512x512 on a GPU; 112x112 on the CPU, where 64 prefills of a bigger one would not fit 10 minutes), in bf16 on
+a GPU and fp32 on the CPU (bf16 prefill is several times slower than fp32 on AVX2/AVX-512 CPUs without AMX; int8
+is the CPU's faster decode path), and measures each engine in turn: tokens/s with 1/4/16/64 concurrent requests, time to the first
 token (TTFT), peak memory, and at one request the decode rate as a fraction of the memory-bandwidth floor. Every
 request makes exactly --max-new-tokens tokens (end-of-sequence is switched off, as vLLM's `ignore_eos`), so every
 engine does the same work. Engines:
@@ -16,7 +18,10 @@ engine does the same work. Engines:
              venv pins another torch), on a checkpoint folder this script writes from the same weights
   llama.cpp  the language model alone, exported to GGUF (f32 and q8_0), one request, fed the same number of prompt
              tokens (text tokens: llama.cpp runs no Qwen2.5-VL vision tower here); needs llama-cpp-py-sync and gguf
-An engine that cannot run here gets its reason in the table instead of numbers.
+An engine that cannot run here gets its reason in the table instead of numbers. Time to first token: hf's from a
+streamer at batch 1 (transformers streams one sequence), fast's per request from `submit` (median at 64), vllm's
+from a one-token request, llama.cpp's from the prompt's decode. "decode tok/s @1" is (tokens - 1) / (seconds after
+the first token) at batch 1.
 
 The floor: decoding one token reads every weight of the language model once (the embedding table only one row),
 so one request cannot decode faster than copy bandwidth / those bytes. Bandwidth is measured here as the bytes
@@ -214,13 +219,18 @@ def vllm_row(model, processor, image, args) -> dict | str:
     if done.returncode:
         lines = [line for line in done.stderr.strip().splitlines() if line.strip()] or ["no output"]
         return f"did not run: {lines[-1][:120]}"
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    gpu = ", not GPU memory (vLLM reserves most of the GPU up front)" if args.device != "cpu" else ""
+    NOTES.append(f"vllm {result['version']} in {python}, eager (cxrlm.engines.vllm: no CUDA graphs); its peak "
+                 f"memory is its own process's resident memory{gpu}.")
+    return result["row"]
 
 
 def vllm_worker(args) -> None:
     """Runs inside vLLM's interpreter: the same measure() on a VllmEngine; prints the row as JSON."""
     import resource
 
+    import vllm
     from PIL import Image
     from transformers import AutoProcessor
 
@@ -230,9 +240,6 @@ def vllm_worker(args) -> None:
     image = Image.open(folder / "image.png").convert("RGB")
     engine = VllmEngine(folder, AutoProcessor.from_pretrained(folder), {}, args.dtype,
                         max_len=4096, max_images=1)
-    import vllm
-
-    print(f"vllm {vllm.__version__}", file=sys.stderr)
 
     def run(batch: int, new_tokens: int):
         params = engine.SamplingParams(temperature=0.0, max_tokens=new_tokens, ignore_eos=True)
@@ -244,7 +251,7 @@ def vllm_worker(args) -> None:
 
     row = measure(run, args)
     row["peak memory GiB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print(json.dumps(row))
+    print(json.dumps({"row": row, "version": vllm.__version__}))
 
 
 # --- llama.cpp: the language model alone, batch 1 ---------------------------------------------------------------
