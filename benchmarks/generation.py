@@ -319,7 +319,7 @@ def measure_engines(model, processor, image, prompt_tokens: int, dtype, args) ->
         print(f"{name}:", file=sys.stderr, flush=True)
         if name == "fast-int8":
             try:
-                int8.quantize(model, "int8", args.device, dtype)
+                int8.quantize(model, args.device, dtype)
             except ModelLoadError as err:
                 rows[name] = str(err)
                 continue

@@ -87,7 +87,7 @@ def test_int8_refuses_a_gpu():
     from cxrlm.models.int8 import quantize
 
     with pytest.raises(ModelLoadError, match="CPU only"):
-        quantize(torch.nn.Module(), "int8", "cuda", torch.bfloat16)
+        quantize(torch.nn.Module(), "cuda", torch.bfloat16)
 
 
 def test_fast_engine_runs_int8_weights_with_the_hf_engines_greedy_answer(pair, fixture_pngs):

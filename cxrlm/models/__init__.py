@@ -106,7 +106,7 @@ def load_model(
     if quantize != "none":
         from cxrlm.models import int8
 
-        int8.quantize(backend.model, quantize, device, resolve_dtype(dtype, device))
+        int8.quantize(backend.model, device, resolve_dtype(dtype, device))
     if engine == "fast":
         from cxrlm.engines.fast import FastEngine
 

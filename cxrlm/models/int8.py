@@ -17,7 +17,6 @@ from torch import nn
 
 from cxrlm.errors import ModelLoadError
 
-from cxrlm.models import QUANTIZE
 
 
 class Int8Linear(nn.Module):
@@ -49,13 +48,9 @@ class Int8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 per-channel"
 
 
-def quantize(model, mode: str, device: str, dtype) -> None:
-    """Replace the language model's Linear layers and the output head with Int8Linear, in place (`mode` 'int8');
-    'none' leaves the model as it is. A one-line ModelLoadError where it cannot apply."""
-    if mode not in QUANTIZE:
-        raise ModelLoadError(f"unknown --quantize {mode!r}; use one of {', '.join(QUANTIZE)}")
-    if mode == "none":
-        return
+def quantize(model, device: str, dtype) -> None:
+    """Replace the language model's Linear layers and the output head with Int8Linear, in place. A one-line
+    ModelLoadError where it cannot apply."""
     if device != "cpu":
         raise ModelLoadError("--quantize int8 runs on the CPU only (PyTorch's fbgemm kernels): on a GPU use "
                              "--dtype bf16, or --engine vllm")
