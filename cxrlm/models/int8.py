@@ -18,7 +18,6 @@ from torch import nn
 from cxrlm.errors import ModelLoadError
 
 
-
 class Int8Linear(nn.Module):
     """A Linear with a per-output-channel int8 weight, fp32 in and out."""
 
