@@ -3,8 +3,8 @@
 Decoding one token reads every weight of the language model once, so on a CPU its speed is set by memory
 bandwidth: int8 weights are a quarter of fp32's bytes. Each Linear's weight is quantized symmetrically per output
 channel (scale = the row's largest magnitude / 127) and packed for PyTorch's fbgemm kernels
-(`quantized::linear_dynamic`, x86 with AVX2 or newer), which quantize each input to int8 on the fly and return
-fp32. The vision tower stays fp32: it runs once per image, is bound by compute, not bandwidth, and its activations
+(`quantized::linear_dynamic`, x86 with AVX2 or newer), which quantize each input to int8 on the fly (one scale
+per call: in a batch, a row's result depends slightly on the other rows) and return fp32. The vision tower stays fp32: it runs once per image, is bound by compute, not bandwidth, and its activations
 suffer most from int8. No gradients pass through these layers, so heatmaps need the unquantized model.
 PyTorch has marked its quantized tensors deprecated in favour of torchao, whose CPU int8 path needs torch.compile;
 tests/test_int8.py fails the day these kernels go.
