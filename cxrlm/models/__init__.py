@@ -5,6 +5,7 @@ record (cxrlm.models.families) that loads the folder;
 `CxrModel.predict(image, task)` returns a `ModelOutput`. Nothing here downloads anything.
 """
 
+import dataclasses
 import os
 import sys
 import time
@@ -52,11 +53,12 @@ def resolve_dtype(dtype: str, device: str):
 
 
 ENGINES = ("hf", "fast", "remote", "vllm")
+QUANTIZE = ("none", "int8")  # cxrlm.models.int8
 
 
 def load_model(
     path: str | Path | None = None, *, device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False,
-    engine: str = "hf", calibration: str | None = None, **engine_options,
+    engine: str = "hf", calibration: str | None = None, quantize: str = "none", **engine_options,
 ):
     """Load a checkpoint folder. `trust_remote_code` lets a checkpoint with no built-in family run its own Python.
 
@@ -67,11 +69,17 @@ def load_model(
     cuda_graphs), "remote" (`path` is an OpenAI-compatible server URL such as http://host:8000/v1; an http(s)
     URL picks it by itself; options: model_name, profile, api_key, max_concurrency, timeout_s, retries) or "vllm"
     (vLLM in-process, cxrlm.engines.vllm; options: max_len, max_images).
+
+    quantize: "none", or "int8" for int8 language-model weights on the CPU (hf and fast engines; cxrlm.models.int8).
     """
     from cxrlm.models.base import CxrModel
 
     if engine not in ENGINES:
         raise ModelLoadError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
+    if quantize not in QUANTIZE:
+        raise ModelLoadError(f"unknown quantize {quantize!r}; use one of {', '.join(QUANTIZE)}")
+    if quantize != "none" and engine not in ("hf", "fast"):
+        raise ModelLoadError(f"--quantize {quantize} applies to the hf and fast engines, not {engine!r}")
     from cxrlm.models import calibration as calibrations
 
     if engine == "remote" or str(path or "").startswith(("http://", "https://")):
@@ -95,10 +103,16 @@ def load_model(
         backend = _load_vllm(model_dir, profile, device, dtype, **engine_options)
         return CxrModel(model_dir.name, profile, backend, load_s=time.perf_counter() - start, calibration=calibrated)
     backend = _load_engine(model_dir, profile, device, resolve_dtype(dtype, device))
+    if quantize != "none":
+        from cxrlm.models import int8
+
+        int8.quantize(backend.model, device, resolve_dtype(dtype, device))
     if engine == "fast":
         from cxrlm.engines.fast import FastEngine
 
         backend = FastEngine(backend.model, backend.processor, backend.device, **engine_options)
+    if quantize != "none":  # no gradients pass through int8 layers: heatmaps need the unquantized model
+        backend.capabilities = dataclasses.replace(backend.capabilities, heatmaps=False)
     return CxrModel(model_dir.name, profile, backend, load_s=time.perf_counter() - start, calibration=calibrated)
 
 

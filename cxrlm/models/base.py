@@ -211,7 +211,8 @@ class CxrModel:
         from cxrlm.errors import ConfigError
 
         if not self.engine.capabilities.heatmaps:
-            raise ConfigError(f"the {type(self.engine).__name__} engine computes no heatmaps: use --engine hf")
+            raise ConfigError(f"the {type(self.engine).__name__} engine computes no heatmaps here: use --engine hf "
+                              "(without --quantize)")
         if task == Task.CLASSIFY:
             question = self.dialect.classify_question.format(label=label_phrase(subject))
             answer = None
