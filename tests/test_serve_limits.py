@@ -179,6 +179,14 @@ def test_10_openapi_lists_every_status_in_the_error_shape(http):
         ("/v1/cxr/ground", "post"): {"400", "404", "413", "503", "504"},
         ("/v1/results/{result_id}", "get"): {"404"},
         ("/v1/results/{result_id}/export", "get"): {"400", "404", "501"},
+        ("/v1/study/me", "get"): {"400"},  # the reader-study routes (cxrlm/serve/study_routes.py)
+        ("/v1/study/next", "get"): {"400"},
+        ("/v1/study/cases/{position}", "get"): {"400", "404"},
+        ("/v1/study/cases/{position}/images/{index}.png", "get"): {"400", "404"},
+        ("/v1/study/cases/{position}/events", "post"): {"400", "404", "409"},
+        ("/v1/study/cases/{position}/read", "post"): {"400", "404", "409"},
+        ("/v1/study/cases/{position}/reveal", "get"): {"400", "404", "409"},
+        ("/v1/study/teaching-file", "get"): {"400", "409"},
     }
     operations = {(path, method): op for path, ops in spec["paths"].items() for method, op in ops.items()}
     assert set(operations) == set(expected)

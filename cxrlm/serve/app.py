@@ -35,6 +35,7 @@ from cxrlm.errors import InputError
 from cxrlm.limits import MAX_IMAGES, MAX_PROMPT_TOKENS, MAX_TEXT_CHARS, too_many_images
 from cxrlm.serve import openai_format as oa
 from cxrlm.serve.exports import FORMATS, ExportUnavailable, export
+from cxrlm.serve.openai_format import errors
 from cxrlm.serve.security import LOCAL_KEY_ID, RateLimiter, bearer_token, retry_after_header
 from cxrlm.serve.storage import Store, new_id
 from cxrlm.serve.study_routes import install as install_study_routes
@@ -71,38 +72,6 @@ class ApiError(Exception):
     def __init__(self, status: int, message: str, kind: str = "invalid_request_error", headers=None, code=None):
         super().__init__(message)
         self.status, self.message, self.kind, self.headers, self.code = status, message, kind, headers, code
-
-
-class ErrorDetail(BaseModel):
-    message: str
-    type: str
-    param: str | None = None
-    code: str | None = None
-
-
-class ErrorBody(BaseModel):
-    """Every error response, in OpenAI's shape."""
-
-    error: ErrorDetail
-
-
-ERRORS = {
-    400: "invalid request: the message says what to change",
-    401: "missing or invalid API key",
-    404: "no such model, study or result for this key",
-    413: "request body over the upload limit (cxrlm serve --max-upload-mb)",
-    429: "rate limit (--rate-limit) or model queue (--max-queue) full: retry after Retry-After seconds",
-    500: "internal error",
-    501: "the exporter or its library is not installed",
-    503: "cancelled: the server is shutting down",
-    504: "the request ran past the server's time limit (--timeout)",
-}
-
-
-def errors(*statuses: int) -> dict:
-    """OpenAPI `responses` for these error statuses (401, 429 and 500 can come from any /v1 route)."""
-    every = sorted({*statuses, 401, 429, 500})
-    return {status: {"model": ErrorBody, "description": ERRORS[status]} for status in every}
 
 
 MODEL_ERRORS = errors(400, 404, 413, 503, 504)  # routes that run the model

@@ -12,6 +12,8 @@ import binascii
 import time
 from dataclasses import dataclass, field
 
+from pydantic import BaseModel
+
 STUDY_URL_PREFIX = "cxrlm://study/"
 
 
@@ -105,3 +107,37 @@ def chunk(completion_id: str, model: str, delta: dict, finish_reason: str | None
 
 def error_body(message: str, kind: str, code: str | None = None) -> dict:
     return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+
+
+# The error shape of every /v1 route, for the OpenAPI document (cxrlm/serve/app.py and its routers).
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every error response, in OpenAI's shape."""
+
+    error: ErrorDetail
+
+
+ERRORS = {
+    400: "invalid request: the message says what to change",
+    401: "missing or invalid API key",
+    404: "no such model, study, result or case for this key",
+    409: "out of order: a study case before the earlier ones, a second submit, a reveal before the read",
+    413: "request body over the upload limit (cxrlm serve --max-upload-mb)",
+    429: "rate limit (--rate-limit) or model queue (--max-queue) full: retry after Retry-After seconds",
+    500: "internal error",
+    501: "the exporter or its library is not installed",
+    503: "cancelled: the server is shutting down",
+    504: "the request ran past the server's time limit (--timeout)",
+}
+
+
+def errors(*statuses: int) -> dict:
+    """OpenAPI `responses` for these error statuses (401, 429 and 500 can come from any /v1 route)."""
+    every = sorted({*statuses, 401, 429, 500})
+    return {status: {"model": ErrorBody, "description": ERRORS[status]} for status in every}

@@ -20,7 +20,8 @@ from pydantic import BaseModel, Field
 
 from cxrlm import DISCLAIMER
 from cxrlm.errors import InputError
-from cxrlm.serve.app import MODEL_ERRORS, ApiError, sse_response, sse_line, task_stream, errors
+from cxrlm.serve.app import MODEL_ERRORS, ApiError, sse_line, sse_response, task_stream
+from cxrlm.serve.openai_format import errors
 from cxrlm.types import Task
 
 MAX_WORKLIST = 200  # studies one worklist shows (the PACS client refuses a search past its own bound)

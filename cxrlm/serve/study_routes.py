@@ -28,6 +28,7 @@ from cxrlm.errors import InputError
 from cxrlm.limits import MAX_IMAGES
 from cxrlm.pathologies import CHEXPERT14
 from cxrlm.serve import openai_format as oa
+from cxrlm.serve.openai_format import errors
 from cxrlm.serve.security import RateLimiter, bearer_token, retry_after_header
 from cxrlm.serve.storage import Store, new_id
 from cxrlm.study.store import MAX_IMPRESSION_CHARS, StudyConflict, StudyStore
@@ -122,7 +123,7 @@ def router(studies: StudyStore, store: Store, settings) -> APIRouter:
     async def page():
         return FileResponse(WEB_DIR / "study.html")
 
-    @api.get("/v1/study/me")
+    @api.get("/v1/study/me", responses=errors(400))
     async def me(reader: Reader):
         """The reader's study, the form's labels, progress and reading list (positions and conditions only)."""
         study = await _call(studies.study, reader.study_id)
@@ -132,13 +133,13 @@ def router(studies: StudyStore, store: Store, settings) -> APIRouter:
             "progress": await _call(studies.progress, reader.id),
             "assignments": await _call(studies.assignments, reader.id)})
 
-    @api.get("/v1/study/next")
+    @api.get("/v1/study/next", responses=errors(400))
     async def next_case(reader: Reader):
         """The case to read next (cases open in order); `done` once every case is submitted."""
         progress = await _call(studies.progress, reader.id)
         return body(reader, {"done": progress["next"] is None, "position": progress["next"], "progress": progress})
 
-    @api.get("/v1/study/cases/{position}")
+    @api.get("/v1/study/cases/{position}", responses=errors(400, 404))
     async def case(reader: Reader, position: Position):
         """The case under its condition: `ai` is null (manual; teaching before the reveal), the labels with
         probabilities (labels), or those with reasoning, findings, impression and boxes (reasoning)."""
@@ -147,7 +148,8 @@ def router(studies: StudyStore, store: Store, settings) -> APIRouter:
         return body(reader, {**payload, "mode": reader.mode, "images": images})
 
     @api.get("/v1/study/cases/{position}/images/{index}.png", response_class=FileResponse,
-             responses={200: {"content": {"image/png": {}}, "description": "a de-identified 8-bit PNG of the case"}})
+             responses={200: {"content": {"image/png": {}}, "description": "a de-identified 8-bit PNG of the case"},
+                        **errors(400, 404)})
     async def case_image(reader: Reader, position: Position, index: ImageIndex):
         await case_at(reader, position)
         path = await _call(studies.case_image, reader.id, position, index)
@@ -156,7 +158,7 @@ def router(studies: StudyStore, store: Store, settings) -> APIRouter:
         return FileResponse(path, media_type="image/png",
                             headers={"X-Cxrlm-Disclaimer": DISCLAIMER, "Cache-Control": "no-store"})
 
-    @api.post("/v1/study/cases/{position}/events")
+    @api.post("/v1/study/cases/{position}/events", responses=errors(400, 404, 409))
     async def clock(reader: Reader, position: Position, event: ClockEvent):
         """view (the first one starts the clock), pause, resume: the case's status and active seconds so far."""
         await case_at(reader, position)
@@ -164,7 +166,7 @@ def router(studies: StudyStore, store: Store, settings) -> APIRouter:
         row = await _call(step, reader.id, position)
         return body(reader, {**row, "event": event.event, "paused": row["status"] == "paused"})
 
-    @api.post("/v1/study/cases/{position}/read")
+    @api.post("/v1/study/cases/{position}/read", responses=errors(400, 404, 409))
     async def submit(reader: Reader, position: Position, read: Read):
         """The read: findings, impression, confidence and (where AI was shown) the four ratings. Stops the clock."""
         payload = await case_at(reader, position)
@@ -186,7 +188,7 @@ def router(studies: StudyStore, store: Store, settings) -> APIRouter:
                                 output={"condition": payload["condition"], "active_s": row["seconds"]})
         return body(reader, {"position": position, "active_s": row["seconds"], "progress": progress})
 
-    @api.get("/v1/study/cases/{position}/reveal")
+    @api.get("/v1/study/cases/{position}/reveal", responses=errors(400, 404, 409))
     async def reveal(reader: Reader, position: Position):
         """Teaching, after the read: the model's reasoning, labels and boxes, the reference labels, per-label
         agreement (resident, model, truth) and the running score over every case read so far."""
@@ -194,7 +196,8 @@ def router(studies: StudyStore, store: Store, settings) -> APIRouter:
         return body(reader, await _call(studies.reveal, reader.id, position))
 
     @api.get("/v1/study/teaching-file", response_class=Response,
-             responses={200: {"content": {"application/zip": {}}, "description": "one HTML page per case read"}})
+             responses={200: {"content": {"application/zip": {}}, "description": "one HTML page per case read"},
+                        **errors(400, 409)})
     async def teaching_file(reader: Reader):
         """Teaching: every case read so far (image, read, model reasoning, truth, agreement) as HTML pages, zipped."""
         if reader.mode != "teaching":
