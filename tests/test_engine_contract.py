@@ -29,7 +29,7 @@ def test_hf_and_fast_declare_what_they_can_do(tiny_model):
     assert isinstance(hf, HFEngine) and isinstance(hf, Engine)
     # The tiny tokenizer (Qwen2's) writes one digit per token, so both decode expected-value numbers.
     assert hf.capabilities == EngineCapabilities(concurrent=False, mean_numbers=True, heatmaps=True)
-    fast = FastEngine(hf.model, hf.processor, "cpu", max_batch=1, max_len=64)
+    fast = FastEngine(hf.model, hf.processor, "cpu", max_batch=1, max_len=64, pack_weights=False)  # the shared model
     try:
         assert isinstance(fast, Engine)
         assert fast.capabilities == EngineCapabilities(concurrent=True, mean_numbers=True)

@@ -9,7 +9,8 @@ boundaries (continuous batching). The decode step calls the family's own decoder
 object that writes each row at its own position and a mask that shows each row only its own tokens, so every
 supported family (Qwen2.5-VL, Qwen3-VL, LLaVA-OneVision, Gemma 3) decodes with its own layers and M-RoPE offsets.
 On CUDA the decode step of each (batch bucket, attention span) is captured once as a CUDA graph at start-up; nothing is
-compiled on the request path. On CPU the same code runs eagerly.
+compiled on the request path. On CPU the same code runs eagerly, with the language model's fp32 weights repacked
+for oneDNN (cxrlm.engines.packed: 2-4x faster Linear layers than PyTorch's default BLAS there).
 
 Not here: paged attention, speculative decoding (each would be the next speed-up), and beam search.
 """
@@ -150,14 +151,20 @@ class FastEngine(HFEngine):
     max_batch: slots in the KV cache (running requests); max_len: positions per slot (prompt + new tokens);
     cuda_graphs: capture the decode step per batch bucket (default: on CUDA only); prefill_tokens: the most prompt
     tokens prefilled between two decode steps (at least one request's), so arrivals slow decoding but never stop it;
-    prefixes: prefilled image prefixes kept for later requests about the same image.
+    prefixes: prefilled image prefixes kept for later requests about the same image; pack_weights: reorder the
+    language model's fp32 Linear weights for oneDNN, in place (default: on a CPU, where it applies).
     """
 
     def __init__(self, model, processor, device: str, max_batch: int | None = None, max_len: int | None = None,
-                 cuda_graphs: bool | None = None, prefill_tokens: int | None = None, prefixes: int = 8):
+                 cuda_graphs: bool | None = None, prefill_tokens: int | None = None, prefixes: int = 8,
+                 pack_weights: bool | None = None):
         import torch
 
+        from cxrlm.engines import packed
+
         super().__init__(model, processor, device)
+        if pack_weights if pack_weights is not None else packed.can_pack(model, device):
+            packed.pack(model)  # in place: this engine's model decodes 2-4x faster on a CPU (cxrlm.engines.packed)
         # generate() from many threads: requests join the running batch.
         # heatmaps=False: a backward pass beside the preallocated KV cache is untested (memory); use the hf engine.
         self.capabilities = EngineCapabilities(concurrent=True, mean_numbers=self.digits is not None, heatmaps=False)
@@ -180,7 +187,7 @@ class FastEngine(HFEngine):
                                self.max_len, _head_dim(self.text_config), model.dtype, device)
         self.input_ids = torch.zeros(self.max_batch, dtype=torch.long, device=device)
         self.rope_deltas = torch.zeros(self.max_batch, dtype=torch.long, device=device)
-        self.seen = (torch.zeros(self.max_batch, self.lm_head.weight.shape[0], dtype=torch.bool, device=device)
+        self.seen = (torch.zeros(self.max_batch, self.lm_head.out_features, dtype=torch.bool, device=device)
                      if self.repetition_penalty != 1.0 else None)
         self.graphs = {}
         self.prefixes: OrderedDict[bytes, _Prefix] = OrderedDict()  # least recently used first
