@@ -3,7 +3,7 @@
 PyTorch computes an fp32 nn.Linear on the CPU with the BLAS of its build (MKL in the PyPI wheels), from the weight
 as stored. For the shapes of decoding (a few rows against a large weight), and on AMD CPUs at every shape, that is
 far from the memory bandwidth: on this project's 2-core AMD EPYC machine, Qwen2.5-0.5B's Linear layers ran 1.7-2x
-faster at 1 row, 2.5-4x at 4-16 rows and 2.2x at 512 rows through oneDNN, with each weight reordered once into
+faster at 1 row, 2-4x at 4-16 rows and 2.2x at 512 rows through oneDNN, with each weight reordered once into
 oneDNN's blocked layout (`torch.ops.mkldnn._linear_pointwise`: the kernel torch.compile's CPU "freezing" path
 emits). The arithmetic is fp32 either way; only the order of the sums differs (outputs agree to ~1e-6 relative).
 The packed weight is an opaque oneDNN tensor: no gradients, no state_dict, CPU only.
