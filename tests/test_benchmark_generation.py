@@ -44,3 +44,18 @@ def test_weight_bytes_counts_the_language_model_and_head_once_and_no_embedding_t
     tied = head is model.get_input_embeddings().weight
     assert generation.weight_bytes(model) == 4 * (decoder - table + head.numel()) if not tied else \
         generation.weight_bytes(model) == 4 * decoder
+
+
+def test_cpu_matmul_times_every_kind_of_linear_layer_at_each_row_count():
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "cpu_matmul.py"), "--layers", "1", "--rows", "1,8", "--repeats", "1"],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)},
+        timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("7 Linear layers (15 M weights)")
+    rows = [line.strip("| ").split(" | ") for line in done.stdout.splitlines() if line.startswith("| ") and "---" not in line]
+    body = rows[1:]  # under the header
+    assert {row[0] for row in body} >= {"nn.Linear fp32"} and {row[1] for row in body} == {"1", "8"}
+    for name, count, ms, bandwidth, rate in body:
+        assert float(ms) > 0 and float(bandwidth) > 0
+        assert abs(float(rate) - 2 * int(count) * 15.0e6 / (float(ms) / 1000) / 1e9) <= 0.1 * float(rate) + 1
